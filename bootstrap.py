@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Set up the project's virtual environment, then run one of its jobs.
+
+Only the standard library is used, so this works on a fresh machine that has nothing but
+Python. ``python3 bootstrap.py study`` renders the whole toy study into ``reports/``;
+``python3 bootstrap.py test`` runs the test suite (extra arguments go to pytest);
+``python3 bootstrap.py setup`` only installs. The environment lives in ``.venv`` and is
+reinstalled when ``pyproject.toml`` changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".scp-installed"
+
+
+def _venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _run(cmd: list[str], **kw) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
+
+
+def setup() -> Path:
+    """Create ``.venv`` and install the package with its test extras (idempotent)."""
+    py = _venv_python()
+    if not py.exists():
+        if _run([sys.executable, "-m", "venv", str(VENV)]) != 0:
+            sys.exit("bootstrap: could not create .venv (is the 'venv' module installed?)")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        return py
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # torch first and exactly pinned, so that no later requirement pulls another build.
+    steps = [pip + ["torch==2.13.0"], pip + ["-e", ".[test]"]]
+    for step in steps:
+        if _run(step) != 0:
+            sys.exit("bootstrap: installation failed (see the pip output above)")
+    STAMP.write_text(digest)
+    return py
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"setup", "test", "study"}:
+        print(__doc__)
+        return 2
+    job, rest = argv[0], argv[1:]
+    py = setup()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONHASHSEED="0", MPLBACKEND="Agg")
+    if job == "test":
+        return _run([py, "-m", "pytest", *rest], env=env)
+    if job == "study":
+        return _run([py, "-m", "scp_core.cli", "reproduce", "--profile", "toy", *rest], env=env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
