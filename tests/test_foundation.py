@@ -1,0 +1,66 @@
+"""Foundation: the torchvision shim, pins kept consistent, notebooks stripped, README commands."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_field_libraries_import_after_scp_core():
+    # a fresh interpreter: the shim must act before anything imports torchvision
+    code = ("import scp_core, diffusers, lpips, pytorch_fid, torchvision;"
+            "from diffusers import ControlNetModel, UNet2DConditionModel, AutoencoderKL;"
+            "from pytorch_fid.inception import InceptionV3; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def _pins_from_pyproject():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["test"]
+    return dict(r.split("==") for r in reqs)
+
+
+def test_environment_yml_matches_pyproject_pins():
+    pins = _pins_from_pyproject()
+    assert all(v for v in pins.values()), "every dependency is pinned exactly"
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    conda_pins = dict(r.split("==") for r in pip_section)
+    assert conda_pins == pins
+    assert pins["torch"] == "2.13.0"
+
+
+def test_no_other_torch_or_nvidia_packages_installed():
+    from importlib import metadata
+    import torch
+    assert torch.__version__.split("+")[0] == "2.13.0"
+    names = {d.metadata["Name"].lower() for d in metadata.distributions()}
+    assert not [n for n in names if n.startswith("nvidia-")] or torch.cuda.is_available()
+
+
+def test_notebooks_have_no_outputs_and_no_editor_metadata():
+    nbs = sorted((ROOT / "notebooks").glob("**/*.ipynb"))
+    for p in nbs:
+        nb = json.loads(p.read_text())
+        for cell in nb["cells"]:
+            assert not cell.get("outputs"), f"{p.name}: committed outputs"
+            assert cell.get("execution_count") is None, f"{p.name}: execution counts"
+            extra = set(cell.get("metadata", {})) - {"tags"}
+            assert not extra, f"{p.name}: editor cell metadata {extra}"
+        top = set(nb.get("metadata", {})) - {"kernelspec", "language_info"}
+        assert not top, f"{p.name}: editor notebook metadata {top}"
+
+
+def test_readme_first_lines_are_the_two_commands_and_ci_calls_the_test_one():
+    lines = [l.strip() for l in (ROOT / "README.md").read_text().splitlines() if l.strip()]
+    cmds = [l.split("#")[0].strip() for l in lines[1:3]]
+    assert cmds == ["python3 bootstrap.py study", "python3 bootstrap.py test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^python3 bootstrap.py test", ci, re.M)
