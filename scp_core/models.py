@@ -1,0 +1,180 @@
+"""Models: the toy stack (tiny diffusers components) and Stable Diffusion 2.1 loading.
+
+Both stacks share SD's noise schedule (scaled-linear betas 0.00085..0.012, T = 1000,
+epsilon prediction) so that the prior math and the mismatch study carry over unchanged.
+
+* Toy: ``AutoencoderKL`` with 4x downsampling and 4 latent channels, a
+  ``UNet2DConditionModel`` with cross-attention only at its lower-resolution level (fast on
+  a CPU), ``ControlNetModel.from_unet`` and a fixed text embedding in place of CLIP (no
+  tokenizer download).
+* Real: SD 2.1 base (``AutoencoderKL``, ``UNet2DConditionModel``, CLIP text encoder) and a
+  ControlNet from local diffusers folders, or hub ids where a network exists; the dataset's
+  fixed prompt is encoded once and kept as ``prompt_embeds``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import _tv_compat  # noqa: F401
+
+SD_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    timestep_spacing="leading",
+)
+SD_SCALE_FACTOR = 0.18215  # SD 2.1's latent scale (the toy VAE is trained to match it)
+SD21_BASE = "stabilityai/stable-diffusion-2-1-base"
+
+TOY_TEXT_TOKENS = 8
+TOY_CROSS_DIM = 32
+
+TOY_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, sample_size=64,
+    scaling_factor=SD_SCALE_FACTOR,
+)
+TOY_UNET_CONFIG = dict(
+    sample_size=(16, 32), in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TOY_CROSS_DIM,
+    attention_head_dim=8, norm_num_groups=32,
+)
+# two stride-2 convolutions: the control map at image size lands at latent size (4x)
+TOY_CONTROLNET_EMBEDDING = (16, 32, 64)
+
+
+def default_device() -> torch.device:
+    """CUDA where available, else CPU (override with ``SCP_DEVICE``)."""
+    if os.environ.get("SCP_DEVICE"):
+        return torch.device(os.environ["SCP_DEVICE"])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """Half precision on CUDA, float32 elsewhere (override with ``SCP_DTYPE=float32``)."""
+    name = os.environ.get("SCP_DTYPE")
+    if name:
+        return getattr(torch, name)
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def make_scheduler(kind: str = "ddim"):
+    """SD's noise schedule as a diffusers scheduler (``ddim`` for sampling, ``ddpm`` for training)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if kind == "ddim":
+        return DDIMScheduler(**SD_SCHEDULER_CONFIG)
+    cfg = {k: v for k, v in SD_SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")}
+    return DDPMScheduler(**cfg)
+
+
+def toy_vae(seed: int = 0):
+    """A tiny ``AutoencoderKL`` (4x downsampling, 4 latent channels), randomly initialised."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**TOY_VAE_CONFIG)
+
+
+def toy_unet(seed: int = 0, **overrides):
+    """A tiny ``UNet2DConditionModel`` with attention only at its lower-resolution level."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**{**TOY_UNET_CONFIG, **overrides})
+
+
+def controlnet_from_unet(unet, conditioning_embedding_out_channels=None):
+    """``ControlNetModel.from_unet``: a trainable copy of the UNet encoder (zero-initialised outputs).
+
+    Args:
+        unet: the base UNet.
+        conditioning_embedding_out_channels: channels of the control-map encoder; its
+            number of stride-2 convolutions (``len - 1``) must equal log2 of the VAE's
+            downsampling (3 for SD's 8x, 2 for the toy's 4x). Default: SD's for SD-sized
+            UNets, the toy's otherwise.
+    """
+    from diffusers import ControlNetModel
+
+    if conditioning_embedding_out_channels is None:
+        big = unet.config.block_out_channels[0] >= 320
+        conditioning_embedding_out_channels = (16, 32, 96, 256) if big else TOY_CONTROLNET_EMBEDDING
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_embedding_out_channels)
+
+
+def toy_text_conditioning(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The toy's fixed "prompt": a seeded ``[1, 8, 32]`` embedding, and zeros as its null prompt."""
+    g = torch.Generator().manual_seed(seed)
+    cond = torch.randn(1, TOY_TEXT_TOKENS, TOY_CROSS_DIM, generator=g)
+    return cond, torch.zeros_like(cond)
+
+
+@dataclass
+class ModelSource:
+    """Where a real component comes from: a local diffusers folder or a hub id."""
+
+    path: str
+    subfolder: str | None = None
+
+    def resolve(self, what: str) -> str:
+        p = Path(self.path).expanduser()
+        if p.is_dir():
+            return str(p)
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        looks_like_id = "/" in self.path and not self.path.startswith((".", "/", "~")) and self.path.count("/") == 1
+        if offline or not looks_like_id:
+            hint = (f"huggingface-cli download {SD21_BASE} --local-dir models/sd21-base" if what == "Stable Diffusion"
+                    else "train one with `scpdiff train` or copy a diffusers ControlNet folder there")
+            raise FileNotFoundError(
+                f"{what} not found at '{self.path}' (no such folder"
+                + (", and HF_HUB_OFFLINE=1 forbids the hub" if offline else "") + f"). "
+                f"On a machine with network: {hint}; then pass that folder.")
+        return self.path
+
+
+def encode_prompt(text_encoder, tokenizer, prompt: str, device=None) -> torch.Tensor:
+    """CLIP-encode one prompt to ``[1, 77, D]`` (done once per dataset and cached)."""
+    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return text_encoder(ids.to(device or text_encoder.device))[0]
+
+
+def load_sd_components(base: str = SD21_BASE, controlnet: str | None = None, prompt: str = "",
+                       negative_prompt: str = "", device=None, dtype=None) -> dict:
+    """Load SD 2.1 base (VAE, UNet, CLIP) and a ControlNet; encode the fixed prompt once.
+
+    Args:
+        base: local diffusers folder of SD 2.1 base, or its hub id where a network exists.
+        controlnet: folder of a fine-tuned ``ControlNetModel``; ``None`` makes a fresh one
+            from the UNet (for fine-tuning).
+        prompt, negative_prompt: the dataset's fixed prompt and the CFG null prompt.
+
+    Returns:
+        dict with ``vae, unet, controlnet, scheduler, prompt_embeds, negative_prompt_embeds``.
+    """
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    root = ModelSource(base).resolve("Stable Diffusion")
+    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype)
+    tok = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+    te = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", torch_dtype=dtype).to(device)
+    cond = encode_prompt(te, tok, prompt, device)
+    uncond = encode_prompt(te, tok, negative_prompt, device)
+    del te
+    if controlnet is None:
+        cn = controlnet_from_unet(unet)
+    else:
+        cn = ControlNetModel.from_pretrained(ModelSource(controlnet).resolve("ControlNet"), torch_dtype=dtype)
+    return dict(vae=vae.to(device), unet=unet.to(device), controlnet=cn.to(device, dtype),
+                scheduler=make_scheduler("ddim"), prompt_embeds=cond.to(device, dtype),
+                negative_prompt_embeds=uncond.to(device, dtype))

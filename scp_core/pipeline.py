@@ -1,0 +1,346 @@
+"""``SCPDiffPipeline``: label maps in, images out, with any noise prior (diffusers style).
+
+Components are saved and loaded with their own ``save_pretrained`` / ``from_pretrained``
+(``vae/``, ``unet/``, ``controlnet/``, ``scheduler/``), plus ``conditioning.safetensors``
+(the fixed prompt's embeddings, so no text encoder is needed at sampling time),
+``scp_pipeline.json`` (label set, palette, image size, scale factor) and, optionally,
+``prior.safetensors``.
+
+Seeding: sample ``i`` of a call draws all of its randomness (prior draw, Eq. 6 noise and,
+with ``eta > 0``, DDIM's noise) from its own generator seeded with ``seed + i``. A sample
+therefore does not depend on the batch size or on how label maps are split across
+processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .models import SD_SCALE_FACTOR, default_device, default_dtype, make_scheduler
+from .priors import NormalPrior, Prior, downsample_labels, load_prior, map_ignore
+from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, mismatch_start_latents,
+                       start_latents)
+
+CONFIG_NAME = "scp_pipeline.json"
+
+
+@dataclass
+class SCPOutput:
+    """What a pipeline call returns.
+
+    Attributes:
+        images: PIL images, a float tensor ``[B, 3, H, W]`` in [0, 1], or a uint8 array
+            ``[B, H, W, 3]``, by ``output_type``; ``None`` for ``output_type="latent"``.
+        latents: final latents ``x_0`` (unscaled by the VAE factor), ``[B, C, h, w]``.
+        start_latents: the latents DDIM started from (``x_{t_start}``).
+        timesteps: the timesteps that ran.
+    """
+
+    images: object
+    latents: torch.Tensor
+    start_latents: torch.Tensor
+    timesteps: list = field(default_factory=list)
+
+
+def _control_map(labels: torch.Tensor, palette: np.ndarray, ignore_index: int | None) -> torch.Tensor:
+    """Colour-coded control map ``[B, 3, H, W]`` in [0, 1] (the paper's conditioning)."""
+    from .data import control_map
+
+    return control_map(labels, palette, ignore_index=ignore_index)
+
+
+class SCPDiffPipeline:
+    """A fine-tuned ControlNet on a latent diffusion model, sampled from a noise prior.
+
+    Args:
+        vae, unet, controlnet: diffusers models.
+        scheduler: a ``DDIMScheduler`` with SD's schedule.
+        prompt_embeds, negative_prompt_embeds: ``[1, L, D]`` fixed prompt and null prompt.
+        num_classes: real classes of the label set; ``ignore_index`` (e.g. 255) is mapped
+            to class ``num_classes`` for the prior (a class of its own) and drawn black in
+            the control map.
+        palette: ``uint8 [num_classes, 3]`` colours of the control map.
+        image_size: ``(H, W)`` the model samples.
+        prior: optional default prior.
+    """
+
+    def __init__(self, vae, unet, controlnet, scheduler, prompt_embeds, negative_prompt_embeds,
+                 num_classes: int, palette, image_size: Sequence[int], ignore_index: int | None = None,
+                 prior: Prior | None = None, scale_factor: float = SD_SCALE_FACTOR, info: dict | None = None):
+        self.vae, self.unet, self.controlnet, self.scheduler = vae, unet, controlnet, scheduler
+        self.prompt_embeds = prompt_embeds
+        self.negative_prompt_embeds = negative_prompt_embeds
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.palette = np.asarray(palette, dtype=np.uint8)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.scale_factor = float(scale_factor)
+        self.prior = prior
+        self.info = dict(info or {})
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def prior_num_classes(self) -> int:
+        """Classes the priors are built over (the ignore id, if any, is one more)."""
+        return self.num_classes + (1 if self.ignore_index is not None else 0)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        H, W = self.image_size
+        return (self.unet.config.in_channels, H // self.vae_factor, W // self.vae_factor)
+
+    def to(self, device=None, dtype=None) -> "SCPDiffPipeline":
+        for m in (self.vae, self.unet, self.controlnet):
+            m.to(device=device, dtype=dtype)
+        self.prompt_embeds = self.prompt_embeds.to(device=device, dtype=dtype)
+        self.negative_prompt_embeds = self.negative_prompt_embeds.to(device=device, dtype=dtype)
+        return self
+
+    # ------------------------------------------------------------------ label maps
+    def prior_labels(self, labels) -> torch.Tensor:
+        """Full-size label maps -> ids for the prior at latent size (ignore id -> own class)."""
+        labels = torch.as_tensor(labels)
+        if labels.dim() == 2:
+            labels = labels[None]
+        if self.ignore_index is not None:
+            labels = map_ignore(labels, self.ignore_index, to=self.num_classes)
+        return downsample_labels(labels, self.latent_shape[1:])
+
+    def control(self, labels) -> torch.Tensor:
+        labels = torch.as_tensor(labels)
+        if labels.dim() == 2:
+            labels = labels[None]
+        return _control_map(labels, self.palette, self.ignore_index)
+
+    # ------------------------------------------------------------------ VAE
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
+               sample: bool = True) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> scaled latents ``x0`` (posterior sample x factor)."""
+        dist = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
+        z = dist.sample(generator=generator) if sample else dist.mean
+        return z.float() * self.scale_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images ``[B, 3, H, W]`` in [-1, 1]."""
+        x = self.vae.decode((latents / self.scale_factor).to(self.device, self.vae.dtype)).sample
+        return x.float().clamp(-1, 1)
+
+    # ------------------------------------------------------------------ sampling
+    def _generators(self, n: int, seed: int | Sequence[int] | None, generator) -> list[torch.Generator]:
+        if generator is not None:
+            gens = list(generator) if isinstance(generator, (list, tuple)) else None
+            if gens is None:  # one generator: derive a seed per sample from it, deterministically
+                seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+                gens = [torch.Generator(self.device).manual_seed(s) for s in seeds]
+            if len(gens) != n:
+                raise ValueError(f"got {len(gens)} generators for {n} label maps")
+            return gens
+        if seed is None:
+            raise ValueError("pass seed=... (an int, or one int per label map) or generator=...; "
+                             "every random draw here is explicitly seeded")
+        seeds = [int(seed) + i for i in range(n)] if np.isscalar(seed) else [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"got {len(seeds)} seeds for {n} label maps")
+        return [torch.Generator(self.device).manual_seed(s) for s in seeds]
+
+    def _prepare(self, labels, prior: Prior | None, mu: float, num_inference_steps: int):
+        labels = torch.as_tensor(labels)
+        if labels.dim() == 2:
+            labels = labels[None]
+        if labels.dim() != 3:
+            raise ValueError(f"labels must be [B, H, W] (or one [H, W] map), got shape {tuple(labels.shape)}")
+        _check_labels_fit(labels, self.image_size, self.vae_factor)
+        prior = prior if prior is not None else (self.prior or NormalPrior(latent_channels=self.latent_shape[0]))
+        if not isinstance(prior, NormalPrior):
+            prior.check_compatible(num_classes=self.prior_num_classes, latent_shape=self.latent_shape)
+        timesteps = ddim_timesteps(self.scheduler, num_inference_steps, mu)
+        return labels, prior, timesteps
+
+    def _finish(self, latents, x_start, timesteps, output_type):
+        images = None
+        if output_type != "latent":
+            x = (self.decode(latents) + 1) / 2
+            if output_type == "pt":
+                images = x.cpu()
+            else:
+                arr = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+                if output_type == "np":
+                    images = arr
+                elif output_type == "pil":
+                    from PIL import Image
+
+                    images = [Image.fromarray(a) for a in arr]
+                else:
+                    raise ValueError(f"output_type must be 'pil', 'pt', 'np' or 'latent', got {output_type!r}")
+        return SCPOutput(images=images, latents=latents.cpu(), start_latents=x_start.cpu(),
+                         timesteps=[int(t) for t in timesteps])
+
+    @torch.no_grad()
+    def __call__(self, labels, prior: Prior | None = None, mu: float = 0.8, num_inference_steps: int = 20,
+                 guidance_scale: float = 1.0, controlnet_conditioning_scale: float = 1.0, eta: float = 0.0,
+                 seed: int | Sequence[int] | None = None, generator=None, batch_size: int = 16,
+                 output_type: str = "pil", callback: Callable | None = None, progress: bool = True,
+                 x0: torch.Tensor | None = None) -> SCPOutput:
+        """Sample images for full-size label maps ``[B, H, W]`` (Eq. 6, then DDIM from muT).
+
+        Args:
+            labels: integer label maps at the model's image size (dataset ids; the ignore
+                id is handled).
+            prior: ``NormalPrior`` / spatial / categorical / joint (default: the attached
+                prior, else normal). ``NormalPrior`` with ``mu=1`` is plain ControlNet.
+            mu: the fraction of the DDIM schedule to run (see ``scp_core.sampling``).
+            guidance_scale: CFG weight; 1 disables the unconditional branch.
+            seed / generator: sample ``i`` uses ``seed + i`` (or ``seed[i]``, or
+                ``generator[i]``); one generator derives per-sample seeds from itself.
+            batch_size: label maps per forward pass; results do not depend on it.
+            output_type: ``"pil"``, ``"pt"`` (float [0, 1]), ``"np"`` (uint8) or ``"latent"``.
+            callback: ``callback(i, t, latents)`` after each DDIM step of each batch.
+            x0: real latents (scaled) for the Fig. 3 sampler: start from
+                ``N(sqrt(alpha_bar) x0, (1 - alpha_bar) I)`` instead of a prior draw.
+        """
+        labels, prior, timesteps = self._prepare(labels, prior, mu, num_inference_steps)
+        B = labels.shape[0]
+        if x0 is not None and tuple(x0.shape) != (B, *self.latent_shape):
+            raise ValueError(f"x0 must be [B, C, h, w] = {(B, *self.latent_shape)}, got {tuple(x0.shape)}")
+        gens = self._generators(B, seed, generator)
+        alpha_bar = float(self.scheduler.alphas_cumprod[int(timesteps[0])])
+        plabels = self.prior_labels(labels).to(self.device)
+        control_all = self.control(labels)
+        outs, starts = [], []
+        bar = tqdm(range(0, B, batch_size), desc=f"sampling ({prior.kind}, mu={mu})",
+                   disable=not progress or B <= batch_size, leave=False)
+        for s in bar:
+            idx = range(s, min(s + batch_size, B))
+            if x0 is None:
+                x = torch.cat([start_latents(prior.to(self.device), plabels[i:i + 1], alpha_bar, gens[i]) for i in idx])
+            else:
+                x = torch.cat([mismatch_start_latents(x0[i:i + 1].to(self.device).float(), alpha_bar, gens[i])
+                               for i in idx])
+            starts.append(x)
+            step_gen = [gens[i] for i in idx] if eta > 0 else None
+            out = ddim_denoise(x, timesteps, unet=self.unet, controlnet=self.controlnet, scheduler=self.scheduler,
+                               control=control_all[idx.start:idx.stop], prompt_embeds=self.prompt_embeds,
+                               negative_prompt_embeds=self.negative_prompt_embeds, guidance_scale=guidance_scale,
+                               controlnet_conditioning_scale=controlnet_conditioning_scale, eta=eta,
+                               generator=step_gen, callback=callback)
+            outs.append(out)
+        return self._finish(torch.cat(outs), torch.cat(starts), timesteps, output_type)
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict:
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index,
+                "palette": self.palette.tolist(), "image_size": list(self.image_size),
+                "scale_factor": self.scale_factor, "info": self.info}
+
+    def save_pretrained(self, path: str | os.PathLike, save_prior: bool = True) -> Path:
+        """Write every component into ``path`` (built in a temporary folder, then renamed)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.vae.save_pretrained(tmp / "vae")
+            self.unet.save_pretrained(tmp / "unet")
+            self.controlnet.save_pretrained(tmp / "controlnet")
+            self.scheduler.save_pretrained(tmp / "scheduler")
+            save_file({"prompt_embeds": self.prompt_embeds.detach().float().cpu().contiguous(),
+                       "negative_prompt_embeds": self.negative_prompt_embeds.detach().float().cpu().contiguous()},
+                      str(tmp / "conditioning.safetensors"))
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
+            if save_prior and self.prior is not None:
+                self.prior.save(tmp / "prior.safetensors")
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                path.rename(old)
+            tmp.rename(path)
+            if old is not None:
+                shutil.rmtree(old)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device=None, dtype=None, prior: str | Prior | None = None,
+                        controlnet: str | os.PathLike | None = None) -> "SCPDiffPipeline":
+        """Load a pipeline folder written by :meth:`save_pretrained`.
+
+        Args:
+            path: the folder.
+            device, dtype: default CUDA + float16 where available, else CPU + float32.
+            prior: a prior (or prior file) to attach instead of ``path/prior.safetensors``.
+            controlnet: another ControlNet folder to use instead of ``path/controlnet``.
+        """
+        from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} is not an SCP-Diff pipeline folder (no {CONFIG_NAME}); "
+                                    "create one with SCPDiffPipeline.save_pretrained or `scpdiff train`")
+        device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or default_dtype(device)
+        cfg = json.loads((path / CONFIG_NAME).read_text())
+        try:
+            vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype)
+            unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
+            cn = ControlNetModel.from_pretrained(Path(controlnet) if controlnet else path / "controlnet",
+                                                 torch_dtype=dtype)
+            cond = load_file(str(path / "conditioning.safetensors"))
+        except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+            raise ValueError(f"could not load the pipeline in {path}: {e}. A weight file is missing, corrupt "
+                             "or truncated; re-create it (`scpdiff train`) or restore it from git.") from e
+        scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
+        pipe = cls(vae.eval(), unet.eval(), cn.eval(), scheduler, cond["prompt_embeds"],
+                   cond["negative_prompt_embeds"], num_classes=cfg["num_classes"], palette=cfg["palette"],
+                   image_size=cfg["image_size"], ignore_index=cfg["ignore_index"],
+                   scale_factor=cfg["scale_factor"], info=cfg.get("info"))
+        pipe.to(device, dtype)
+        if isinstance(prior, Prior):
+            pipe.prior = prior
+        elif prior is not None or (path / "prior.safetensors").is_file():
+            pipe.prior = load_prior(prior or path / "prior.safetensors", num_classes=pipe.prior_num_classes,
+                                    latent_shape=pipe.latent_shape)
+        return pipe
+
+    @classmethod
+    def from_components(cls, components: dict, **kw) -> "SCPDiffPipeline":
+        """Build from the dict returned by ``models.load_sd_components`` plus label-set fields."""
+        return cls(components["vae"], components["unet"], components["controlnet"], components["scheduler"],
+                   components["prompt_embeds"], components["negative_prompt_embeds"], **kw)
+
+
+def build_toy_pipeline(num_classes: int, palette, image_size=(64, 128), seed: int = 0) -> SCPDiffPipeline:
+    """A randomly initialised toy pipeline (for tests and as the start of toy training)."""
+    from .models import controlnet_from_unet, toy_text_conditioning, toy_unet, toy_vae
+
+    vae, unet = toy_vae(seed), toy_unet(seed)
+    cn = controlnet_from_unet(unet)
+    cond, uncond = toy_text_conditioning(seed)
+    return SCPDiffPipeline(vae.eval(), unet.eval(), cn.eval(), make_scheduler("ddim"), cond, uncond,
+                           num_classes=num_classes, palette=palette, image_size=image_size,
+                           info={"profile": "toy"})

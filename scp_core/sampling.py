@@ -1,0 +1,137 @@
+"""Samplers: DDIM from step muT with any prior (Eq. 6), and the Fig. 3 mismatch sampler.
+
+Which steps run. With ``num_inference_steps = N`` DDIM visits SD's "leading" timesteps
+``t_i = (N - 1 - i) * (1000 // N) + 1``; for N = 20 that is 951, 901, ..., 51, 1. With
+``mu`` the sampler keeps the *last* ``n = int(N * mu)`` of them (diffusers' img2img
+``strength`` rule), noises the prior draw to the first kept timestep ``t_start`` with
+Eq. 6 and denoises from there: ``n`` UNet (+ ControlNet) evaluations, times two branches
+under classifier-free guidance. Examples for N = 20:
+
+==========  =====  ========================  =====================================
+mu          n      t_start                   kept timesteps
+==========  =====  ========================  =====================================
+1.0         20     951                       951, 901, ..., 1 (plain DDIM)
+0.9         18     851                       851, 801, ..., 1
+0.8         16     751                       751, 701, ..., 1
+0.5         10     451                       451, 401, ..., 1
+==========  =====  ========================  =====================================
+
+The authors' release (ldm DDIM, timesteps 1, 51, ..., 951) noises the prior at t = 799 and
+then runs the 17 of 20 steps at or below t = 801, i.e. it starts two steps of noise level
+*above* the level it noised to. Our mu = 0.8 runs 16 steps from t = 751, and the sample is
+noised to exactly the level the first step expects; the authors' setting corresponds to
+about mu = 0.85 here (``int(20 * 0.85) = 17`` steps from t = 801).
+
+With the normal prior the draw ``N(0, I)`` noised to any step is again ``N(0, I)``, so the
+sampler draws it directly; with ``mu = 1`` that is exactly plain ControlNet sampling.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .priors import NormalPrior, Prior, downsample_labels, noise_to_step
+
+
+def ddim_timesteps(scheduler, num_inference_steps: int, mu: float) -> torch.Tensor:
+    """The DDIM timesteps that run for ``(mu, num_inference_steps)`` (see the module table).
+
+    Args:
+        scheduler: a diffusers ``DDIMScheduler`` (its ``set_timesteps`` is called).
+        num_inference_steps: N, steps of the full schedule.
+        mu: fraction of the schedule to run, in (0, 1].
+
+    Returns:
+        The last ``int(N * mu)`` timesteps, descending; the first one is ``t_start``.
+    """
+    mu = float(mu)
+    if not 0.0 < mu <= 1.0:
+        raise ValueError(f"mu must lie in (0, 1], got {mu}; mu = 1 with the normal prior is plain ControlNet")
+    if int(num_inference_steps) < 1:
+        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    scheduler.set_timesteps(int(num_inference_steps))
+    n = min(int(round(num_inference_steps * mu, 6)), num_inference_steps)
+    if n < 1:
+        raise ValueError(f"mu = {mu} with {num_inference_steps} steps runs no step; raise mu or the steps")
+    return scheduler.timesteps[num_inference_steps - n:]
+
+
+def _expand(embeds: torch.Tensor, batch: int) -> torch.Tensor:
+    return embeds.expand(batch, *embeds.shape[1:]) if embeds.shape[0] == 1 else embeds
+
+
+@torch.no_grad()
+def ddim_denoise(latents: torch.Tensor, timesteps: torch.Tensor, *, unet, controlnet, scheduler,
+                 control: torch.Tensor, prompt_embeds: torch.Tensor,
+                 negative_prompt_embeds: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 controlnet_conditioning_scale: float = 1.0, eta: float = 0.0,
+                 generator: torch.Generator | None = None,
+                 callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """DDIM (Song et al. 2021, Eq. 12) with a ControlNet, from ``latents`` at ``timesteps[0]``.
+
+    Classifier-free guidance ``eps = eps_u + w (eps_c - eps_u)`` keeps the control map in
+    the unconditional branch too (only the prompt is dropped), as ControlNet does.
+
+    Args:
+        latents: ``x_t`` at the first timestep, ``[B, C, h, w]``.
+        control: control maps at image size, ``[B, 3, H, W]`` in [0, 1].
+        callback: called as ``callback(i, t, latents)`` after every step.
+
+    Returns:
+        The denoised latents ``x_0``.
+    """
+    B = latents.shape[0]
+    dtype = next(unet.parameters()).dtype
+    cfg = guidance_scale is not None and guidance_scale > 1.0
+    cond = _expand(prompt_embeds, B)
+    if cfg:
+        if negative_prompt_embeds is None:
+            raise ValueError("guidance_scale > 1 needs negative_prompt_embeds (the null prompt)")
+        cond = torch.cat([_expand(negative_prompt_embeds, B), cond])
+        control = torch.cat([control, control])
+    cond, control = cond.to(latents.device, dtype), control.to(latents.device, dtype)
+    for i, t in enumerate(timesteps):
+        x_in = torch.cat([latents, latents]) if cfg else latents
+        x_in = scheduler.scale_model_input(x_in, t).to(dtype)
+        down, mid = controlnet(x_in, t, encoder_hidden_states=cond, controlnet_cond=control,
+                               conditioning_scale=controlnet_conditioning_scale, return_dict=False)
+        eps = unet(x_in, t, encoder_hidden_states=cond, down_block_additional_residuals=down,
+                   mid_block_additional_residual=mid, return_dict=False)[0]
+        if cfg:
+            eps_u, eps_c = eps.chunk(2)
+            eps = eps_u + guidance_scale * (eps_c - eps_u)
+        latents = scheduler.step(eps.to(latents.dtype), t, latents, eta=eta, generator=generator,
+                                 return_dict=False)[0]
+        if callback is not None:
+            callback(i, int(t), latents)
+    return latents
+
+
+def start_latents(prior: Prior, labels_latent: torch.Tensor, alpha_bar_start: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 6: draw ``x ~ prior(M)`` and noise it to the first DDIM step.
+
+    The normal prior's draw is ``N(0, I)`` at every step, so it is returned as drawn.
+    """
+    x = prior.sample(labels_latent, generator=generator)
+    if isinstance(prior, NormalPrior):
+        return x
+    return noise_to_step(x, alpha_bar_start, generator=generator)
+
+
+def mismatch_start_latents(x0: torch.Tensor, alpha_bar_start: float,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fig. 3: a draw from ``N(sqrt(alpha_bar) x0, (1 - alpha_bar) I)`` for real latents ``x0``."""
+    return noise_to_step(x0, alpha_bar_start, generator=generator)
+
+
+def _check_labels_fit(labels: torch.Tensor, image_size: tuple[int, int], factor: int) -> None:
+    H, W = labels.shape[-2:]
+    if H % factor or W % factor:
+        raise ValueError(f"label maps of {H} x {W} do not fit the model: height and width must be "
+                         f"multiples of the VAE factor {factor}; resize them (nearest) to e.g. "
+                         f"{H // factor * factor} x {W // factor * factor}")
+    if image_size is not None and (H, W) != tuple(image_size):
+        raise ValueError(f"label maps are {H} x {W} but this model samples {image_size[0]} x "
+                         f"{image_size[1]}; resize them with scp_core.data.resize_labels")
