@@ -33,13 +33,14 @@ TOY_TEXT_TOKENS = 8
 TOY_CROSS_DIM = 32
 
 TOY_VAE_CONFIG = dict(
+    mid_block_add_attention=False,
     in_channels=3, out_channels=3, latent_channels=4,
     down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-    block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, sample_size=64,
+    block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=16, sample_size=64,
     scaling_factor=SD_SCALE_FACTOR,
 )
 TOY_UNET_CONFIG = dict(
-    sample_size=(16, 32), in_channels=4, out_channels=4, layers_per_block=2,
+    sample_size=(16, 32), in_channels=4, out_channels=4, layers_per_block=1,
     block_out_channels=(64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TOY_CROSS_DIM,
     attention_head_dim=8, norm_num_groups=32,

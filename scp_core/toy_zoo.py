@@ -1,0 +1,259 @@
+"""The toy model zoo: train the toy stack on toy-city from scratch, and load it.
+
+``scpdiff train --profile toy`` (or :func:`train_toy_stack`) runs three stages, each with
+:func:`scp_core.train.fit` (checkpoints and ``--resume latest`` included):
+
+1. the VAE on toy-city images (then LDM's scale factor ``1 / std`` of its latents);
+2. the base UNet on those latents with the fixed toy "prompt" (10 % null prompt for CFG);
+3. ControlNet fine-tuning with the colour-coded label map, the UNet decoder unlocked.
+
+The result is written with ``SCPDiffPipeline.save_pretrained`` to ``zoo/toy/pipeline``
+(float16 weights, loaded back as float32) with a training report in ``zoo/toy/REPORT.md``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import _tv_compat  # noqa: F401
+from .data import REPO_ROOT, ToyCity, colorize, control_map
+from .io import atomic_path, write_json, write_text
+from .models import (controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet, toy_vae)
+from .pipeline import SCPDiffPipeline
+from .priors import NormalPrior, PriorAccumulator
+from .train import (LatentCache, TrainConfig, controlnet_loss_fn, fit, fit_scale_factor,
+                    prepare_controlnet_training, unet_loss_fn, vae_loss_fn)
+
+ZOO = REPO_ROOT / "zoo" / "toy"
+PIPELINE_DIR = ZOO / "pipeline"
+RUNS = REPO_ROOT / "runs" / "toy"
+
+# The committed zoo was trained with these (about 30 minutes on a 2-core CPU).
+FULL = dict(vae=TrainConfig(steps=1500, batch_size=8, lr=1e-3, warmup=100, checkpoint_every=250),
+            unet=TrainConfig(steps=1200, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=300),
+            controlnet=TrainConfig(steps=1800, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300))
+# A few minutes, for the training notebook and smoke runs.
+SMALL = dict(vae=TrainConfig(steps=60, batch_size=8, lr=5e-4, log_every=5),
+             unet=TrainConfig(steps=60, batch_size=16, lr=3e-4, log_every=5),
+             controlnet=TrainConfig(steps=60, batch_size=16, lr=2e-4, log_every=5))
+
+
+def toy_models(seed: int = 0):
+    """Fresh toy components at the zoo's sizes."""
+    vae = toy_vae(seed)
+    unet = toy_unet(seed)
+    return vae, unet
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of images in [-1, 1]."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+
+
+@torch.no_grad()
+def vae_psnr(vae, images: np.ndarray, batch_size: int = 64) -> float:
+    """Mean reconstruction PSNR (posterior mean) over uint8 images ``[N, H, W, 3]``."""
+    vals = []
+    for s in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[s:s + batch_size]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+        vals.append(psnr(rec, x))
+    return float(torch.cat(vals).mean())
+
+
+def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR, work: str | Path = RUNS,
+                    resume: str | None = None, stages=("vae", "unet", "controlnet"), seed: int = 0,
+                    n_train: int = 4000, report: bool = True) -> dict:
+    """Train the toy stack from scratch (or resume it) and write the pipeline folder.
+
+    Args:
+        configs: ``{"vae": TrainConfig, "unet": ..., "controlnet": ...}`` (default: :data:`FULL`).
+        out: where the trained pipeline goes.
+        work: checkpoints and loss logs of each stage.
+        resume: ``"latest"`` to continue each stage from its newest checkpoint.
+        stages: which stages to (re)train; the others are loaded from ``work``.
+
+    Returns:
+        dict of measured facts (steps, wall times, final losses, VAE PSNR, scale factor).
+    """
+    configs = {**FULL, **(configs or {})}
+    work, out = Path(work), Path(out)
+    work.mkdir(parents=True, exist_ok=True)
+    train = ToyCity(split="train")
+    val = ToyCity(split="val")
+    images = train.images[:n_train]
+    facts: dict = {"python": platform.python_version(), "torch": torch.__version__,
+                   "threads": torch.get_num_threads(), "n_train": int(len(images))}
+    t_all = time.time()
+
+    vae, unet = toy_models(seed)
+    # 1. VAE
+    if "vae" in stages or not (work / "vae" / "final").is_dir():
+        r = fit(vae, vae_loss_fn(images), len(images), configs["vae"], work / "vae", resume=resume, desc="toy VAE")
+        vae = r["model"]
+        vae.save_pretrained(work / "vae" / "final")
+        facts["vae"] = {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"]}
+    else:
+        from diffusers import AutoencoderKL
+        vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+    vae.eval().requires_grad_(False)
+    facts["vae_psnr_val_db"] = round(vae_psnr(vae, val.images[:256]), 2)
+
+    # 2. latents and the scale factor
+    cache = LatentCache.build(vae, images, scale_factor=1.0)
+    scale = fit_scale_factor(cache.mean)
+    cache.scale_factor = scale
+    facts["scale_factor"] = round(scale, 5)
+    cond, uncond = toy_text_conditioning(seed)
+    ddpm = make_scheduler("ddpm")
+
+    # 3. base UNet
+    if "unet" in stages or not (work / "unet" / "final").is_dir():
+        r = fit(unet, unet_loss_fn(cache, ddpm, cond, uncond), len(images), configs["unet"], work / "unet",
+                resume=resume, desc="toy base UNet")
+        unet = r["model"]
+        unet.save_pretrained(work / "unet" / "final")
+        facts["unet"] = {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"]}
+    else:
+        from diffusers import UNet2DConditionModel
+        unet = UNet2DConditionModel.from_pretrained(work / "unet" / "final")
+
+    # 4. ControlNet fine-tuning (decoder unlocked, the authors' sd_locked=False)
+    controlnet = controlnet_from_unet(unet)
+    labels = train.labels[:n_train]
+    controls = lambda idx: control_map(torch.as_tensor(labels[idx]).long(), train.palette)  # noqa: E731
+    model, unlocked = prepare_controlnet_training(controlnet, unet, unlock=True)
+    r = fit(model, controlnet_loss_fn(cache, controls, ddpm, cond, uncond), len(images), configs["controlnet"],
+            work / "controlnet", resume=resume, desc="toy ControlNet")
+    model = r["model"]
+    facts["controlnet"] = {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"],
+                           "unlocked_unet_tensors": len(unlocked)}
+    facts["total_wall_s"] = round(time.time() - t_all, 1)
+
+    pipe = SCPDiffPipeline(vae, model.unet.eval().requires_grad_(False), model.controlnet.eval().requires_grad_(False),
+                           make_scheduler("ddim"), cond, uncond, num_classes=train.num_classes,
+                           palette=train.palette, image_size=train.size, ignore_index=None, scale_factor=scale,
+                           info={"profile": "toy", "dataset": "toy-city", "prompt": train.prompt,
+                                 "trained": facts})
+    save_half(pipe, out)
+    if report:
+        write_report(load_toy_pipeline(out), facts, configs, work)
+    return facts
+
+
+def save_half(pipe: SCPDiffPipeline, out: Path) -> None:
+    """Save with float16 weights (half the size in git), keeping the pipeline in float32."""
+    pipe.to(dtype=torch.float16)
+    try:
+        pipe.save_pretrained(out)
+    finally:
+        pipe.to(dtype=torch.float32)
+
+
+def load_toy_pipeline(path: str | Path = PIPELINE_DIR, device="cpu", prior=None) -> SCPDiffPipeline:
+    """The committed toy pipeline (float32 on the CPU by default)."""
+    path = Path(path)
+    if not (path / "scp_pipeline.json").is_file():
+        raise FileNotFoundError(f"no toy pipeline at {path}; train it with `scpdiff train --profile toy` "
+                                "(about 30 minutes on a 2-core CPU) or restore zoo/toy from git")
+    return SCPDiffPipeline.from_pretrained(path, device=device, dtype=torch.float32, prior=prior)
+
+
+@torch.no_grad()
+def toy_joint_prior(pipe: SCPDiffPipeline, n: int = 1000, seed: int = 0, min_count: int = 5):
+    """A joint prior from the first ``n`` toy-city training images (for the report)."""
+    train = ToyCity(split="train")
+    acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
+    g = torch.Generator().manual_seed(seed)
+    for s in range(0, n, 100):
+        x = torch.as_tensor(train.images[s:s + 100]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        acc.update(pipe.encode(x, generator=g), pipe.prior_labels(torch.as_tensor(train.labels[s:s + 100])))
+    return acc.joint(min_count=min_count)
+
+
+def write_report(pipe: SCPDiffPipeline, facts: dict, configs: dict, work: Path) -> Path:
+    """``zoo/toy/REPORT.md`` with the loss curves and a grid of samples next to masks and real images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shutil
+
+    fig_dir = ZOO / "report"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for stage in ("vae", "unet", "controlnet"):
+        if (work / stage / "loss.png").is_file():
+            shutil.copy(work / stage / "loss.png", fig_dir / f"loss_{stage}.png")
+            shutil.copy(work / stage / "loss.csv", fig_dir / f"loss_{stage}.csv")
+    val = ToyCity(split="val")
+    idx = np.arange(6)
+    lab = torch.as_tensor(val.labels[idx]).long()
+    normal = pipe(lab, prior=NormalPrior(latent_channels=4), mu=1.0, num_inference_steps=20, seed=0, output_type="np").images
+    joint = pipe(lab, prior=toy_joint_prior(pipe), mu=0.8, num_inference_steps=20, seed=0, output_type="np").images
+    rows = [("mask", colorize(val.labels[idx], val.palette)), ("real", val.images[idx]),
+            ("normal, mu=1", normal), ("joint, mu=0.8", joint)]
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(2.2 * len(idx), 1.25 * len(rows)))
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(len(idx)):
+            axes[r, c].imshow(imgs[c])
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle("toy ControlNet samples (20 DDIM steps, seed 0) beside their masks and real images", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(fig_dir / "samples.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    write_json(ZOO / "training_facts.json", facts)
+    cfg_md = "\n".join(f"| {k} | {v.steps} | {v.batch_size} | {v.lr:g} | {v.warmup} |" for k, v in configs.items())
+    size_mb = sum(p.stat().st_size for p in (ZOO / "pipeline").rglob("*") if p.is_file()) / 2**20
+    text = f"""# The toy model zoo
+
+Trained from scratch on toy-city ({facts['n_train']} training images, 64 x 128) by
+`scpdiff train --profile toy` on a CPU ({facts['threads']} threads), torch {facts['torch']}.
+Weights: `zoo/toy/pipeline/` (diffusers folders, float16 safetensors, {size_mb:.1f} MB).
+
+| stage | steps | batch | lr | warmup |
+|---|---|---|---|---|
+{cfg_md}
+
+Measured:
+
+| what | value |
+|---|---|
+| VAE reconstruction PSNR, 256 validation images (posterior mean) | {facts['vae_psnr_val_db']} dB |
+| latent scale factor (1 / std of training latents) | {facts['scale_factor']} |
+| VAE: steps, wall time, final loss | {facts.get('vae', {}).get('steps')}, {facts.get('vae', {}).get('wall_s')} s, {facts.get('vae', {}).get('final_loss', float('nan')):.4f} |
+| base UNet: steps, wall time, final loss | {facts.get('unet', {}).get('steps')}, {facts.get('unet', {}).get('wall_s')} s, {facts.get('unet', {}).get('final_loss', float('nan')):.4f} |
+| ControlNet (+ unlocked decoder): steps, wall time, final loss | {facts['controlnet']['steps']}, {facts['controlnet']['wall_s']} s, {facts['controlnet']['final_loss']:.4f} |
+| total wall time (incl. encoding) | {facts['total_wall_s']} s |
+
+Loss curves: [VAE](report/loss_vae.png), [base UNet](report/loss_unet.png),
+[ControlNet](report/loss_controlnet.png).
+
+![samples](report/samples.png)
+
+Rows: the validation mask, the real image, plain ControlNet sampling (normal prior,
+mu = 1) and the joint prior at mu = 0.8 (prior from 1,000 training images, min_count 5).
+"""
+    return write_text(ZOO / "REPORT.md", text)
+
+
+if __name__ == "__main__":  # python -m scp_core.toy_zoo [--small] [--resume]
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--small", action="store_true", help="a few-minute run (not the committed zoo)")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--out", default=str(PIPELINE_DIR))
+    a = ap.parse_args()
+    f = train_toy_stack(SMALL if a.small else None, out=a.out, resume="latest" if a.resume else None,
+                        work=RUNS if not a.small else RUNS.with_name("toy-small"), report=not a.small)
+    print(json.dumps(f, indent=2))

@@ -1,0 +1,336 @@
+"""Training: the toy VAE and base UNet, and ControlNet fine-tuning for any base (with accelerate).
+
+One loop, :func:`fit`, serves every stage. It is deterministic and resumable:
+
+* the batch of global step ``s`` is a function of ``(seed, s)`` alone (a seeded
+  permutation per epoch), and each process takes its slice of that global batch;
+* the noise and timesteps of step ``s`` come from a generator seeded with ``(seed, s)``;
+* checkpoints (``accelerator.save_state``: weights, optimizer, LR schedule) are written to
+  a temporary folder and renamed, every ``checkpoint_every`` steps; ``resume="latest"``
+  continues from the newest one with the same data order and LR schedule, so the next
+  step's loss equals that of a run that never stopped.
+
+ControlNet fine-tuning follows the authors' recipe by default: AdamW, lr 1e-5 for SD
+(the toy uses a larger one), the dataset's fixed prompt, the colour-coded label map as
+control, and ``unlock_decoder=True`` (their ``sd_locked=False``: the UNet's up blocks and
+output layers train with the ControlNet).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import _tv_compat  # noqa: F401
+from .io import atomic_path, write_json
+
+DECODER_PREFIXES = ("up_blocks.", "conv_norm_out.", "conv_out.")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training stage.
+
+    Attributes:
+        steps: optimizer steps. batch_size: global batch (split across processes).
+        lr: AdamW learning rate (constant after ``warmup`` linear steps).
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (GPU only).
+        gradient_checkpointing: trade compute for memory (GPU-size models).
+    """
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup: int = 0
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    max_grad_norm: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
+    """Indices of the global batch of ``step``: epoch ``e`` walks a permutation seeded by ``(seed, e)``."""
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    if n < batch_size:
+        perm = np.resize(perm, batch_size)
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of one step's random draws (noise, timesteps, dropout)."""
+    return torch.Generator().manual_seed(int(np.random.default_rng([seed, step, rank, 7]).integers(2**62)))
+
+
+def unlock_decoder(unet: torch.nn.Module) -> list[str]:
+    """Make the UNet decoder trainable (the authors' ``sd_locked=False``); returns the names."""
+    names = []
+    for name, p in unet.named_parameters():
+        trainable = name.startswith(DECODER_PREFIXES)
+        p.requires_grad_(trainable)
+        if trainable:
+            names.append(name)
+    return names
+
+
+def _latest_checkpoint(out_dir: Path) -> Path | None:
+    ckpts = [(int(m.group(1)), p) for p in out_dir.glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "step.json").is_file()]
+    return max(ckpts)[1] if ckpts else None
+
+
+def _save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
+    if accelerator.is_main_process:
+        tmp = out_dir / f".checkpoint-{step}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    tmp = out_dir / f".checkpoint-{step}.tmp"
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / "step.json", {"step": step})
+        final = out_dir / f"checkpoint-{step}"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # a checkpoint is visible only once complete
+        old = sorted((int(p.name.split("-")[1]), p) for p in out_dir.glob("checkpoint-*") if p.name[11:].isdigit())
+        for _, p in old[:-keep] if keep > 0 else []:
+            shutil.rmtree(p)
+    accelerator.wait_for_everyone()
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndarray, torch.Generator], torch.Tensor],
+        n_items: int, cfg: TrainConfig, out_dir: str | Path, resume: str | None = None,
+        accelerator=None, desc: str = "train", stop_after: int | None = None) -> dict:
+    """The shared training loop (AdamW, warmup then constant LR, grad clipping, checkpoints).
+
+    Args:
+        model: a module holding every trainable parameter (``requires_grad`` set).
+        loss_fn: ``loss_fn(model, step, indices, generator) -> loss`` for this process's
+            slice of the global batch.
+        n_items: size of the training set (for the batch order).
+        cfg: hyper-parameters.
+        out_dir: checkpoints, ``loss.csv`` and ``loss.png`` go here.
+        resume: ``"latest"`` or a checkpoint folder.
+        stop_after: stop (without finishing) after this global step; for tests that
+            simulate an interrupted run.
+
+    Returns:
+        dict with ``steps``, ``wall_s``, ``final_loss`` and ``losses`` (list of floats).
+    """
+    from accelerate import Accelerator
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if cfg.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
+        model.enable_gradient_checkpointing()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter of the model requires grad")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) if cfg.warmup else 1.0)
+    model, opt, sched = accelerator.prepare(model, opt, sched)
+
+    start = 0
+    log_path = out_dir / "loss.csv"
+    if resume:
+        ckpt = _latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
+        if ckpt is not None:
+            accelerator.load_state(str(ckpt))
+            start = json.loads((ckpt / "step.json").read_text())["step"]
+            accelerator.print(f"resumed from {ckpt} at step {start}")
+    losses: list[tuple[int, float]] = []
+    if start and log_path.exists():
+        with open(log_path) as f:
+            losses = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f) if int(r["step"]) <= start]
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    t0 = time.time()
+    model.train()
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(range(start, end), desc=desc, disable=not accelerator.is_main_process, initial=start, total=cfg.steps)
+    for step in bar:
+        idx = batch_indices(step, n_items, cfg.batch_size, cfg.seed)[rank::world]
+        with accelerator.autocast():
+            loss = loss_fn(model, step, idx, step_generator(cfg.seed, step, rank))
+        accelerator.backward(loss)
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        mean_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item()
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"loss became {mean_loss} at step {step}; lower the learning rate")
+        losses.append((step + 1, mean_loss))
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+        done = step + 1
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _save_checkpoint(accelerator, out_dir, done, cfg.keep_checkpoints)
+            if accelerator.is_main_process:
+                _write_log(log_path, losses)
+    wall = time.time() - t0
+    if accelerator.is_main_process:
+        _write_log(log_path, losses)
+        plot_losses(log_path, out_dir / "loss.png", title=desc)
+    model.eval()
+    return {"steps": end, "wall_s": wall, "final_loss": losses[-1][1] if losses else float("nan"),
+            "losses": [l for _, l in losses], "accelerator": accelerator,
+            "model": accelerator.unwrap_model(model)}
+
+
+def _write_log(path: Path, losses) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        w.writerows(losses)
+
+
+def plot_losses(csv_path: Path, png_path: Path, title: str = "") -> None:
+    """Loss curve (raw and a moving average) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    if df.empty:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(df["step"], df["loss"], alpha=0.3, lw=0.8, label="loss")
+    ax.plot(df["step"], df["loss"].rolling(max(len(df) // 50, 1), min_periods=1).mean(), lw=1.5, label="moving avg")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- stage losses
+def vae_loss_fn(images: torch.Tensor, kl_weight: float = 1e-6):
+    """Reconstruction (L1 + L2) plus a small KL term, on uint8 images ``[N, H, W, 3]``."""
+    def loss_fn(vae, step, idx, gen):
+        x = torch.as_tensor(images[np.sort(idx)]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        x = x.to(next(vae.parameters()).device)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(x.device)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / x[0].numel()
+        return F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * kl
+    return loss_fn
+
+
+class LatentCache:
+    """VAE posterior moments of a whole image set, so diffusion training samples ``x0`` cheaply."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, scale_factor: float):
+        self.mean, self.std, self.scale_factor = mean, std, scale_factor
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, vae, images: np.ndarray, scale_factor: float, batch_size: int = 64) -> "LatentCache":
+        dev = next(vae.parameters()).device
+        means, stds = [], []
+        for s in tqdm(range(0, len(images), batch_size), desc="encoding latents", leave=False):
+            x = torch.as_tensor(images[s:s + batch_size]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            d = vae.encode(x.to(dev)).latent_dist
+            means.append(d.mean.cpu())
+            stds.append(d.std.cpu())
+        return cls(torch.cat(means), torch.cat(stds), scale_factor)
+
+    def sample(self, idx, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.as_tensor(np.sort(idx))
+        m, s = self.mean[idx], self.std[idx]
+        return (m + s * torch.randn(m.shape, generator=gen)) * self.scale_factor
+
+
+def fit_scale_factor(cache_mean: torch.Tensor) -> float:
+    """LDM's rescaling: ``1 / std`` of the latents, so that scaled latents have unit variance."""
+    return float(1.0 / cache_mean.float().std())
+
+
+def _noisy(x0, scheduler, gen):
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    return scheduler.add_noise(x0, eps, t), eps, t
+
+
+def unet_loss_fn(cache: LatentCache, scheduler, cond: torch.Tensor, uncond: torch.Tensor, p_uncond: float = 0.1):
+    """Epsilon-prediction MSE of the base UNet on cached latents, with prompt dropout for CFG."""
+    def loss_fn(unet, step, idx, gen):
+        dev = next(unet.parameters()).device
+        x0 = cache.sample(idx, gen)
+        xt, eps, t = _noisy(x0, scheduler, gen)
+        drop = torch.rand(len(idx), generator=gen) < p_uncond
+        c = torch.where(drop[:, None, None], uncond, cond).to(dev)
+        pred = unet(xt.to(dev), t.to(dev), encoder_hidden_states=c).sample
+        return F.mse_loss(pred.float(), eps.to(dev))
+    return loss_fn
+
+
+class ControlNetWithUNet(torch.nn.Module):
+    """ControlNet plus its base UNet in one module, so one optimizer sees both (decoder unlock)."""
+
+    def __init__(self, controlnet, unet):
+        super().__init__()
+        self.controlnet, self.unet = controlnet, unet
+
+    def forward(self, xt, t, cond, control, conditioning_scale: float = 1.0):
+        down, mid = self.controlnet(xt, t, encoder_hidden_states=cond, controlnet_cond=control,
+                                    conditioning_scale=conditioning_scale, return_dict=False)
+        return self.unet(xt, t, encoder_hidden_states=cond, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid).sample
+
+
+def controlnet_loss_fn(cache: LatentCache, controls: Callable[[np.ndarray], torch.Tensor], scheduler,
+                       cond: torch.Tensor, uncond: torch.Tensor, p_uncond: float = 0.1):
+    """ControlNet fine-tuning loss: epsilon MSE with the control map; the prompt (not the control) drops."""
+    def loss_fn(model, step, idx, gen):
+        dev = next(model.parameters()).device
+        x0 = cache.sample(idx, gen)
+        xt, eps, t = _noisy(x0, scheduler, gen)
+        drop = torch.rand(len(idx), generator=gen) < p_uncond
+        c = torch.where(drop[:, None, None], uncond, cond).to(dev)
+        pred = model(xt.to(dev), t.to(dev), c, controls(np.sort(idx)).to(dev))
+        return F.mse_loss(pred.float(), eps.to(dev))
+    return loss_fn
+
+
+def prepare_controlnet_training(controlnet, unet, unlock: bool = True) -> tuple[ControlNetWithUNet, list[str]]:
+    """Freeze the UNet except (optionally) its decoder; the ControlNet trains whole."""
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    names = unlock_decoder(unet) if unlock else []
+    for p in controlnet.parameters():
+        p.requires_grad_(True)
+    return ControlNetWithUNet(controlnet, unet), names
+
+
+def save_config(path: Path, **sections) -> None:
+    write_json(path, {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in sections.items()})
