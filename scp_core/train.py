@@ -334,3 +334,61 @@ def prepare_controlnet_training(controlnet, unet, unlock: bool = True) -> tuple[
 
 def save_config(path: Path, **sections) -> None:
     write_json(path, {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in sections.items()})
+
+
+# ---------------------------------------------------------------------------- any base, any dataset
+def dataset_controlnet_loss_fn(pipe, dataset, p_uncond: float = 0.1):
+    """ControlNet loss reading items from a dataset and encoding them with the frozen VAE."""
+    ddpm = make_ddpm_like(pipe.scheduler)
+
+    def loss_fn(model, step, idx, gen):
+        dev = next(model.parameters()).device
+        items = [dataset[int(i)] for i in np.sort(idx)]
+        images = torch.stack([it["image"] for it in items])
+        labels = torch.stack([it["labels"] for it in items])
+        with torch.no_grad():
+            post = pipe.vae.encode(images.to(dev, pipe.vae.dtype)).latent_dist
+            x0 = (post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(dev)).float() * pipe.scale_factor
+        xt, eps, t = _noisy(x0.cpu(), ddpm, gen)
+        drop = torch.rand(len(idx), generator=gen) < p_uncond
+        c = torch.where(drop[:, None, None], pipe.negative_prompt_embeds.cpu(), pipe.prompt_embeds.cpu()).to(dev)
+        control = pipe.control(labels).to(dev)
+        pred = model(xt.to(dev, pipe.dtype), t.to(dev), c.to(pipe.dtype), control.to(pipe.dtype))
+        return F.mse_loss(pred.float(), eps.to(dev))
+    return loss_fn
+
+
+def make_ddpm_like(scheduler):
+    """A DDPM scheduler with the same betas as ``scheduler`` (for ``add_noise`` in training)."""
+    from diffusers import DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+    return DDPMScheduler(**{k: scheduler.config[k] for k in keys})
+
+
+def finetune_controlnet(pipe, dataset, cfg: TrainConfig, out_dir: str | Path, resume: str | None = None,
+                        unlock: bool = True, save_to: str | Path | None = None, stop_after: int | None = None) -> dict:
+    """Fine-tune ``pipe.controlnet`` (and, with ``unlock``, the UNet decoder) on a dataset.
+
+    Works for the toy stack and for SD 2.1 alike; run it under ``accelerate launch`` for
+    several processes or GPUs (each process takes its slice of every global batch).
+
+    Args:
+        pipe: an ``SCPDiffPipeline`` (its VAE stays frozen).
+        dataset: items ``{"image", "labels"}`` at the pipeline's image size.
+        cfg: hyper-parameters (the paper: AdamW, lr 1e-5 for SD).
+        out_dir: checkpoints and the loss log.
+        unlock: train the UNet's up blocks and output layers too (authors' ``sd_locked=False``).
+        save_to: write the fine-tuned pipeline here (main process only).
+    """
+    pipe.vae.requires_grad_(False)
+    model, unlocked = prepare_controlnet_training(pipe.controlnet, pipe.unet, unlock=unlock)
+    r = fit(model, dataset_controlnet_loss_fn(pipe, dataset), len(dataset), cfg, out_dir, resume=resume,
+            desc="ControlNet fine-tuning", stop_after=stop_after)
+    model = r["model"]
+    pipe.controlnet, pipe.unet = model.controlnet.eval(), model.unet.eval()
+    r["unlocked"] = unlocked
+    if save_to is not None and r["accelerator"].is_main_process:
+        pipe.save_pretrained(save_to)
+    r["accelerator"].wait_for_everyone()
+    return r

@@ -1,0 +1,143 @@
+"""Training: loss falls on one batch, decoder unlock, resume equivalence, accelerate with 2 processes."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scp_core.models import TOY_CONTROLNET_EMBEDDING, make_scheduler, toy_text_conditioning, toy_unet, toy_vae
+from scp_core.pipeline import SCPDiffPipeline
+from scp_core.train import (DECODER_PREFIXES, TrainConfig, batch_indices, finetune_controlnet, fit,
+                            prepare_controlnet_training, unlock_decoder)
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (16, 32)
+
+
+class TinySet(torch.utils.data.Dataset):
+    """Eight 16 x 32 scenes: sky above, road below, a car of varying position."""
+
+    def __init__(self, n=8):
+        g = torch.Generator().manual_seed(0)
+        self.labels = torch.zeros(n, *SIZE, dtype=torch.long)
+        self.labels[:, 8:] = 1
+        self.images = torch.empty(n, 3, *SIZE)
+        for i in range(n):
+            x = int(torch.randint(0, 24, (1,), generator=g))
+            self.labels[i, 9:13, x:x + 8] = 2
+        pal = torch.tensor([[0.2, 0.4, 0.9], [0.3, 0.3, 0.3], [0.9, 0.1, 0.1]])
+        self.images = pal[self.labels].permute(0, 3, 1, 2) * 2 - 1
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "labels": self.labels[i], "name": str(i)}
+
+
+def tiny_pipeline():
+    from diffusers import ControlNetModel
+
+    unet = toy_unet(0, block_out_channels=(32, 64), layers_per_block=1, sample_size=(4, 8))
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=TOY_CONTROLNET_EMBEDDING)
+    cond, uncond = toy_text_conditioning(0)
+    pal = np.array([[50, 100, 230], [80, 80, 80], [230, 30, 30]], dtype=np.uint8)
+    return SCPDiffPipeline(toy_vae(0), unet, cn, make_scheduler(), cond, uncond, num_classes=3, palette=pal,
+                           image_size=SIZE)
+
+
+def test_batch_order_is_a_function_of_step_and_seed():
+    a = [batch_indices(s, 10, 4, seed=3) for s in range(6)]
+    b = [batch_indices(s, 10, 4, seed=3) for s in range(6)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert sorted(np.concatenate(a[:2]).tolist()) == sorted(set(np.concatenate(a[:2]).tolist())), "no repeats in an epoch"
+    assert not np.array_equal(batch_indices(0, 10, 4, 3), batch_indices(0, 10, 4, 4))
+
+
+def test_loss_is_finite_and_falls_when_overfitting_one_batch(tmp_path):
+    pipe = tiny_pipeline()
+    data = TinySet(4)
+    cfg = TrainConfig(steps=40, batch_size=4, lr=1e-3, seed=0)
+    r = finetune_controlnet(pipe, data, cfg, tmp_path)
+    losses = r["losses"]
+    assert all(np.isfinite(losses)) and len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8]), (losses[:8], losses[-8:])
+    assert (tmp_path / "loss.csv").is_file() and (tmp_path / "loss.png").is_file()
+
+
+def test_decoder_unlock_changes_exactly_the_named_parameters(tmp_path):
+    pipe = tiny_pipeline()
+    before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    before_vae = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3), tmp_path, unlock=True)
+    unlocked = set(r["unlocked"])
+    assert unlocked and all(n.startswith(DECODER_PREFIXES) for n in unlocked)
+    for name, p in pipe.unet.named_parameters():
+        changed = not torch.equal(p.detach(), before_unet[name])
+        assert changed == (name in unlocked), name
+    assert all(torch.equal(v, before_vae[k]) for k, v in pipe.vae.state_dict().items()), "the VAE stays frozen"
+    # locked: the UNet does not move at all
+    pipe = tiny_pipeline()
+    before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3), tmp_path / "l", unlock=False)
+    assert r["unlocked"] == []
+    assert all(torch.equal(v, before_unet[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_resume_gives_the_same_next_step_loss_as_an_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, lr=5e-4, checkpoint_every=3, seed=1)
+    straight = finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "a")["losses"]
+    # interrupted after step 4 (checkpoint at 3), then resumed from the latest checkpoint
+    finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "b", stop_after=4)
+    assert (tmp_path / "b" / "checkpoint-3" / "step.json").is_file()
+    assert not list((tmp_path / "b").glob(".checkpoint-*")), "no half-written checkpoint left"
+    resumed = finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "b", resume="latest")["losses"]
+    assert len(resumed) == 6
+    np.testing.assert_allclose(resumed[3:], straight[3:], rtol=1e-5, atol=1e-7)
+
+
+def test_fit_refuses_a_model_with_nothing_to_train(tmp_path):
+    m = torch.nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        fit(m, lambda *a: None, 4, TrainConfig(steps=1), tmp_path)
+
+
+def accelerate_launch(script, n=2, timeout=600):
+    """``accelerate launch`` with ``n`` CPU processes (gloo).
+
+    In accelerate 1.15 ``--cpu --num_processes N`` starts a *single* process (its multi-CPU
+    path goes through mpirun); ``--multi_gpu --num_processes N`` on a machine without GPUs
+    starts N CPU processes through torchrun, which is what we want here.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                           str(n), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(script)], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "pipe")
+    script = tmp_path / "ft.py"
+    script.write_text(f"""
+import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+import scp_core, torch
+from scp_core.pipeline import SCPDiffPipeline
+from scp_core.train import TrainConfig, finetune_controlnet
+from test_train import TinySet
+pipe = SCPDiffPipeline.from_pretrained({str(tmp_path / 'pipe')!r}, device='cpu')
+r = finetune_controlnet(pipe, TinySet(8), TrainConfig(steps=3, batch_size=4, lr=1e-4), {str(tmp_path / 'run')!r},
+                        save_to={str(tmp_path / 'out')!r})
+acc = r['accelerator']
+print(f"rank {{acc.process_index}} of {{acc.num_processes}} losses {{r['losses']}}", flush=True)
+""")
+    out = accelerate_launch(script)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [l for l in out.stdout.splitlines() if l.startswith("rank")]
+    assert sorted(l.split()[1] for l in lines) == ["0", "1"] and all("of 2" in l for l in lines)
+    # both processes report the same (all-reduced) losses, and the result is loadable
+    assert len({l.split("losses")[1] for l in lines}) == 1
+    SCPDiffPipeline.from_pretrained(tmp_path / "out", device="cpu")
