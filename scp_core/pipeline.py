@@ -109,7 +109,7 @@ class SCPDiffPipeline:
 
     def to(self, device=None, dtype=None) -> "SCPDiffPipeline":
         for m in (self.vae, self.unet, self.controlnet):
-            m.to(device=device, dtype=dtype)
+            m.to(device) if dtype is None else m.to(device=device, dtype=dtype)
         self.prompt_embeds = self.prompt_embeds.to(device=device, dtype=dtype)
         self.negative_prompt_embeds = self.negative_prompt_embeds.to(device=device, dtype=dtype)
         return self
@@ -319,7 +319,9 @@ class SCPDiffPipeline:
                    cond["negative_prompt_embeds"], num_classes=cfg["num_classes"], palette=cfg["palette"],
                    image_size=cfg["image_size"], ignore_index=cfg["ignore_index"],
                    scale_factor=cfg["scale_factor"], info=cfg.get("info"))
-        pipe.to(device, dtype)
+        pipe.to(device)  # the weights already have ``dtype`` (torch_dtype); only the embeddings need it
+        pipe.prompt_embeds = pipe.prompt_embeds.to(dtype)
+        pipe.negative_prompt_embeds = pipe.negative_prompt_embeds.to(dtype)
         if isinstance(prior, Prior):
             pipe.prior = prior
         elif prior is not None or (path / "prior.safetensors").is_file():

@@ -1,0 +1,155 @@
+"""``scpdiff``: the study's command line.
+
+    scpdiff reproduce --profile toy [--only NAME ...] [--smoke] [--with-training]
+    scpdiff train --profile toy [--small] [--resume latest]
+    scpdiff finetune --pipeline DIR --dataset cityscapes --root data/cityscapes --out DIR [...]
+    scpdiff priors --pipeline DIR --dataset toy-city --n 2000 --out DIR
+    scpdiff sample --pipeline DIR --prior FILE --dataset toy-city --split val --n 100 --out DIR
+
+``priors`` and ``sample`` shard their work across processes under ``accelerate launch``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import _tv_compat  # noqa: F401
+
+
+def _cmd_reproduce(a) -> int:
+    from .reproduce import reproduce
+
+    run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out)
+    failed = [n for n, r in run["notebooks"].items() if r["status"] != "ok"]
+    print(f"[scpdiff] report: {a.out or 'reports/' + ('_smoke/' if a.smoke else '') + a.profile}/index.md"
+          + (f"; FAILED: {', '.join(failed)}" if failed else "; all notebooks ran"))
+    return 1 if failed else 0
+
+
+def _cmd_train(a) -> int:
+    if a.profile != "toy":
+        print("scpdiff train: only the toy profile trains from scratch; for SD 2.1 use `scpdiff finetune`",
+              file=sys.stderr)
+        return 2
+    from .toy_zoo import RUNS, SMALL, train_toy_stack
+
+    stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet")
+    facts = train_toy_stack(SMALL if a.small else None, out=a.out, resume=a.resume, stages=stages,
+                            work=RUNS.with_name("toy-small") if a.small else RUNS, report=not a.small)
+    print(json.dumps(facts, indent=2))
+    return 0
+
+
+def _cmd_finetune(a) -> int:
+    from .data import get_dataset
+    from .models import load_sd_components
+    from .pipeline import SCPDiffPipeline
+    from .train import TrainConfig, finetune_controlnet
+
+    ds = get_dataset(a.dataset, root=a.root, split="train")
+    if a.pipeline:
+        pipe = SCPDiffPipeline.from_pretrained(a.pipeline)
+    else:
+        comps = load_sd_components(a.base, controlnet=a.controlnet, prompt=ds.prompt)
+        pipe = SCPDiffPipeline.from_components(comps, num_classes=ds.num_classes, palette=ds.palette,
+                                               image_size=ds.size, ignore_index=ds.ignore_index,
+                                               info={"dataset": a.dataset, "prompt": ds.prompt})
+    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, checkpoint_every=a.checkpoint_every,
+                      mixed_precision=a.mixed_precision, gradient_checkpointing=a.gradient_checkpointing, seed=a.seed)
+    r = finetune_controlnet(pipe, ds, cfg, a.work, resume=a.resume, unlock=not a.locked, save_to=a.out)
+    print(json.dumps({k: r[k] for k in ("steps", "wall_s", "final_loss")}))
+    return 0
+
+
+def _cmd_priors(a) -> int:
+    from .distributed import build_priors_distributed
+
+    build_priors_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, min_count=a.min_count,
+                             fallback=a.fallback, batch_size=a.batch_size, seed=a.seed)
+    return 0
+
+
+def _cmd_sample(a) -> int:
+    from .distributed import sample_distributed
+
+    sample_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, prior=a.prior, mu=a.mu, steps=a.steps,
+                       guidance=a.guidance, seed=a.seed, batch_size=a.batch_size)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scpdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("reproduce", help="run the study notebooks and render reports/<profile>/")
+    r.add_argument("--profile", default="toy")
+    r.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to run (e.g. 03_prior_comparison)")
+    r.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
+    r.add_argument("--with-training", action="store_true", help="include 07_training")
+    r.add_argument("--out", help="report folder (default reports/<profile>)")
+    r.set_defaults(fn=_cmd_reproduce)
+
+    t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet)")
+    t.add_argument("--profile", default="toy")
+    t.add_argument("--small", action="store_true", help="a few-minute run into runs/toy-small")
+    t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
+    t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"])
+    t.add_argument("--out", default=None, help="pipeline folder (default zoo/toy/pipeline)")
+    t.set_defaults(fn=_cmd_train)
+
+    f = sub.add_parser("finetune", help="fine-tune a ControlNet on label maps (SD 2.1 or a pipeline folder)")
+    f.add_argument("--pipeline", help="an SCP-Diff pipeline folder to continue from")
+    f.add_argument("--base", default="stabilityai/stable-diffusion-2-1-base", help="SD 2.1 base folder or hub id")
+    f.add_argument("--controlnet", help="a ControlNet folder to start from (default: a copy of the UNet encoder)")
+    f.add_argument("--dataset", required=True)
+    f.add_argument("--root")
+    f.add_argument("--out", required=True, help="where the fine-tuned pipeline is written")
+    f.add_argument("--work", default="runs/finetune", help="checkpoints and loss log")
+    f.add_argument("--steps", type=int, default=10000)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--lr", type=float, default=1e-5)
+    f.add_argument("--checkpoint-every", type=int, default=1000)
+    f.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    f.add_argument("--gradient-checkpointing", action="store_true")
+    f.add_argument("--locked", action="store_true", help="keep the UNet decoder frozen (default: unlocked)")
+    f.add_argument("--resume", help="'latest' or a checkpoint folder")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(fn=_cmd_finetune)
+
+    for name, fn, hlp in (("priors", _cmd_priors, "build spatial / categorical / joint priors (sharded)"),
+                          ("sample", _cmd_sample, "sample label maps of a dataset with a prior (sharded)")):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("--pipeline", default=None, help="pipeline folder (default: the toy zoo)")
+        s.add_argument("--dataset", default="toy-city")
+        s.add_argument("--root")
+        s.add_argument("--split", default="train" if name == "priors" else "val")
+        s.add_argument("--n", type=int, default=2000 if name == "priors" else 100)
+        s.add_argument("--out", required=True)
+        s.add_argument("--batch-size", type=int, default=32)
+        s.add_argument("--seed", type=int, default=0)
+        if name == "priors":
+            s.add_argument("--min-count", type=int, default=5)
+            s.add_argument("--fallback", default="class", choices=["class", "spatial"])
+        else:
+            s.add_argument("--prior", help="prior file, or 'normal' (default)")
+            s.add_argument("--mu", type=float, default=0.8)
+            s.add_argument("--steps", type=int, default=20)
+            s.add_argument("--guidance", type=float, default=1.0)
+        s.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"scpdiff: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Scale-out with accelerate: sharded prior statistics, sampling and evaluation.
+
+The same functions run as a plain single process and under
+``accelerate launch --num_processes N`` (on a CPU-only machine use ``--multi_gpu`` to get N
+processes; see ``tests/test_distributed.py``). Results do not depend on N:
+
+* **Priors.** The reference images are cut into fixed batches; batch ``b`` belongs to
+  *virtual shard* ``b % num_shards`` (``num_shards`` is fixed, default 8, independent of
+  N) and is encoded with a generator seeded by ``(seed, b)``. Each process accumulates the
+  shards ``s`` with ``s % N == rank``, one fresh :class:`PriorAccumulator` per shard; the
+  main process gathers the shard states and merges them in shard order. The arithmetic is
+  the same for every N, so the prior is bit-identical to one process.
+* **Sampling.** Label map ``i`` is sampled with seed ``seed + i`` (the pipeline's rule), so
+  an image depends only on its index; process ``rank`` takes indices ``rank::N`` and
+  writes ``{i:06d}.png``.
+* **Evaluation.** Each process scores its indices (segmentation confusion matrix, FD
+  features); the main process gathers and reduces them in index order.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import _tv_compat  # noqa: F401
+from .io import atomic_path, write_json
+from .priors import NormalPrior, PriorAccumulator, load_prior
+
+
+def _state():
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _gather_objects(obj, state) -> list:
+    """All processes' ``obj`` in rank order (every process gets the list)."""
+    if state.num_processes == 1:
+        return [obj]
+    out = [None] * state.num_processes
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _load_pipe(pipeline, device):
+    from .toy_zoo import PIPELINE_DIR, load_toy_pipeline
+    from .pipeline import SCPDiffPipeline
+
+    if pipeline is None:
+        return load_toy_pipeline(PIPELINE_DIR, device=device)
+    return SCPDiffPipeline.from_pretrained(pipeline, device=device)
+
+
+def _items(ds, idx):
+    if hasattr(ds, "images"):
+        img = torch.as_tensor(ds.images[idx]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        return img, torch.as_tensor(ds.labels[idx]).long()
+    items = [ds[int(i)] for i in idx]
+    return torch.stack([it["image"] for it in items]), torch.stack([it["labels"] for it in items])
+
+
+def accumulate_shards(pipe, ds, n: int, batch_size: int, seed: int, num_shards: int, rank: int, world: int) -> dict:
+    """This process's virtual shards: ``{shard: PriorAccumulator state}``."""
+    from tqdm.auto import tqdm
+
+    batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    mine = [s for s in range(num_shards) if s % world == rank]
+    states = {}
+    for shard in mine:
+        acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
+        for b in tqdm(range(shard, len(batches), num_shards), desc=f"priors shard {shard}", disable=rank != 0, leave=False):
+            img, lab = _items(ds, batches[b])
+            g = torch.Generator(pipe.device).manual_seed(int(np.random.default_rng([seed, b]).integers(2**62)))
+            acc.update(pipe.encode(img, generator=g), pipe.prior_labels(lab))
+        states[shard] = {k: v.cpu() for k, v in acc.state_dict().items()}
+    return states
+
+
+def merge_shards(states: dict) -> PriorAccumulator:
+    """Merge shard states in shard order (the canonical reduction)."""
+    acc = None
+    for shard in sorted(states):
+        part = PriorAccumulator.from_state_dict(states[shard])
+        acc = part if acc is None else acc.merge(part)
+    return acc
+
+
+def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, out, min_count: int = 5,
+                             fallback: str = "class", batch_size: int = 32, seed: int = 0, num_shards: int = 8) -> dict:
+    """Spatial, categorical and joint prior files from ``n`` images, sharded across processes.
+
+    Returns (on every process) ``{"spatial": path, "categorical": path, "joint": path}``.
+    """
+    from .data import get_dataset
+
+    state = _state()
+    pipe = _load_pipe(pipeline, state.device)
+    ds = get_dataset(dataset, root=root, split=split)
+    n = min(int(n), len(ds))
+    states = accumulate_shards(pipe, ds, n, batch_size, seed, num_shards, state.process_index, state.num_processes)
+    gathered = {}
+    for part in _gather_objects(states, state):
+        gathered.update(part)
+    out = Path(out)
+    paths = {k: out / f"{k}.safetensors" for k in ("spatial", "categorical", "joint")}
+    if state.is_main_process:
+        acc = merge_shards(gathered)
+        prov = {"dataset": dataset, "split": split, "n": n, "pipeline": str(pipeline or "zoo/toy/pipeline"),
+                "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": seed,
+                "num_shards": num_shards, "processes": state.num_processes}
+        acc.spatial(prov).save(paths["spatial"])
+        acc.categorical(prov).save(paths["categorical"])
+        acc.joint(min_count, fallback, prov).save(paths["joint"])
+        with atomic_path(out / "accumulator.safetensors") as tmp:
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in acc.state_dict().items()}, str(tmp))
+        print(f"[scpdiff] priors from {n} images ({state.num_processes} process(es)) -> {out}")
+    state.wait_for_everyone()
+    return paths
+
+
+def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float = 0.8,
+                       steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32) -> list[Path]:
+    """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``."""
+    from PIL import Image
+
+    from .data import get_dataset
+
+    state = _state()
+    pipe = _load_pipe(pipeline, state.device)
+    ds = get_dataset(dataset, root=root, split=split)
+    n = min(int(n), len(ds))
+    if prior in (None, "normal"):
+        prior_obj = NormalPrior(latent_channels=pipe.latent_shape[0])
+    else:
+        prior_obj = load_prior(prior, num_classes=pipe.prior_num_classes, latent_shape=pipe.latent_shape)
+    mine = np.arange(n)[state.process_index::state.num_processes]
+    out = Path(out)
+    written = []
+    for s in range(0, len(mine), batch_size):
+        idx = mine[s:s + batch_size]
+        _, lab = _items(ds, idx)
+        res = pipe(lab, prior=prior_obj, mu=mu, num_inference_steps=steps, guidance_scale=guidance,
+                   seed=[seed + int(i) for i in idx], batch_size=batch_size, output_type="np",
+                   progress=state.is_main_process)
+        for i, arr in zip(idx, res.images):
+            p = out / f"{int(i):06d}.png"
+            with atomic_path(p) as tmp:
+                Image.fromarray(arr).save(tmp, format="PNG")
+            written.append(p)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_json(out / "samples.json", {"dataset": dataset, "split": split, "n": n, "prior": str(prior or "normal"),
+                                          "mu": mu, "steps": steps, "guidance": guidance, "seed": seed,
+                                          "processes": state.num_processes})
+    return written
+
+
+def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segmenter=None, batch: int = 64) -> dict:
+    """mIoU / accuracy and FD-toy features of ``{i:06d}.png`` samples, sharded, reduced on the main process.
+
+    Returns (main process; others get ``{}``) ``miou``, ``acc``, ``fd_toy`` against the split's
+    real images, and ``n``.
+    """
+    from .data import get_dataset
+    from .metrics import feature_statistics, frechet_distance, load_toy_segmenter, SegmentationMeter
+    from .metrics._common import read_image
+
+    state = _state()
+    seg = segmenter or load_toy_segmenter()
+    ds = get_dataset(dataset, root=root, split=split)
+    n = min(int(n), len(ds))
+    mine = np.arange(n)[state.process_index::state.num_processes]
+    meter = SegmentationMeter(seg.num_classes, ignore_index=getattr(ds, "ignore_index", None))
+    feats, real_feats = {}, {}
+    with torch.no_grad():
+        for s in range(0, len(mine), batch):
+            idx = mine[s:s + batch]
+            gen = torch.stack([read_image(Path(image_dir) / f"{int(i):06d}.png") for i in idx]).float() / 127.5 - 1
+            real, lab = _items(ds, idx)
+            meter.update(seg.predict(gen), lab)
+            for i, f, r in zip(idx, seg.features(gen).double(), seg.features(real).double()):
+                feats[int(i)], real_feats[int(i)] = f, r
+    parts = _gather_objects({"cm": meter._cm, "feats": feats, "real": real_feats}, state)
+    if not state.is_main_process:
+        return {}
+    meter._cm = sum(p["cm"] for p in parts)  # confusion counts add up exactly across processes
+    res = meter.compute()
+    allf = {k: v for p in parts for k, v in p["feats"].items()}
+    allr = {k: v for p in parts for k, v in p["real"].items()}
+    fa = torch.stack([allf[i] for i in sorted(allf)]).numpy()
+    fb = torch.stack([allr[i] for i in sorted(allr)]).numpy()
+    fd = frechet_distance(*feature_statistics(fa), *feature_statistics(fb))
+    return {"miou": float(res["miou"]), "acc": float(res["acc"]), "fd_toy": float(fd), "n": n,
+            "processes": state.num_processes}

@@ -1,0 +1,414 @@
+"""The study: functions that return what each notebook shows (tables as DataFrames, images).
+
+Notebooks stay thin: they pick a :class:`Settings`, call these functions, plot, and write
+their numbers with :func:`write_metrics`. Everything is seeded; every number carries the
+sample count it rests on and, where affordable, a 95 % bootstrap interval.
+
+Profiles: ``toy`` (the embedded default: toy-city and the committed toy zoo, FD-toy in
+place of FID) and ``toy-gv`` (toy-city with strong per-image global variation, same
+models). Real-scale profiles (``cityscapes``, ``ade20k``) take a pipeline folder and a
+dataset root; FID then uses pytorch-fid's Inception (its weights must be present).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import _tv_compat  # noqa: F401
+from .data import REPO_ROOT, colorize, get_dataset
+from .io import write_json, write_text
+from .priors import NormalPrior, PriorAccumulator, load_prior
+
+PRIOR_KINDS = ("normal", "spatial", "categorical", "joint")
+
+# The paper's numbers (DESIGN.md section 1), for the tables that set ours beside them.
+PAPER_TABLE1 = pd.DataFrame(
+    [("normal", 65.14, 94.14, 23.35, 20.73, 61.14, 20.58), ("spatial", 66.77, 94.29, 12.83, 20.86, 64.46, 16.03),
+     ("categorical", 66.86, 94.54, 11.63, 21.86, 66.63, 16.56), ("joint", 67.92, 94.65, 10.53, 25.61, 71.79, 12.66)],
+    columns=["prior", "cityscapes_miou", "cityscapes_acc", "cityscapes_fid", "ade20k_miou", "ade20k_acc", "ade20k_fid"])
+PAPER_TABLE2 = pd.DataFrame([("ControlNet", 20.7, 20.6, 28.4), ("SCP-Diff", 10.5, 13.0, 17.6)],
+                            columns=["method", "cityscapes_fid", "ade20k_fid", "coco_stuff_fid"])
+PAPER_TABLE3 = pd.DataFrame([("OASIS", 0.35, 0.65), ("ControlNet", 0.59, 0.17), ("SCP-Diff", 0.56, 0.21)],
+                            columns=["method", "lpips", "ms_ssim"])
+
+
+@dataclass
+class Settings:
+    """One run's knobs. ``smoke`` shrinks every count so a notebook runs in seconds.
+
+    Attributes:
+        profile: ``toy`` or ``toy-gv`` (or a real-scale profile name).
+        dataset: dataset registry name; ``pipeline``: pipeline folder (``None``: the toy zoo).
+        n_ref: reference images for the priors; ``n_eval``: validation maps evaluated.
+        steps, guidance, mu: DDIM steps, CFG scale, the default mu for the priors.
+        min_count, fallback: joint prior fallback rule.
+        seed: base seed (sample ``i`` uses ``seed + i``).
+        out_dir: where reports go (default ``reports/<profile>``; smoke runs go to
+            ``reports/_smoke/<profile>`` so they never overwrite reference results).
+    """
+
+    profile: str = "toy"
+    dataset: str = "toy-city"
+    pipeline: str | None = None
+    n_ref: int = 2000
+    n_eval: int = 500
+    steps: int = 20
+    guidance: float = 1.0
+    mu: float = 0.8
+    min_count: int = 5
+    fallback: str = "class"
+    seed: int = 0
+    batch_size: int = 50
+    smoke: bool = False
+    out_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def reports(self) -> Path:
+        if self.out_dir:
+            return Path(self.out_dir)
+        return REPO_ROOT / "reports" / ("_smoke" if self.smoke else "") / self.profile
+
+
+PROFILES = {
+    "toy": Settings(profile="toy", dataset="toy-city"),
+    "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv"),
+}
+SMOKE = dict(n_ref=64, n_eval=16, steps=4, batch_size=16)
+
+
+def settings(profile: str = "toy", smoke: bool | None = None, **overrides) -> Settings:
+    """Settings of a profile; ``smoke=None`` reads ``SCP_SMOKE=1`` from the environment (nbval)."""
+    if smoke is None:
+        smoke = os.environ.get("SCP_SMOKE", "0") == "1"
+    if profile not in PROFILES:
+        base = Settings(profile=profile, dataset=profile)
+    else:
+        base = PROFILES[profile]
+    s = replace(base, smoke=bool(smoke), **{k: v for k, v in overrides.items() if v is not None})
+    if s.smoke:
+        s = replace(s, **{k: min(getattr(s, k), v) for k, v in SMOKE.items()})
+    return s
+
+
+# ----------------------------------------------------------------------------- loading
+_CACHE: dict = {}
+
+
+def load_pipeline(s: Settings):
+    """The profile's pipeline (the committed toy zoo by default), cached per process."""
+    from .toy_zoo import PIPELINE_DIR, load_toy_pipeline
+
+    key = ("pipe", s.pipeline)
+    if key not in _CACHE:
+        torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("SCP_THREADS", "2"))))
+        _CACHE[key] = load_toy_pipeline(s.pipeline or PIPELINE_DIR)
+    return _CACHE[key]
+
+
+def load_data(s: Settings, split: str):
+    key = ("data", s.dataset, split)
+    if key not in _CACHE:
+        _CACHE[key] = get_dataset(s.dataset, split=split)
+    return _CACHE[key]
+
+
+def load_segmenter():
+    from .metrics import load_toy_segmenter
+
+    if "seg" not in _CACHE:
+        _CACHE["seg"] = load_toy_segmenter()
+    return _CACHE["seg"]
+
+
+def _images_labels(ds, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images ``[n, H, W, 3]`` and int64 labels ``[n, H, W]`` of dataset items."""
+    if hasattr(ds, "images"):
+        return torch.as_tensor(ds.images[idx]), torch.as_tensor(ds.labels[idx]).long()
+    items = [ds[int(i)] for i in idx]
+    img = torch.stack([((it["image"] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+                       for it in items])
+    return img, torch.stack([it["labels"] for it in items])
+
+
+def eval_set(s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_eval`` validation images (uint8) and label maps."""
+    ds = load_data(s, "val")
+    return _images_labels(ds, np.arange(min(s.n_eval, len(ds))))
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[n, H, W, 3]`` -> float ``[n, 3, H, W]`` in [-1, 1]."""
+    return images_u8.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+# ----------------------------------------------------------------------------- priors
+def encode_reference(s: Settings, split: str = "train", n: int | None = None):
+    """VAE posterior samples ``x0`` (scaled) of the first ``n`` images, and their latent-size labels."""
+    pipe = load_pipeline(s)
+    ds = load_data(s, split)
+    n = min(n or s.n_ref, len(ds))
+    g = torch.Generator().manual_seed(s.seed)
+    xs, ls = [], []
+    for start in range(0, n, s.batch_size):
+        img, lab = _images_labels(ds, np.arange(start, min(start + s.batch_size, n)))
+        xs.append(pipe.encode(to_float(img), generator=g))
+        ls.append(pipe.prior_labels(lab))
+    return torch.cat(xs), torch.cat(ls)
+
+
+def build_priors(s: Settings, save: bool = True) -> dict:
+    """Spatial, categorical and joint priors (Eqs. 5, 7, 8) from ``n_ref`` training images.
+
+    Returns:
+        ``{"normal": NormalPrior, "spatial": ..., "categorical": ..., "joint": ...}``;
+        the files go to ``<reports>/priors/*.safetensors`` (git-ignored: they rebuild in seconds).
+    """
+    key = ("priors", s.profile, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed)
+    if key in _CACHE:
+        return _CACHE[key]
+    pipe = load_pipeline(s)
+    x0, lab = encode_reference(s)
+    acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape).update(x0, lab)
+    prov = {"dataset": s.dataset, "split": "train", "vae": str(s.pipeline or "zoo/toy/pipeline"),
+            "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": s.seed}
+    priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]), "spatial": acc.spatial(prov),
+              "categorical": acc.categorical(prov), "joint": acc.joint(s.min_count, s.fallback, prov)}
+    priors["_accumulator"] = acc
+    if save:
+        for k in ("spatial", "categorical", "joint"):
+            priors[k].save(s.reports / "priors" / f"{k}.safetensors")
+    _CACHE[key] = priors
+    return priors
+
+
+def prior_summary(priors: dict, class_names) -> pd.DataFrame:
+    """Per class: reference tokens, mean of the class mean and std, and joint cells using the fallback."""
+    cat, joint = priors["categorical"], priors["joint"]
+    names = list(class_names) + ["(ignore)"] * (cat.num_classes - len(class_names))
+    rows = []
+    for c in range(cat.num_classes):
+        seen = joint.count[c] > 0
+        rows.append({"class": names[c], "tokens": int(cat.class_counts[c]),
+                     "mean (4 ch)": np.round(cat.mean[c].numpy(), 3).tolist(),
+                     "std (4 ch)": np.round(cat.std[c].numpy(), 3).tolist(),
+                     "cells seen": int(seen.sum()),
+                     "cells with fallback among seen": int((joint.fallback_mask[c] & seen).sum())})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- sampling
+def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = None, x0=None,
+             seed_offset: int = 0, steps: int | None = None) -> torch.Tensor:
+    """uint8 images ``[n, H, W, 3]`` for label maps; sample ``i`` uses seed ``seed + seed_offset + i``."""
+    pipe = load_pipeline(s)
+    out = pipe(labels, prior=prior, mu=s.mu if mu is None else mu, num_inference_steps=steps or s.steps,
+               guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
+               output_type="np", x0=x0, progress=True)
+    return torch.as_tensor(out.images)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _features(images_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    seg = load_segmenter()
+    with torch.no_grad():
+        return torch.cat([seg.features(to_float(images_u8[i:i + batch])) for i in range(0, len(images_u8), batch)]).double()
+
+
+def _fd(fa: torch.Tensor, fb: torch.Tensor) -> float:
+    from .metrics import feature_statistics, frechet_distance
+
+    return frechet_distance(*feature_statistics(fa.numpy()), *feature_statistics(fb.numpy()))
+
+
+def fd_with_ci(gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100, seed: int = 0):
+    """FD-toy of generated images against reference features, with a bootstrap over generated images."""
+    fa = _features(gen_u8)
+    value = _fd(fa, ref_feats)
+    if n_boot <= 0:
+        return value, None
+    rng = np.random.default_rng(seed)
+    boots = [_fd(fa[rng.integers(0, len(fa), len(fa))], ref_feats) for _ in range(n_boot)]
+    return value, tuple(np.percentile(boots, [2.5, 97.5]).tolist())
+
+
+def reference_features(s: Settings) -> torch.Tensor:
+    """Toy-segmenter features of real validation images (the FD-toy reference set)."""
+    key = ("ref_feats", s.dataset, s.n_eval)
+    if key not in _CACHE:
+        img, _ = eval_set(replace(s, n_eval=max(s.n_eval, 100) if not s.smoke else s.n_eval))
+        _CACHE[key] = _features(img)
+    return _CACHE[key]
+
+
+def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
+    """mIoU / accuracy (toy segmenter on generated images vs. the input maps) and FD-toy."""
+    from .metrics import SegmentationMeter
+
+    seg = load_segmenter()
+    meter = SegmentationMeter(seg.num_classes, ignore_index=None, keep_per_sample=ci)
+    for i in range(0, len(gen_u8), 100):
+        meter.update(seg.predict(to_float(gen_u8[i:i + 100])), labels[i:i + 100])
+    res = meter.compute()
+    out = {"miou": 100 * res["miou"], "acc": 100 * res["acc"], "n": int(len(gen_u8))}
+    fd, fd_ci = fd_with_ci(gen_u8, reference_features(s), n_boot=100 if ci else 0)
+    out["fd_toy"] = fd
+    if ci:
+        b = meter.bootstrap(n_boot=200, seed=s.seed)
+        out["miou_ci"] = [100 * v for v in b["miou"]]
+        out["acc_ci"] = [100 * v for v in b["acc"]]
+        out["fd_toy_ci"] = list(fd_ci)
+    return out
+
+
+def real_ceiling(s: Settings) -> dict:
+    """The same metrics on real validation images: the ceiling (and FD-toy floor) of any generator."""
+    img, lab = eval_set(s)
+    return score(s, img, lab, ci=False)
+
+
+# ----------------------------------------------------------------------------- the studies
+def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict]:
+    """Table 1: each prior at ``s.mu`` (normal at mu = 1, plain ControlNet) on ``n_eval`` maps."""
+    priors = build_priors(s)
+    _, labels = eval_set(s)
+    rows, images = [], {}
+    for k in kinds:
+        mu = 1.0 if k == "normal" else s.mu
+        t = time.time()
+        gen = generate(s, labels, prior=priors[k], mu=mu)
+        r = score(s, gen, labels)
+        rows.append({"prior": k, "mu": mu, **r, "sample_s": round(time.time() - t, 1)})
+        images[k] = gen
+    return pd.DataFrame(rows), images
+
+
+def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0)) -> pd.DataFrame:
+    """Fig. 3: denoise from N(sqrt(a_muT) x0, (1 - a_muT) I) with real x0, against N(0, I)."""
+    pipe = load_pipeline(s)
+    img, labels = eval_set(s)
+    x0 = pipe.encode(to_float(img), generator=torch.Generator().manual_seed(s.seed))
+    rows = []
+    base = score(s, generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1]), mu=1.0), labels)
+    for mu in mus:
+        r = score(s, generate(s, labels, x0=x0, mu=mu), labels)
+        rows.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": mu, **r})
+    rows.append({"start": "N(0, I)", "mu": 1.0, **base})
+    return pd.DataFrame(rows)
+
+
+def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"), mus=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
+    """Fig. 8: the metrics against mu for the priors; the normal prior at mu = 1 as reference."""
+    priors = build_priors(s)
+    _, labels = eval_set(s)
+    rows = []
+    for k in kinds:
+        for mu in mus:
+            rows.append({"prior": k, "mu": mu, **score(s, generate(s, labels, prior=priors[k], mu=mu), labels)})
+    rows.append({"prior": "normal", "mu": 1.0, **score(s, generate(s, labels, prior=priors["normal"], mu=1.0), labels)})
+    return pd.DataFrame(rows)
+
+
+def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", "joint")) -> tuple[pd.DataFrame, dict]:
+    """Table 3: K samples per label map, mean pairwise LPIPS and MS-SSIM, averaged over maps."""
+    from .metrics import diversity
+
+    priors = build_priors(s)
+    _, labels = eval_set(replace(s, n_eval=n_maps))
+    rows, grids = [], {}
+    for kind in kinds:
+        mu = 1.0 if kind == "normal" else s.mu
+        lab = labels.repeat_interleave(k, 0)
+        gen = generate(s, lab, prior=priors[kind], mu=mu, seed_offset=10_000)
+        groups = to_float(gen).view(len(labels), k, 3, *gen.shape[1:3])
+        d = diversity(groups, lpips_net=None, progress=False)
+        rows.append({"prior": kind, "mu": mu, "lpips": d["lpips"], "lpips_ci": d.get("lpips_ci"),
+                     "ms_ssim": d["ms_ssim"], "ms_ssim_ci": d.get("ms_ssim_ci"), "maps": d["n_maps"], "k": k,
+                     "lpips_note": d.get("lpips_unavailable_reason")})
+        grids[kind] = gen.view(len(labels), k, *gen.shape[1:])
+    return pd.DataFrame(rows), grids
+
+
+def comparison_table(metrics_dir: Path, profile: str) -> pd.DataFrame:
+    """Table 2: the paper's rows and ours (read from ``prior_comparison.json``), ours marked."""
+    rows = [{"method": r.method, "source": "paper (FID)", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
+             "coco_stuff": r.coco_stuff_fid, "ours (FD-toy)": None} for r in PAPER_TABLE2.itertuples()]
+    path = Path(metrics_dir) / "prior_comparison.json"
+    if path.is_file():
+        ours = json.loads(path.read_text())
+        for setting, tab in ours.get("tables", {}).items():
+            by = {r["prior"]: r for r in tab}
+            for method, kind in (("ControlNet", "normal"), ("SCP-Diff", "joint")):
+                if kind in by:
+                    rows.append({"method": method, "source": f"this project, profile {profile}, {setting} "
+                                 f"(n={by[kind]['n']}, FD-toy)", "cityscapes": None, "ade20k": None,
+                                 "coco_stuff": None, "ours (FD-toy)": by[kind]["fd_toy"]})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- figures and output
+def image_grid(rows: dict, titles=None, path: Path | None = None, scale: float = 1.6):
+    """A matplotlib grid: one row per entry of ``rows`` (``name -> uint8 [n, H, W, 3]``)."""
+    import matplotlib.pyplot as plt
+
+    n = max(len(v) for v in rows.values())
+    h, w = next(iter(rows.values())).shape[1:3]
+    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n * w / h / 1.2, scale * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(imgs):
+                ax.imshow(np.asarray(imgs[c]))
+            if r == 0 and titles:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def save_figure(fig, path: Path) -> Path:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    return Path(path)
+
+
+def save_table(df: pd.DataFrame, path_stem: Path) -> None:
+    """``<stem>.csv`` and ``<stem>.md`` (atomically)."""
+    write_text(Path(str(path_stem) + ".csv"), df.to_csv(index=False))
+    write_text(Path(str(path_stem) + ".md"), df.to_markdown(index=False, floatfmt=".3f") + "\n")
+
+
+def colorized(labels: torch.Tensor, s: Settings) -> np.ndarray:
+    return colorize(labels.numpy(), load_data(s, "val").palette)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_metrics(s: Settings, name: str, payload: dict) -> Path:
+    """``<reports>/metrics/<name>.json``: the notebook's numbers with the settings they rest on."""
+    return write_json(s.reports / "metrics" / f"{name}.json",
+                      {"name": name, "settings": asdict(s), "commit": git_commit(), **payload})
+
+
+def records(df: pd.DataFrame) -> list:
+    return json.loads(df.to_json(orient="records"))
