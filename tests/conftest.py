@@ -1,0 +1,24 @@
+"""Test configuration: offline hub, smoke-sized notebooks, a --runslow flag for long checks."""
+import os
+
+import pytest
+
+# Before anything starts a notebook kernel or imports the hub clients.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["SCP_SMOKE"] = "1"  # notebooks under nbval run with smoke-sized counts into reports/_smoke/
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="run slow checks (the full toy reproduction against the committed tables)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (python3 bootstrap.py test --runslow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,117 @@
+"""`scpdiff reproduce`: failure isolation, kill-safety, index coverage, metrics files, full-run tolerance."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from scp_core import reproduce as rp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "toy"\nsmoke = None\nout_dir = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _notebook(nbdir / "00_quickstart.ipynb", "from pathlib import Path\n"
+              "p = Path(out_dir) / 'metrics' / '00_quickstart.json'; p.parent.mkdir(parents=True, exist_ok=True)\n"
+              "p.write_text('{\"ok\": 1}')")
+    _notebook(nbdir / "01_mismatch_study.ipynb", "raise RuntimeError('deliberate failure for the test')")
+    _notebook(nbdir / "02_noise_priors.ipynb", "import time; time.sleep(float(__import__('os').environ.get('NB_SLEEP', '0')))")
+    monkeypatch.setattr(rp, "NOTEBOOK_DIR", nbdir)
+    return nbdir
+
+
+def test_a_failing_notebook_does_not_stop_the_batch(tmp_path, fake_notebooks):
+    out = tmp_path / "report"
+    run = rp.reproduce("toy", only=["00_quickstart", "01_mismatch_study", "02_noise_priors"], out=out)
+    st = {k: v["status"] for k, v in run["notebooks"].items()}
+    assert st == {"00_quickstart": "ok", "01_mismatch_study": "failed", "02_noise_priors": "ok"}
+    assert "deliberate failure" in run["notebooks"]["01_mismatch_study"]["error"]
+    index = (out / "index.md").read_text()
+    assert "**FAILED**" in index and "deliberate failure" in index
+    assert (out / "html" / "00_quickstart.html").is_file() and (out / "notebooks" / "02_noise_priors.ipynb").is_file()
+    assert not (out / "notebooks" / "01_mismatch_study.ipynb").exists(), "a failed notebook is not passed off as done"
+    assert (out / "notebooks" / "01_mismatch_study.failed.ipynb").is_file()
+
+
+def test_unknown_notebook_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown notebook"):
+        rp.reproduce("toy", only=["99_nothing"], out=tmp_path)
+
+
+def test_a_killed_run_leaves_no_half_written_file_and_a_rerun_completes(tmp_path, fake_notebooks):
+    out = tmp_path / "report"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from scp_core import reproduce as rp; "
+            f"from pathlib import Path; rp.NOTEBOOK_DIR = Path({str(fake_notebooks)!r}); "
+            f"rp.reproduce('toy', only=['02_noise_priors'], out=Path({str(out)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**__import__("os").environ, "NB_SLEEP": "60"},
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "notebooks").glob(".*")):
+        time.sleep(0.5)  # wait until papermill is writing its (temporary) output
+    assert list((out / "notebooks").glob(".*")), "papermill should be writing a temporary file"
+    time.sleep(3)
+    import os
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finals = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert finals == [], f"half-written report files: {finals}"
+    run = rp.reproduce("toy", only=["02_noise_priors"], out=out)
+    assert run["notebooks"]["02_noise_priors"]["status"] == "ok"
+    assert (out / "index.md").is_file() and (out / "notebooks" / "02_noise_priors.ipynb").is_file()
+
+
+def test_committed_index_covers_every_notebook():
+    index = ROOT / "reports" / "toy" / "index.md"
+    assert index.is_file(), "the toy reference results (reports/toy/index.md) must be committed"
+    text = index.read_text()
+    for name in rp.NOTEBOOKS:
+        assert (ROOT / "notebooks" / f"{name}.ipynb").is_file()
+        assert f"`{name}`" in text, f"index.md does not list {name}"
+    # every table and figure linked from the index exists
+    for line in text.splitlines():
+        if line.startswith("- [") and "](" in line:
+            assert (index.parent / line.split("](")[1].rstrip(")")).is_file(), line
+
+
+def test_every_notebook_is_in_the_batch_list():
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == sorted(rp.NOTEBOOKS)
+
+
+def test_committed_metrics_carry_settings_and_sample_counts():
+    mdir = ROOT / "reports" / "toy" / "metrics"
+    m = json.loads((mdir / "prior_comparison.json").read_text())
+    assert set(m["tables"]) == {"toy", "toy-gv"}, "Table 1 runs on both toy-city settings"
+    for rows in m["tables"].values():
+        assert {r["prior"] for r in rows} == {"normal", "spatial", "categorical", "joint"}
+        assert all(r["n"] >= 100 and r["fd_toy_ci"][0] <= r["fd_toy"] <= r["fd_toy_ci"][1] for r in rows)
+    assert m["settings"]["smoke"] is False
+
+
+@pytest.mark.slow
+def test_full_toy_reproduction_matches_the_committed_tables(tmp_path):
+    """Re-run the whole toy study and compare every committed table (tolerance 1e-3 relative + 1e-3)."""
+    run = rp.reproduce("toy", out=tmp_path)
+    assert all(r["status"] == "ok" for r in run["notebooks"].values()), run["notebooks"]
+    for ref in sorted((ROOT / "reports" / "toy" / "tables").glob("*.csv")):
+        if ref.stem.startswith(("00_", "07_")):  # timings only
+            continue
+        a, b = pd.read_csv(ref), pd.read_csv(tmp_path / "tables" / ref.name)
+        num = [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c]) and not c.endswith("_s")]
+        pd.testing.assert_frame_equal(a[num], b[num], rtol=1e-3, atol=1e-3)
