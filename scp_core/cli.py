@@ -29,14 +29,19 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_train(a) -> int:
+    from .toy_zoo import GV_PIPELINE_DIR, PIPELINE_DIR, RUNS, SMALL, train_toy_gv, train_toy_stack
+
+    if a.profile == "toy-gv":
+        print(json.dumps(train_toy_gv(out=a.out or GV_PIPELINE_DIR, resume=a.resume), indent=2))
+        return 0
     if a.profile != "toy":
-        print("scpdiff train: only the toy profile trains from scratch; for SD 2.1 use `scpdiff finetune`",
+        print("scpdiff train: the toy profiles (toy, toy-gv) train here; for SD 2.1 use `scpdiff finetune`",
               file=sys.stderr)
         return 2
-    from .toy_zoo import RUNS, SMALL, train_toy_stack
 
     stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet")
-    facts = train_toy_stack(SMALL if a.small else None, out=a.out, resume=a.resume, stages=stages,
+    facts = train_toy_stack(SMALL if a.small else None, out=a.out or (RUNS.with_name("toy-small") / "pipeline" if a.small else PIPELINE_DIR),
+                            resume=a.resume, stages=stages,
                             work=RUNS.with_name("toy-small") if a.small else RUNS, report=not a.small)
     print(json.dumps(facts, indent=2))
     return 0
@@ -91,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="report folder (default reports/<profile>)")
     r.set_defaults(fn=_cmd_reproduce)
 
-    t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet)")
-    t.add_argument("--profile", default="toy")
+    t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet); "
+                       "--profile toy-gv fine-tunes the global-variation variant from it")
+    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv"])
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/toy-small")
     t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
     t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"])

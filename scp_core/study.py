@@ -80,7 +80,8 @@ class Settings:
 
 PROFILES = {
     "toy": Settings(profile="toy", dataset="toy-city"),
-    "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv"),
+    # the daylight zoo fine-tuned on toy-city-gv (scp_core.toy_zoo.train_toy_gv)
+    "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
 }
 SMOKE = dict(n_ref=64, n_eval=16, steps=4, batch_size=16)
 
@@ -110,7 +111,8 @@ def load_pipeline(s: Settings):
     key = ("pipe", s.pipeline)
     if key not in _CACHE:
         torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("SCP_THREADS", "2"))))
-        _CACHE[key] = load_toy_pipeline(s.pipeline or PIPELINE_DIR)
+        path = Path(s.pipeline) if s.pipeline else PIPELINE_DIR
+        _CACHE[key] = load_toy_pipeline(path if path.is_absolute() else REPO_ROOT / path)
     return _CACHE[key]
 
 

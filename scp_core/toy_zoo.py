@@ -32,6 +32,7 @@ from .train import (LatentCache, TrainConfig, controlnet_loss_fn, fit, fit_scale
 
 ZOO = REPO_ROOT / "zoo" / "toy"
 PIPELINE_DIR = ZOO / "pipeline"
+GV_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv" / "pipeline"
 RUNS = REPO_ROOT / "runs" / "toy"
 
 # The committed zoo was trained with these (about 30 minutes on a 2-core CPU).
@@ -246,14 +247,52 @@ mu = 1) and the joint prior at mu = 0.8 (prior from 1,000 training images, min_c
     return write_text(ZOO / "REPORT.md", text)
 
 
-if __name__ == "__main__":  # python -m scp_core.toy_zoo [--small] [--resume]
+def train_toy_gv(cfg: TrainConfig | None = None, base: str | Path = PIPELINE_DIR, out: str | Path = GV_PIPELINE_DIR,
+                 work: str | Path = RUNS.with_name("toy-gv"), resume: str | None = None, n_train: int = 4000) -> dict:
+    """The toy stack for toy-city-gv: the daylight zoo's ControlNet and UNet decoder fine-tuned on it.
+
+    The VAE and the latent scale factor stay those of the daylight zoo, so latents of both
+    settings live in one space; the ControlNet and the unlocked UNet decoder learn the
+    per-image global factors (time of day, weather) of ``toy-city-gv``.
+    """
+    from .data import get_dataset
+
+    cfg = cfg or TrainConfig(steps=700, batch_size=16, lr=2e-4, warmup=20, checkpoint_every=200)
+    pipe = load_toy_pipeline(base)
+    train = get_dataset("toy-city-gv", split="train")
+    images, labels = train.images[:n_train], train.labels[:n_train]
+    t0 = time.time()
+    cache = LatentCache.build(pipe.vae, images, scale_factor=pipe.scale_factor)
+    controls = lambda idx: control_map(torch.as_tensor(labels[idx]).long(), train.palette)  # noqa: E731
+    model, unlocked = prepare_controlnet_training(pipe.controlnet, pipe.unet, unlock=True)
+    r = fit(model, controlnet_loss_fn(cache, controls, make_scheduler("ddpm"), pipe.prompt_embeds,
+                                      pipe.negative_prompt_embeds), len(images), cfg, work, resume=resume,
+            desc="toy-gv ControlNet")
+    pipe.controlnet, pipe.unet = r["model"].controlnet.eval().requires_grad_(False), r["model"].unet.eval().requires_grad_(False)
+    facts = {"base": str(base), "dataset": "toy-city-gv", "steps": r["steps"], "wall_s": round(r["wall_s"], 1),
+             "total_wall_s": round(time.time() - t0, 1), "final_loss": r["final_loss"],
+             "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg)}
+    pipe.info = {**pipe.info, "dataset": "toy-city-gv", "trained_gv": facts}
+    save_half(pipe, Path(out))
+    write_json(Path(out).parent / "training_facts.json", facts)
+    import shutil
+    shutil.copy(Path(work) / "loss.png", Path(out).parent / "loss_controlnet.png")
+    return facts
+
+
+if __name__ == "__main__":  # python -m scp_core.toy_zoo [--small] [--resume] [--gv]
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--small", action="store_true", help="a few-minute run (not the committed zoo)")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--out", default=str(PIPELINE_DIR))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--gv", action="store_true", help="fine-tune the toy-city-gv variant from the daylight zoo")
     a = ap.parse_args()
+    if a.gv:
+        print(json.dumps(train_toy_gv(out=a.out or GV_PIPELINE_DIR, resume="latest" if a.resume else None), indent=2))
+        raise SystemExit(0)
+    a.out = a.out or str(RUNS.with_name("toy-small") / "pipeline" if a.small else PIPELINE_DIR)
     f = train_toy_stack(SMALL if a.small else None, out=a.out, resume="latest" if a.resume else None,
                         work=RUNS if not a.small else RUNS.with_name("toy-small"), report=not a.small)
     print(json.dumps(f, indent=2))
