@@ -281,16 +281,26 @@ def _noisy(x0, scheduler, gen):
     return scheduler.add_noise(x0, eps, t), eps, t
 
 
+def eps_mse(predict: Callable, x0: torch.Tensor, scheduler, gen: torch.Generator, cond: torch.Tensor,
+            uncond: torch.Tensor, p_uncond: float, device) -> torch.Tensor:
+    """The DDPM loss ``|eps - eps_theta(x_t, t, c)|^2`` with ``x_t`` from Eq. 6 and prompt dropout.
+
+    ``t``, ``eps`` and the dropout mask (the prompt becomes ``uncond`` with probability
+    ``p_uncond``, which is what classifier-free guidance needs) are drawn from ``gen``.
+    ``predict(x_t, t, c)`` returns ``eps_theta``.
+    """
+    xt, eps, t = _noisy(x0, scheduler, gen)
+    drop = torch.rand(x0.shape[0], generator=gen) < p_uncond
+    c = torch.where(drop[:, None, None], uncond.cpu(), cond.cpu()).to(device)
+    return F.mse_loss(predict(xt.to(device), t.to(device), c).float(), eps.to(device))
+
+
 def unet_loss_fn(cache: LatentCache, scheduler, cond: torch.Tensor, uncond: torch.Tensor, p_uncond: float = 0.1):
     """Epsilon-prediction MSE of the base UNet on cached latents, with prompt dropout for CFG."""
     def loss_fn(unet, step, idx, gen):
         dev = next(unet.parameters()).device
-        x0 = cache.sample(idx, gen)
-        xt, eps, t = _noisy(x0, scheduler, gen)
-        drop = torch.rand(len(idx), generator=gen) < p_uncond
-        c = torch.where(drop[:, None, None], uncond, cond).to(dev)
-        pred = unet(xt.to(dev), t.to(dev), encoder_hidden_states=c).sample
-        return F.mse_loss(pred.float(), eps.to(dev))
+        return eps_mse(lambda xt, t, c: unet(xt, t, encoder_hidden_states=c).sample,
+                       cache.sample(idx, gen), scheduler, gen, cond, uncond, p_uncond, dev)
     return loss_fn
 
 
@@ -313,12 +323,9 @@ def controlnet_loss_fn(cache: LatentCache, controls: Callable[[np.ndarray], torc
     """ControlNet fine-tuning loss: epsilon MSE with the control map; the prompt (not the control) drops."""
     def loss_fn(model, step, idx, gen):
         dev = next(model.parameters()).device
-        x0 = cache.sample(idx, gen)
-        xt, eps, t = _noisy(x0, scheduler, gen)
-        drop = torch.rand(len(idx), generator=gen) < p_uncond
-        c = torch.where(drop[:, None, None], uncond, cond).to(dev)
-        pred = model(xt.to(dev), t.to(dev), c, controls(np.sort(idx)).to(dev))
-        return F.mse_loss(pred.float(), eps.to(dev))
+        control = controls(np.sort(idx)).to(dev)
+        return eps_mse(lambda xt, t, c: model(xt, t, c, control), cache.sample(idx, gen), scheduler, gen,
+                       cond, uncond, p_uncond, dev)
     return loss_fn
 
 
@@ -349,12 +356,9 @@ def dataset_controlnet_loss_fn(pipe, dataset, p_uncond: float = 0.1):
         with torch.no_grad():
             post = pipe.vae.encode(images.to(dev, pipe.vae.dtype)).latent_dist
             x0 = (post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(dev)).float() * pipe.scale_factor
-        xt, eps, t = _noisy(x0.cpu(), ddpm, gen)
-        drop = torch.rand(len(idx), generator=gen) < p_uncond
-        c = torch.where(drop[:, None, None], pipe.negative_prompt_embeds.cpu(), pipe.prompt_embeds.cpu()).to(dev)
-        control = pipe.control(labels).to(dev)
-        pred = model(xt.to(dev, pipe.dtype), t.to(dev), c.to(pipe.dtype), control.to(pipe.dtype))
-        return F.mse_loss(pred.float(), eps.to(dev))
+        control = pipe.control(labels).to(dev, pipe.dtype)
+        return eps_mse(lambda xt, t, c: model(xt.to(pipe.dtype), t, c.to(pipe.dtype), control), x0.cpu(), ddpm, gen,
+                       pipe.prompt_embeds, pipe.negative_prompt_embeds, p_uncond, dev)
     return loss_fn
 
 
