@@ -247,36 +247,48 @@ mu = 1) and the joint prior at mu = 0.8 (prior from 1,000 training images, min_c
     return write_text(ZOO / "REPORT.md", text)
 
 
-def train_toy_gv(cfg: TrainConfig | None = None, base: str | Path = PIPELINE_DIR, out: str | Path = GV_PIPELINE_DIR,
-                 work: str | Path = RUNS.with_name("toy-gv"), resume: str | None = None, n_train: int = 4000) -> dict:
-    """The toy stack for toy-city-gv: the daylight zoo's ControlNet and UNet decoder fine-tuned on it.
+def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, out: str | Path = GV_PIPELINE_DIR,
+                 work: str | Path = RUNS.with_name("toy-gv"), resume: str | None = None, n_train: int = 4000,
+                 seed: int = 0) -> dict:
+    """The toy stack for toy-city-gv: the daylight VAE and base UNet, a ControlNet fine-tuned on toy-city-gv.
 
-    The VAE and the latent scale factor stay those of the daylight zoo, so latents of both
-    settings live in one space; the ControlNet and the unlocked UNet decoder learn the
-    per-image global factors (time of day, weather) of ``toy-city-gv``.
+    Stage 3 of :func:`train_toy_stack` with the same recipe (decoder unlocked, same steps)
+    on the global-variation data, starting from the daylight run's VAE and base UNet
+    (``base_work/{vae,unet}/final``) and the same latent scale factor, so both settings
+    share one latent space and differ only in what the ControlNet stage saw.
     """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
     from .data import get_dataset
 
-    cfg = cfg or TrainConfig(steps=700, batch_size=16, lr=2e-4, warmup=20, checkpoint_every=200)
-    pipe = load_toy_pipeline(base)
+    cfg = cfg or FULL["controlnet"]
+    base_work = Path(base_work)
+    vae = AutoencoderKL.from_pretrained(base_work / "vae" / "final").eval().requires_grad_(False)
+    unet = UNet2DConditionModel.from_pretrained(base_work / "unet" / "final")
+    t0 = time.time()
+    day = ToyCity(split="train")
+    scale = fit_scale_factor(LatentCache.build(vae, day.images[:n_train], scale_factor=1.0).mean)
     train = get_dataset("toy-city-gv", split="train")
     images, labels = train.images[:n_train], train.labels[:n_train]
-    t0 = time.time()
-    cache = LatentCache.build(pipe.vae, images, scale_factor=pipe.scale_factor)
+    cache = LatentCache.build(vae, images, scale_factor=scale)
+    cond, uncond = toy_text_conditioning(seed)
     controls = lambda idx: control_map(torch.as_tensor(labels[idx]).long(), train.palette)  # noqa: E731
-    model, unlocked = prepare_controlnet_training(pipe.controlnet, pipe.unet, unlock=True)
-    r = fit(model, controlnet_loss_fn(cache, controls, make_scheduler("ddpm"), pipe.prompt_embeds,
-                                      pipe.negative_prompt_embeds), len(images), cfg, work, resume=resume,
-            desc="toy-gv ControlNet")
-    pipe.controlnet, pipe.unet = r["model"].controlnet.eval().requires_grad_(False), r["model"].unet.eval().requires_grad_(False)
-    facts = {"base": str(base), "dataset": "toy-city-gv", "steps": r["steps"], "wall_s": round(r["wall_s"], 1),
-             "total_wall_s": round(time.time() - t0, 1), "final_loss": r["final_loss"],
-             "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg)}
-    pipe.info = {**pipe.info, "dataset": "toy-city-gv", "trained_gv": facts}
+    model, unlocked = prepare_controlnet_training(controlnet_from_unet(unet), unet, unlock=True)
+    r = fit(model, controlnet_loss_fn(cache, controls, make_scheduler("ddpm"), cond, uncond), len(images), cfg,
+            work, resume=resume, desc="toy-gv ControlNet")
+    facts = {"base": str(base_work), "dataset": "toy-city-gv", "scale_factor": round(scale, 5), "steps": r["steps"],
+             "wall_s": round(r["wall_s"], 1), "total_wall_s": round(time.time() - t0, 1),
+             "final_loss": r["final_loss"], "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg)}
+    model = r["model"]
+    pipe = SCPDiffPipeline(vae, model.unet.eval().requires_grad_(False), model.controlnet.eval().requires_grad_(False),
+                           make_scheduler("ddim"), cond, uncond, num_classes=train.num_classes, palette=train.palette,
+                           image_size=train.size, scale_factor=scale,
+                           info={"profile": "toy-gv", "dataset": "toy-city-gv", "prompt": train.prompt, "trained": facts})
     save_half(pipe, Path(out))
     write_json(Path(out).parent / "training_facts.json", facts)
     import shutil
     shutil.copy(Path(work) / "loss.png", Path(out).parent / "loss_controlnet.png")
+    shutil.copy(Path(work) / "loss.csv", Path(out).parent / "loss_controlnet.csv")
     return facts
 
 
