@@ -1,0 +1,40 @@
+"""Evaluation metrics of the study (DESIGN.md section 1, issue 6).
+
+* :mod:`.frechet` -- FID (pytorch-fid InceptionV3) and, on the toy profile, FD-toy (the
+  Frechet distance on the toy segmenter's pooled features; never called FID), one code
+  path, with cached reference statistics.
+* :mod:`.segmentation` -- confusion-matrix mIoU / pixel accuracy with an ignore index,
+  per-class IoU table, pluggable segmenters (transformers models from a local folder, the
+  toy segmenter).
+* :mod:`.diversity` -- mean pairwise LPIPS and MS-SSIM among K samples per label map.
+* :mod:`.toy_segmenter` -- the small toy-city segmenter, its training and save / load.
+
+Images are float ``[N, 3, H, W]`` in ``[-1, 1]`` by default (``value_range``), uint8
+tensors / arrays, or folders of image files read with PIL. Pretrained weights are never
+downloaded: a missing file raises :class:`MissingWeightsError` naming the file, the folder
+(``$TORCH_HOME/hub/checkpoints``) and the URL.
+"""
+from ._common import (MissingWeightsError, bootstrap_ci, hub_checkpoint_dir, iter_image_batches,
+                      to_unit_images)
+from .diversity import diversity, load_lpips, ms_ssim, ms_ssim_config
+from .frechet import (FeatureStats, InceptionFeatures, SegmenterFeatures, compute_feature_stats, fd_toy,
+                      feature_statistics, fid_from_images, frechet_distance, frechet_distance_from_images,
+                      load_or_compute_reference_stats)
+from .segmentation import HFSegmenter, SegmentationMeter, confusion_matrix, evaluate_segmentation
+
+__all__ = [
+    "MissingWeightsError", "bootstrap_ci", "hub_checkpoint_dir", "iter_image_batches", "to_unit_images",
+    "diversity", "load_lpips", "ms_ssim", "ms_ssim_config",
+    "FeatureStats", "InceptionFeatures", "SegmenterFeatures", "compute_feature_stats", "fd_toy",
+    "feature_statistics", "fid_from_images", "frechet_distance", "frechet_distance_from_images",
+    "load_or_compute_reference_stats",
+    "HFSegmenter", "SegmentationMeter", "confusion_matrix", "evaluate_segmentation",
+    "ToySegmenter", "load_toy_segmenter",
+]
+
+
+def __getattr__(name):  # the toy segmenter is imported lazily (it is not needed for the metrics)
+    if name in ("ToySegmenter", "load_toy_segmenter"):
+        from . import toy_segmenter
+        return getattr(toy_segmenter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
