@@ -38,11 +38,19 @@ RUNS = REPO_ROOT / "runs" / "toy"
 # The committed zoo was trained with these (about 30 minutes on a 2-core CPU).
 FULL = dict(vae=TrainConfig(steps=1500, batch_size=8, lr=1e-3, warmup=100, checkpoint_every=250),
             unet=TrainConfig(steps=1200, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=300),
-            controlnet=TrainConfig(steps=1800, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300))
+            controlnet=TrainConfig(steps=1500, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300))
 # A few minutes, for the training notebook and smoke runs.
 SMALL = dict(vae=TrainConfig(steps=60, batch_size=8, lr=5e-4, log_every=5),
              unet=TrainConfig(steps=60, batch_size=16, lr=3e-4, log_every=5),
              controlnet=TrainConfig(steps=60, batch_size=16, lr=2e-4, log_every=5))
+
+
+def _stage_facts(stage_dir: Path, r: dict | None = None) -> dict:
+    """Write (after training) or read (when a stage is reused) ``stage_dir/facts.json``."""
+    path = Path(stage_dir) / "facts.json"
+    if r is not None:
+        write_json(path, {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"]})
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def toy_models(seed: int = 0):
@@ -100,10 +108,11 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
         r = fit(vae, vae_loss_fn(images), len(images), configs["vae"], work / "vae", resume=resume, desc="toy VAE")
         vae = r["model"]
         vae.save_pretrained(work / "vae" / "final")
-        facts["vae"] = {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"]}
+        facts["vae"] = _stage_facts(work / "vae", r)
     else:
         from diffusers import AutoencoderKL
         vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+        facts["vae"] = _stage_facts(work / "vae")
     vae.eval().requires_grad_(False)
     facts["vae_psnr_val_db"] = round(vae_psnr(vae, val.images[:256]), 2)
 
@@ -121,10 +130,11 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
                 resume=resume, desc="toy base UNet")
         unet = r["model"]
         unet.save_pretrained(work / "unet" / "final")
-        facts["unet"] = {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"]}
+        facts["unet"] = _stage_facts(work / "unet", r)
     else:
         from diffusers import UNet2DConditionModel
         unet = UNet2DConditionModel.from_pretrained(work / "unet" / "final")
+        facts["unet"] = _stage_facts(work / "unet")
 
     # 4. ControlNet fine-tuning (decoder unlocked, the authors' sd_locked=False)
     controlnet = controlnet_from_unet(unet)
@@ -134,8 +144,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
     r = fit(model, controlnet_loss_fn(cache, controls, ddpm, cond, uncond), len(images), configs["controlnet"],
             work / "controlnet", resume=resume, desc="toy ControlNet")
     model = r["model"]
-    facts["controlnet"] = {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"],
-                           "unlocked_unet_tensors": len(unlocked)}
+    facts["controlnet"] = {**_stage_facts(work / "controlnet", r), "unlocked_unet_tensors": len(unlocked)}
     facts["total_wall_s"] = round(time.time() - t_all, 1)
 
     pipe = SCPDiffPipeline(vae, model.unet.eval().requires_grad_(False), model.controlnet.eval().requires_grad_(False),
