@@ -183,11 +183,13 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
             meter.update(seg.predict(gen), lab)
             for i, f, r in zip(idx, seg.features(gen).double(), seg.features(real).double()):
                 feats[int(i)], real_feats[int(i)] = f, r
-    parts = _gather_objects({"cm": meter._cm, "feats": feats, "real": real_feats}, state)
+    parts = _gather_objects({"meter": meter, "feats": feats, "real": real_feats}, state)
     if not state.is_main_process:
         return {}
-    meter._cm = sum(p["cm"] for p in parts)  # confusion counts add up exactly across processes
-    res = meter.compute()
+    total = parts[0]["meter"]
+    for p in parts[1:]:
+        total.merge(p["meter"])  # confusion counts add up exactly across processes
+    res = total.compute()
     allf = {k: v for p in parts for k, v in p["feats"].items()}
     allr = {k: v for p in parts for k, v in p["real"].items()}
     fa = torch.stack([allf[i] for i in sorted(allf)]).numpy()

@@ -129,6 +129,16 @@ class SegmentationMeter:
             self._cm += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self.n_images += int(target.shape[0])
 
+    def merge(self, other: "SegmentationMeter") -> "SegmentationMeter":
+        """Add another meter's counts (e.g. gathered from other processes); exact, integer counts."""
+        if other.num_classes != self.num_classes or other.ignore_index != self.ignore_index:
+            raise ValueError(f"cannot merge meters for {other.num_classes} classes (ignore {other.ignore_index}) "
+                             f"into {self.num_classes} (ignore {self.ignore_index})")
+        self._cm += other._cm
+        self._per_sample.extend(other._per_sample)
+        self.n_images += other.n_images
+        return self
+
     @staticmethod
     def _scores(cm: np.ndarray, k: int) -> dict:
         tp = np.diag(cm[:, :k]).astype(np.float64)
