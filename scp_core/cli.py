@@ -21,6 +21,10 @@ from . import _tv_compat  # noqa: F401
 def _cmd_reproduce(a) -> int:
     from .reproduce import reproduce
 
+    for flag, var in (("pipeline", "SCP_PIPELINE"), ("data_root", "SCP_DATA_ROOT"), ("segmenter", "SCP_SEGMENTER")):
+        if getattr(a, flag):  # the notebook kernels inherit these
+            os.environ[var] = os.path.abspath(getattr(a, flag))
+
     run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out)
     failed = [n for n, r in run["notebooks"].items() if r["status"] != "ok"]
     print(f"[scpdiff] report: {a.out or 'reports/' + ('_smoke/' if a.smoke else '') + a.profile}/index.md"
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
     r.add_argument("--with-training", action="store_true", help="include 07_training")
     r.add_argument("--out", help="report folder (default reports/<profile>)")
+    r.add_argument("--pipeline", help="real scale: the fine-tuned SCP-Diff pipeline folder")
+    r.add_argument("--data-root", help="real scale: the dataset root (default data/<dataset>)")
+    r.add_argument("--segmenter", help="real scale: a transformers segmentation model folder for mIoU")
     r.set_defaults(fn=_cmd_reproduce)
 
     t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet); "

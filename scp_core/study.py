@@ -69,6 +69,9 @@ class Settings:
     batch_size: int = 50
     smoke: bool = False
     out_dir: str | None = None
+    data_root: str | None = None
+    segmenter: str | None = None  # a transformers segmentation folder (real scale); None: the toy segmenter
+    metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -80,6 +83,11 @@ class Settings:
 
 PROFILES = {
     "toy": Settings(profile="toy", dataset="toy-city"),
+    # real scale: the paper's settings; paths come from `scpdiff reproduce --pipeline --data-root --segmenter`
+    "cityscapes": Settings(profile="cityscapes", dataset="cityscapes", n_ref=2975, n_eval=500, guidance=4.0,
+                           batch_size=8, metric="FID"),
+    "ade20k": Settings(profile="ade20k", dataset="ade20k", n_ref=10000, n_eval=2000, guidance=7.5,
+                       batch_size=8, metric="FID"),
     # the daylight zoo fine-tuned on toy-city-gv (scp_core.toy_zoo.train_toy_gv)
     "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
 }
@@ -91,10 +99,15 @@ def settings(profile: str = "toy", smoke: bool | None = None, **overrides) -> Se
     if smoke is None:
         smoke = os.environ.get("SCP_SMOKE", "0") == "1"
     if profile not in PROFILES:
-        base = Settings(profile=profile, dataset=profile)
-    else:
-        base = PROFILES[profile]
-    s = replace(base, smoke=bool(smoke), **{k: v for k, v in overrides.items() if v is not None})
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    base = PROFILES[profile]
+    env = {"pipeline": os.environ.get("SCP_PIPELINE"), "data_root": os.environ.get("SCP_DATA_ROOT"),
+           "segmenter": os.environ.get("SCP_SEGMENTER")}
+    s = replace(base, smoke=bool(smoke), **{k: v for k, v in {**env, **overrides}.items() if v is not None})
+    if s.metric == "FID" and not s.pipeline:
+        raise ValueError(f"profile {profile!r} is real scale: give the fine-tuned pipeline folder "
+                         "(`scpdiff reproduce --profile ... --pipeline DIR --data-root DIR --segmenter DIR`, "
+                         "or SCP_PIPELINE / SCP_DATA_ROOT / SCP_SEGMENTER)")
     if s.smoke:
         s = replace(s, **{k: min(getattr(s, k), v) for k, v in SMOKE.items()})
     return s
@@ -108,27 +121,49 @@ def load_pipeline(s: Settings):
     """The profile's pipeline (the committed toy zoo by default), cached per process."""
     from .toy_zoo import PIPELINE_DIR, load_toy_pipeline
 
+    from .models import default_device
+    from .pipeline import SCPDiffPipeline
+
     key = ("pipe", s.pipeline)
     if key not in _CACHE:
         torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("SCP_THREADS", "2"))))
         path = Path(s.pipeline) if s.pipeline else PIPELINE_DIR
-        _CACHE[key] = load_toy_pipeline(path if path.is_absolute() else REPO_ROOT / path)
+        path = path if path.is_absolute() else REPO_ROOT / path
+        if s.metric == "FD-toy":
+            _CACHE[key] = load_toy_pipeline(path)
+        else:
+            _CACHE[key] = SCPDiffPipeline.from_pretrained(path, device=default_device())
     return _CACHE[key]
 
 
 def load_data(s: Settings, split: str):
-    key = ("data", s.dataset, split)
+    key = ("data", s.dataset, s.data_root, split)
     if key not in _CACHE:
-        _CACHE[key] = get_dataset(s.dataset, split=split)
+        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split)
     return _CACHE[key]
 
 
-def load_segmenter():
-    from .metrics import load_toy_segmenter
+def load_segmenter(s: Settings | None = None):
+    """The toy segmenter, or (real scale) a transformers model from ``s.segmenter``."""
+    from .metrics import HFSegmenter, load_toy_segmenter
 
-    if "seg" not in _CACHE:
-        _CACHE["seg"] = load_toy_segmenter()
-    return _CACHE["seg"]
+    folder = s.segmenter if s is not None else None
+    key = ("seg", folder)
+    if key not in _CACHE:
+        _CACHE[key] = HFSegmenter(folder) if folder else load_toy_segmenter()
+    return _CACHE[key]
+
+
+def _extractor(s: Settings):
+    """Features for the Frechet distance: the toy segmenter's (FD-toy) or Inception's (FID)."""
+    from .metrics import InceptionFeatures, SegmenterFeatures
+    from .models import default_device
+
+    key = ("extractor", s.metric)
+    if key not in _CACHE:
+        _CACHE[key] = (SegmenterFeatures(load_segmenter()) if s.metric == "FD-toy"
+                       else InceptionFeatures(device=default_device()))
+    return _CACHE[key]
 
 
 def _images_labels(ds, idx) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,10 +254,11 @@ def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = N
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _features(images_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
-    seg = load_segmenter()
+def _features(s: Settings, images_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    ext = _extractor(s)
     with torch.no_grad():
-        return torch.cat([seg.features(to_float(images_u8[i:i + batch])) for i in range(0, len(images_u8), batch)]).double()
+        return torch.cat([ext(images_u8[i:i + batch].permute(0, 3, 1, 2).float() / 255)
+                          for i in range(0, len(images_u8), batch)]).double()
 
 
 def _fd(fa: torch.Tensor, fb: torch.Tensor) -> float:
@@ -231,9 +267,9 @@ def _fd(fa: torch.Tensor, fb: torch.Tensor) -> float:
     return frechet_distance(*feature_statistics(fa.numpy()), *feature_statistics(fb.numpy()))
 
 
-def fd_with_ci(gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100, seed: int = 0):
-    """FD-toy of generated images against reference features, with a bootstrap over generated images."""
-    fa = _features(gen_u8)
+def fd_with_ci(s: Settings, gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100, seed: int = 0):
+    """FD-toy (or FID) of generated images against reference features, bootstrapped over generated images."""
+    fa = _features(s, gen_u8)
     value = _fd(fa, ref_feats)
     if n_boot <= 0:
         return value, None
@@ -244,24 +280,29 @@ def fd_with_ci(gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100,
 
 def reference_features(s: Settings) -> torch.Tensor:
     """Toy-segmenter features of real validation images (the FD-toy reference set)."""
-    key = ("ref_feats", s.dataset, s.n_eval)
+    key = ("ref_feats", s.dataset, s.n_eval, s.metric)
     if key not in _CACHE:
         img, _ = eval_set(replace(s, n_eval=max(s.n_eval, 100) if not s.smoke else s.n_eval))
-        _CACHE[key] = _features(img)
+        _CACHE[key] = _features(s, img)
     return _CACHE[key]
 
 
 def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
-    """mIoU / accuracy (toy segmenter on generated images vs. the input maps) and FD-toy."""
+    """mIoU / accuracy (segmenter on generated images vs. the input maps) and the Frechet distance.
+
+    The distance is stored as ``fd_toy``; on real-scale profiles (``s.metric == "FID"``) that
+    column holds FID, and the notebooks label it from ``s.metric``.
+    """
     from .metrics import SegmentationMeter
 
-    seg = load_segmenter()
-    meter = SegmentationMeter(seg.num_classes, ignore_index=None, keep_per_sample=ci)
+    seg = load_segmenter(s)
+    ds = load_data(s, "val")
+    meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index, keep_per_sample=ci)
     for i in range(0, len(gen_u8), 100):
         meter.update(seg.predict(to_float(gen_u8[i:i + 100])), labels[i:i + 100])
     res = meter.compute()
     out = {"miou": 100 * res["miou"], "acc": 100 * res["acc"], "n": int(len(gen_u8))}
-    fd, fd_ci = fd_with_ci(gen_u8, reference_features(s), n_boot=100 if ci else 0)
+    fd, fd_ci = fd_with_ci(s, gen_u8, reference_features(s), n_boot=100 if ci else 0)
     out["fd_toy"] = fd
     if ci:
         b = meter.bootstrap(n_boot=200, seed=s.seed)
@@ -282,7 +323,7 @@ def real_ceiling(s: Settings) -> dict:
     out = score(s, img, lab, ci=False)
     train = load_data(s, "train")
     real_train, _ = _images_labels(train, np.arange(min(len(img), len(train))))
-    out["fd_toy"], _ = fd_with_ci(real_train, reference_features(s), n_boot=0)
+    out["fd_toy"], _ = fd_with_ci(s, real_train, reference_features(s), n_boot=0)
     return out
 
 
@@ -359,7 +400,7 @@ def comparison_table(metrics_dir: Path, profile: str) -> pd.DataFrame:
             by = {r["prior"]: r for r in tab}
             for method, kind in (("ControlNet", "normal"), ("SCP-Diff", "joint")):
                 if kind in by:
-                    rows.append({"method": method, "source": f"this project, profile {profile}, {setting} "
+                    rows.append({"method": method, "source": f"this project, {setting} profile "
                                  f"(n={by[kind]['n']}, FD-toy)", "cityscapes": None, "ade20k": None,
                                  "coco_stuff": None, "ours (FD-toy)": by[kind]["fd_toy"]})
     return pd.DataFrame(rows)
