@@ -91,8 +91,7 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
     params = {"profile": profile, "smoke": bool(smoke), "out_dir": str(out)}
     t0 = time.time()
     runs_path = out / "runs.json"
-    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
-    records = dict(previous.get("notebooks", {}))
+    records = {}
     for name in names:
         print(f"[scpdiff] running {name} ...", flush=True)
         rec = run_notebook(name, out, params)
@@ -101,9 +100,11 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
               flush=True)
     from .study import git_commit
 
+    # merge with the records on disk at write time: earlier (or concurrent) batches keep theirs
+    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     run = {"profile": profile, "smoke": smoke, "commit": git_commit(), "python": platform.python_version(),
            "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "batch_wall_s": round(time.time() - t0, 1),
-           "notebooks": records}
+           "notebooks": {**previous.get("notebooks", {}), **records}}
     write_text(runs_path, json.dumps(run, indent=2, default=str) + "\n")
     write_index(out, run)
     return run
