@@ -243,7 +243,8 @@ Measured:
 | VAE: steps, wall time, final loss | {facts.get('vae', {}).get('steps')}, {facts.get('vae', {}).get('wall_s')} s, {facts.get('vae', {}).get('final_loss', float('nan')):.4f} |
 | base UNet: steps, wall time, final loss | {facts.get('unet', {}).get('steps')}, {facts.get('unet', {}).get('wall_s')} s, {facts.get('unet', {}).get('final_loss', float('nan')):.4f} |
 | ControlNet (+ unlocked decoder): steps, wall time, final loss | {facts['controlnet']['steps']}, {facts['controlnet']['wall_s']} s, {facts['controlnet']['final_loss']:.4f} |
-| total wall time (incl. encoding) | {facts['total_wall_s']} s |
+| sum of the three stages' training wall times | {sum(facts.get(k, {}).get('wall_s') or 0 for k in ('vae', 'unet', 'controlnet')):.0f} s |
+| wall time of the last `scpdiff train` invocation (incl. encoding and evaluation) | {facts['total_wall_s']} s |
 
 Loss curves: [VAE](report/loss_vae.png), [base UNet](report/loss_unet.png),
 [ControlNet](report/loss_controlnet.png).
