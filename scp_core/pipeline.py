@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .models import SD_SCALE_FACTOR, default_device, default_dtype, make_scheduler
-from .priors import NormalPrior, Prior, downsample_labels, load_prior, map_ignore
+from .priors import NormalPrior, Prior, _as_label_tensor, downsample_labels, load_prior, map_ignore
 from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, mismatch_start_latents,
                        start_latents)
 
@@ -164,11 +164,13 @@ class SCPDiffPipeline:
         return [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
     def _prepare(self, labels, prior: Prior | None, mu: float, num_inference_steps: int):
-        labels = torch.as_tensor(labels)
+        labels = _as_label_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
         if labels.dim() != 3:
             raise ValueError(f"labels must be [B, H, W] (or one [H, W] map), got shape {tuple(labels.shape)}")
+        if labels.shape[0] == 0:
+            raise ValueError("labels hold no label map (batch of 0); pass at least one [H, W] map")
         _check_labels_fit(labels, self.image_size, self.vae_factor)
         prior = prior if prior is not None else (self.prior or NormalPrior(latent_channels=self.latent_shape[0]))
         if not isinstance(prior, NormalPrior):
@@ -218,6 +220,8 @@ class SCPDiffPipeline:
             x0: real latents (scaled) for the Fig. 3 sampler: start from
                 ``N(sqrt(alpha_bar) x0, (1 - alpha_bar) I)`` instead of a prior draw.
         """
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         labels, prior, timesteps = self._prepare(labels, prior, mu, num_inference_steps)
         B = labels.shape[0]
         if x0 is not None and tuple(x0.shape) != (B, *self.latent_shape):
@@ -296,6 +300,7 @@ class SCPDiffPipeline:
             controlnet: another ControlNet folder to use instead of ``path/controlnet``.
         """
         from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -304,17 +309,24 @@ class SCPDiffPipeline:
                                     "create one with SCPDiffPipeline.save_pretrained or `scpdiff train`")
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_dtype(device)
-        cfg = json.loads((path / CONFIG_NAME).read_text())
+        cfg = _read_config(path / CONFIG_NAME)
         try:
             vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype)
             unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
             cn = ControlNetModel.from_pretrained(Path(controlnet) if controlnet else path / "controlnet",
                                                  torch_dtype=dtype)
             cond = load_file(str(path / "conditioning.safetensors"))
-        except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
-            raise ValueError(f"could not load the pipeline in {path}: {e}. A weight file is missing, corrupt "
-                             "or truncated; re-create it (`scpdiff train`) or restore it from git.") from e
-        scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
+            scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
+            missing = {"prompt_embeds", "negative_prompt_embeds"} - set(cond)
+            if missing:
+                raise ValueError(f"conditioning.safetensors lacks {sorted(missing)}")
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+            raise ValueError(f"could not load the pipeline in {path}: {e}. A weight or config file is missing, "
+                             "corrupt or truncated; re-create it (`scpdiff train`) or restore it from git.") from e
+        for name, module in (("vae", vae), ("unet", unet), ("controlnet", cn)):
+            if not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
+                raise ValueError(f"the {name} weights of {path} contain NaN or Inf: the weight file is corrupt; "
+                                 "re-create it (`scpdiff train`) or restore it from git")
         pipe = cls(vae.eval(), unet.eval(), cn.eval(), scheduler, cond["prompt_embeds"],
                    cond["negative_prompt_embeds"], num_classes=cfg["num_classes"], palette=cfg["palette"],
                    image_size=cfg["image_size"], ignore_index=cfg["ignore_index"],
@@ -334,6 +346,28 @@ class SCPDiffPipeline:
         """Build from the dict returned by ``models.load_sd_components`` plus label-set fields."""
         return cls(components["vae"], components["unet"], components["controlnet"], components["scheduler"],
                    components["prompt_embeds"], components["negative_prompt_embeds"], **kw)
+
+
+def _read_config(path: Path) -> dict:
+    """``scp_pipeline.json`` as a dict with the keys the pipeline needs; ``ValueError`` saying what is wrong."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it from git or re-save the pipeline") from e
+    need = ("num_classes", "palette", "image_size", "ignore_index", "scale_factor")
+    missing = [k for k in need if k not in cfg] if isinstance(cfg, dict) else list(need)
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; restore it from git or re-save the pipeline")
+    try:
+        ok = (int(cfg["num_classes"]) >= 1 and len(cfg["image_size"]) == 2
+              and np.asarray(cfg["palette"]).shape == (int(cfg["num_classes"]), 3) and float(cfg["scale_factor"]) > 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path} has invalid values (num_classes={cfg['num_classes']!r}, image_size="
+                         f"{cfg['image_size']!r}, palette of shape {np.asarray(cfg['palette'], dtype=object).shape}, "
+                         f"scale_factor={cfg['scale_factor']!r}); restore it from git or re-save the pipeline")
+    return cfg
 
 
 def build_toy_pipeline(num_classes: int, palette, image_size=(64, 128), seed: int = 0) -> SCPDiffPipeline:

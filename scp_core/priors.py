@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 FALLBACKS = ("class", "spatial")
+_WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
 FORMAT_VERSION = "1"
 
 
@@ -62,7 +64,20 @@ def _as_label_tensor(labels, name: str = "labels") -> torch.Tensor:
         raise ValueError(
             f"{name} must hold integer class ids, got dtype {labels.dtype}; "
             "if these are ids stored as floats, convert them with .long() first")
+    if labels.dtype in _WIDE_UNSIGNED:  # torch has no min / max / comparisons for these: use int64
+        labels = labels.long()  # uint64 ids >= 2**63 wrap to negative ids and are refused as out of range
     return labels
+
+
+def _as_size(size) -> tuple[int, int]:
+    """``(h, w)`` from one int or a pair of ints; ``ValueError`` for anything else."""
+    try:
+        h, w = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        if int(h) != h or int(w) != w:
+            raise TypeError
+        return int(h), int(w)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"size must be one int or a pair of ints (h, w), got {size!r}") from e
 
 
 def downsample_labels(labels, size: int | Sequence[int]) -> torch.Tensor:
@@ -82,7 +97,7 @@ def downsample_labels(labels, size: int | Sequence[int]) -> torch.Tensor:
     labels = _as_label_tensor(labels)
     if labels.dim() not in (2, 3):
         raise ValueError(f"labels must be [H, W] or [B, H, W], got shape {tuple(labels.shape)}")
-    h, w = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    h, w = _as_size(size)
     if h <= 0 or w <= 0:
         raise ValueError(f"size must be positive, got {(h, w)}")
     H, W = labels.shape[-2:]

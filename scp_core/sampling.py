@@ -45,11 +45,19 @@ def ddim_timesteps(scheduler, num_inference_steps: int, mu: float) -> torch.Tens
     Returns:
         The last ``int(N * mu)`` timesteps, descending; the first one is ``t_start``.
     """
-    mu = float(mu)
+    try:
+        mu = float(mu)
+    except (TypeError, ValueError):
+        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
     if not 0.0 < mu <= 1.0:
         raise ValueError(f"mu must lie in (0, 1], got {mu}; mu = 1 with the normal prior is plain ControlNet")
-    if int(num_inference_steps) < 1:
-        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    try:
+        integral = int(num_inference_steps) == num_inference_steps
+    except (TypeError, ValueError, OverflowError):
+        integral = False
+    if not integral or int(num_inference_steps) < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    num_inference_steps = int(num_inference_steps)
     scheduler.set_timesteps(int(num_inference_steps))
     n = min(int(round(num_inference_steps * mu, 6)), num_inference_steps)
     if n < 1:
