@@ -97,6 +97,19 @@ def _latest_checkpoint(out_dir: Path) -> Path | None:
     return max(ckpts)[1] if ckpts else None
 
 
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint so that no kill can leave a partial ``checkpoint-N``: rename, then remove."""
+    doomed = path.with_name(f".{path.name}.del")
+    path.rename(doomed)
+    shutil.rmtree(doomed)
+
+
+def _sweep_partial(out_dir: Path) -> None:
+    """Remove what an interrupted save or prune left behind (hidden ``.checkpoint-*`` folders)."""
+    for p in out_dir.glob(".checkpoint-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def _save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
     if accelerator.is_main_process:
         tmp = out_dir / f".checkpoint-{step}.tmp"
@@ -114,7 +127,7 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
         tmp.rename(final)  # a checkpoint is visible only once complete
         old = sorted((int(p.name.split("-")[1]), p) for p in out_dir.glob("checkpoint-*") if p.name[11:].isdigit())
         for _, p in old[:-keep] if keep > 0 else []:
-            shutil.rmtree(p)
+            _remove_checkpoint(p)
     accelerator.wait_for_everyone()
 
 
@@ -153,6 +166,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndar
 
     start = 0
     log_path = out_dir / "loss.csv"
+    if accelerator.is_main_process:
+        _sweep_partial(out_dir)
+    accelerator.wait_for_everyone()
     if resume:
         ckpt = _latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
         if ckpt is not None:

@@ -12,6 +12,15 @@ from safetensors.torch import load_file
 from scp_core.toy_zoo import PIPELINE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free local TCP port for torchrun's rendezvous (the default 29500 may linger in TIME_WAIT)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 pytestmark = pytest.mark.skipif(not (PIPELINE_DIR / "scp_pipeline.json").is_file(),
                                 reason="needs the committed toy pipeline (zoo/toy/pipeline)")
 
@@ -26,7 +35,7 @@ def scpdiff(args, n=1, tmp=None):
         script = tmp / "scpdiff_entry.py"
         script.write_text("import sys\nfrom scp_core.cli import main\nsys.exit(main(sys.argv[1:]))\n")
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *args]
+               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -57,7 +66,7 @@ def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_p
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     one = subprocess.run([sys.executable, str(tmp_path / "ev.py")], capture_output=True, text=True, env=env, timeout=600)
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
                           str(tmp_path / "ev.py")], capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
     import json

@@ -14,6 +14,15 @@ from scp_core.train import (DECODER_PREFIXES, TrainConfig, batch_indices, finetu
                             prepare_controlnet_training, unlock_decoder)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free local TCP port for torchrun's rendezvous (the default 29500 may linger in TIME_WAIT)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 SIZE = (16, 32)
 
 
@@ -114,7 +123,7 @@ def accelerate_launch(script, n=2, timeout=600):
     """
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                           str(n), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(n), "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
                            str(script)], capture_output=True, text=True, env=env, timeout=timeout)
 
 
