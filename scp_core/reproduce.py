@@ -159,6 +159,12 @@ def write_index(out: Path, run: dict) -> Path:
     m = _load(out, "prior_comparison")
     if m:
         lines += ["", "## Table 1: the priors", _table1(m), "", "![Table 1](figures/03_prior_comparison.png)"]
+        bright = out / "tables" / "03_global_brightness.csv"
+        if bright.is_file():
+            lines += ["", "### Global factors: the spread of per-image mean brightness (DESIGN.md section 6)", "",
+                      "Prior draws treat latent tokens as independent, so they average per-image lighting away. "
+                      "Real images against generated ones, same maps and seeds:", "",
+                      pd.read_csv(bright).to_markdown(index=False, floatfmt=".3f")]
     m = _load(out, "01_mismatch_study")
     if m:
         df = pd.DataFrame(m["table"])
