@@ -25,7 +25,7 @@ def _cmd_reproduce(a) -> int:
         if getattr(a, flag):  # the notebook kernels inherit these
             os.environ[var] = os.path.abspath(getattr(a, flag))
 
-    run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out)
+    run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out, jobs=a.jobs)
     failed = [n for n, r in run["notebooks"].items() if r["status"] != "ok"]
     print(f"[scpdiff] report: {a.out or 'reports/' + ('_smoke/' if a.smoke else '') + a.profile}/index.md"
           + (f"; FAILED: {', '.join(failed)}" if failed else "; all notebooks ran"))
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
     r.add_argument("--with-training", action="store_true", help="include 07_training")
     r.add_argument("--out", help="report folder (default reports/<profile>)")
+    r.add_argument("--jobs", type=int, default=2, help="notebooks at once (each single-threaded when > 1)")
     r.add_argument("--pipeline", help="real scale: the fine-tuned SCP-Diff pipeline folder")
     r.add_argument("--data-root", help="real scale: the dataset root (default data/<dataset>)")
     r.add_argument("--segmenter", help="real scale: a transformers segmentation model folder for mIoU")

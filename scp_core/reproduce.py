@@ -80,8 +80,15 @@ def _html(nb_path: Path, html_path: Path) -> None:
 
 
 def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool = False,
-              with_training: bool = False, out: str | Path | None = None) -> dict:
-    """Run the notebooks and write ``index.md``; returns the run record."""
+              with_training: bool = False, out: str | Path | None = None, jobs: int = 2) -> dict:
+    """Run the notebooks and write ``index.md``; returns the run record.
+
+    Args:
+        jobs: notebooks run at once. With ``jobs > 1`` each kernel uses one thread
+            (``SCP_THREADS=1``): on a 2-core CPU two single-threaded kernels beat one
+            two-threaded kernel for these small models. ``06_comparison_table`` runs last
+            (it reads ``03_prior_comparison``'s numbers).
+    """
     names = list(only) if only else (NOTEBOOKS if with_training else DEFAULT_BATCH)
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
@@ -92,12 +99,28 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
     t0 = time.time()
     runs_path = out / "runs.json"
     records = {}
-    for name in names:
+
+    def one(name):
         print(f"[scpdiff] running {name} ...", flush=True)
         rec = run_notebook(name, out, params)
         records[name] = rec
         print(f"[scpdiff] {name}: {rec['status']} in {rec['wall_s']} s" + (f" ({rec['error']})" if rec["error"] else ""),
               flush=True)
+
+    last = [n for n in names if n == "06_comparison_table"]
+    first = sorted((n for n in names if n not in last), key=lambda n: n != "03_prior_comparison")  # longest first
+    if jobs > 1 and len(first) > 1:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        os.environ["SCP_THREADS"] = "1"  # inherited by the kernels
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, first))
+    else:
+        for name in first:
+            one(name)
+    for name in last:
+        one(name)
     from .study import git_commit
 
     # merge with the records on disk at write time: earlier (or concurrent) batches keep theirs
