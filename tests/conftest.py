@@ -8,6 +8,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["SCP_SMOKE"] = "1"  # notebooks under nbval run with smoke-sized counts into reports/_smoke/
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The test models are tiny: one thread is faster than two (thread overhead dominates), and
+# kernels / subprocesses inherit these.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["SCP_THREADS"] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

@@ -32,7 +32,7 @@ def test_toy_stack_weights_fit_the_budget_and_have_a_report():
 def test_samples_follow_the_masks(pipeline, dataset):
     """Plain ControlNet sampling (normal prior, mu = 1): the toy segmenter must find the input map."""
     pipe = load_toy_pipeline(pipeline)
-    labels = torch.as_tensor(get_dataset(dataset, split="val").labels[:8]).long()
+    labels = torch.tensor(get_dataset(dataset, split="val").labels[:8], dtype=torch.long)
     out = pipe(labels, prior=NormalPrior(latent_channels=4), mu=1.0, num_inference_steps=10, seed=0,
                output_type="pt", progress=False)
     seg = load_toy_segmenter()
