@@ -139,8 +139,8 @@ def _load(out: Path, name: str) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def _fmt_ci(ci) -> str:
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+def _fmt_ci(ci, digits: int = 2) -> str:
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
 
 
 def _table1(m: dict) -> str:
@@ -155,7 +155,7 @@ def _table1(m: dict) -> str:
         for r in rows:
             p = paper[r["prior"]]
             lines.append(f"| {r['prior']} | {r['mu']:g} | {r['miou']:.2f} {_fmt_ci(r.get('miou_ci'))} | {r['acc']:.2f} | "
-                         f"{r['fd_toy']:.3f} {_fmt_ci(r.get('fd_toy_ci'))} | {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
+                         f"{r['fd_toy']:.3f} {_fmt_ci(r.get('fd_toy_ci'), 3)} | {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
         c = m["real_ceiling"][setting]
         lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, FD-toy {c['fd_toy']:.3f}.")
