@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from scp_core.io import write_json, write_text  # noqa: E402
 
 OUT = ROOT / "reports" / "bench"
+QUICK_OUT = ROOT / "reports" / "_scratch" / "bench"  # git-ignored: --quick never overwrites committed results
 
 
 def timed(fn, *args, **kw) -> tuple[float, object]:

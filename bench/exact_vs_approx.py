@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, command_line, md_table, write_results  # noqa: E402
+from _common import OUT, QUICK_OUT, command_line, md_table, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -257,7 +257,7 @@ At N = {n:,} (synthetic, known truth):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long run (one N, two seeds, no toy-city part)")
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench)")
+    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
     ns, repeats = ([200], 2) if a.quick else ([200, 1000, 2000], 5)
     syn = run_synthetic(ns, repeats)
@@ -286,7 +286,7 @@ not vary across seeds there (the shortcuts still do: their token and quarter cho
         data["toy_city"] = {k: v for k, v in toy.items() if k != "results"} | {"rows": toy_rows}
     sections.append(("Reading", reading(syn_rows)))
     write_results("exact_vs_approx", "Exact statistics against the authors' shortcuts", sections, data,
-                  out=Path(a.out) if a.out else OUT)
+                  out=Path(a.out) if a.out else (QUICK_OUT if a.quick else OUT))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, ROOT, command_line, md_table, median, timed, write_results  # noqa: E402
+from _common import OUT, QUICK_OUT, ROOT, command_line, md_table, median, timed, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -161,7 +161,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long run (small batches and N)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench)")
+    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -224,7 +224,7 @@ accumulator can live on the GPU via `device=`); this ratio is the CPU one only."
     data = {"command": command_line(), "quick": q, "threads": threads, "throughput": tp, "memory": mem,
             "real_scale": real, "targets": {"overhead_ratio_max": 0.02, "memory": "flat in N"}}
     write_results("prior_stats", "Prior statistics: cost against encoding, memory against N", sections, data,
-                  out=Path(a.out) if a.out else OUT)
+                  out=Path(a.out) if a.out else (QUICK_OUT if a.quick else OUT))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, command_line, md_table, median, write_results  # noqa: E402
+from _common import OUT, QUICK_OUT, command_line, md_table, median, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -156,7 +156,7 @@ def main(argv=None):
     ap.add_argument("--guidance", type=float, default=None, help="CFG scale (default: toy 1.0, real size 4.0)")
     ap.add_argument("--n-ref", type=int, default=200, help="toy-city images behind the joint prior")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench)")
+    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -253,7 +253,8 @@ seconds per image beside the paper's 2.34 s per image on an A100, scaled by int(
             "distribution_map_s": t_map, "prior_labels_s": t_down, "draw_share_of_call": t_draw / t_call,
             "targets": {"draw_share_of_call_max": 0.01}}
     name = "sampling_cost" if not real else f"sampling_cost_{'gpu' if a.device.startswith('cuda') else 'cpu'}_real_size"
-    write_results(name, "Sampling cost against mu", sections, data, out=Path(a.out) if a.out else OUT)
+    write_results(name, "Sampling cost against mu", sections, data,
+                  out=Path(a.out) if a.out else (QUICK_OUT if a.quick else OUT))
 
 
 if __name__ == "__main__":
