@@ -304,6 +304,14 @@ class SCPDiffPipeline:
         from safetensors.torch import load_file
 
         path = Path(path)
+        previous = path.with_name(f".{path.name}.old")
+        if not path.exists() and (previous / CONFIG_NAME).is_file():
+            # save_pretrained was killed between moving the old folder aside and moving the new one
+            # in: the old folder is the last complete pipeline
+            import warnings
+
+            warnings.warn(f"{path} is missing; loading the previous complete pipeline from {previous}")
+            path = previous
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path} is not an SCP-Diff pipeline folder (no {CONFIG_NAME}); "
                                     "create one with SCPDiffPipeline.save_pretrained or `scpdiff train`")

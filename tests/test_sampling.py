@@ -222,3 +222,13 @@ def test_missing_sd_folder_offline_says_what_to_download(monkeypatch):
         load_sd_components("stabilityai/stable-diffusion-2-1-base")
     with pytest.raises(FileNotFoundError, match="no such folder"):
         load_sd_components("/nonexistent/sd21")
+
+
+def test_a_save_killed_between_its_renames_still_loads_the_previous_pipeline(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    (tmp_path / "p").rename(tmp_path / ".p.old")  # the state after the first rename of a re-save
+    with pytest.warns(UserWarning, match="previous complete pipeline"):
+        again = SCPDiffPipeline.from_pretrained(tmp_path / "p", device="cpu")
+    assert again.latent_shape == pipe.latent_shape
+    pipe.save_pretrained(tmp_path / "p")  # the next save completes normally
+    assert (tmp_path / "p" / "scp_pipeline.json").is_file()
