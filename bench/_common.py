@@ -1,7 +1,6 @@
 """Shared helpers of the benchmarks: timing, environment facts, atomic JSON + markdown output."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics

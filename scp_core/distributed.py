@@ -18,7 +18,6 @@ processes; see ``tests/test_distributed.py``). Results do not depend on N:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from .priors import NormalPrior, Prior, downsample_labels, noise_to_step
+from .priors import NormalPrior, Prior, noise_to_step
 
 
 def ddim_timesteps(scheduler, num_inference_steps: int, mu: float) -> torch.Tensor:

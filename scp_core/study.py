@@ -25,7 +25,7 @@ import torch
 from . import _tv_compat  # noqa: F401
 from .data import REPO_ROOT, colorize, get_dataset
 from .io import write_json, write_text
-from .priors import NormalPrior, PriorAccumulator, load_prior
+from .priors import NormalPrior, PriorAccumulator
 
 PRIOR_KINDS = ("normal", "spatial", "categorical", "joint")
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from scp_core.priors import (CategoricalPrior, JointPrior, NormalPrior, PriorAccumulator, SpatialPrior,
-                             downsample_labels, load_prior, map_ignore, noise_to_step)
+from scp_core.priors import (NormalPrior, PriorAccumulator, downsample_labels, load_prior, map_ignore, noise_to_step)
 
 K, C, H, W = 3, 4, 3, 5
 
