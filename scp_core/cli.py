@@ -76,7 +76,7 @@ def _cmd_priors(a) -> int:
     from .distributed import build_priors_distributed
 
     build_priors_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, min_count=a.min_count,
-                             fallback=a.fallback, batch_size=a.batch_size, seed=a.seed)
+                             fallback=a.fallback, seed=a.seed)
     return 0
 
 
@@ -141,14 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--split", default="train" if name == "priors" else "val")
         s.add_argument("--n", type=int, default=2000 if name == "priors" else 100)
         s.add_argument("--out", required=True)
-        s.add_argument("--batch-size", type=int, default=32)
         s.add_argument("--seed", type=int, default=0)
         if name == "priors":
             s.add_argument("--min-count", type=int, default=5)
             s.add_argument("--fallback", default="class", choices=["class", "spatial"])
         else:
             s.add_argument("--prior", help="prior file, or 'normal' (default)")
-            s.add_argument("--mu", type=float, default=0.8)
+            s.add_argument("--batch-size", type=int, default=32)
+            s.add_argument("--mu", type=float, default=None,
+                           help="step fraction (default: 1 for the normal prior, i.e. plain ControlNet; 0.8 otherwise)")
             s.add_argument("--steps", type=int, default=20)
             s.add_argument("--guidance", type=float, default=1.0)
         s.set_defaults(fn=fn)

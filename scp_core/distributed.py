@@ -4,9 +4,12 @@ The same functions run as a plain single process and under
 ``accelerate launch --num_processes N`` (on a CPU-only machine use ``--multi_gpu`` to get N
 processes; see ``tests/test_distributed.py``). Results do not depend on N:
 
-* **Priors.** The reference images are cut into fixed batches; batch ``b`` belongs to
-  *virtual shard* ``b % num_shards`` (``num_shards`` is fixed, default 8, independent of
-  N) and is encoded with a generator seeded by ``(seed, b)``. Each process accumulates the
+* **Priors.** The reference images are cut into fixed batches of :data:`REFERENCE_BATCH`;
+  batch ``b`` belongs to *virtual shard* ``b % num_shards`` (:data:`NUM_SHARDS`, fixed,
+  independent of N) and is encoded with a generator seeded by ``(seed, b)``. This is *the*
+  convention of the project: the notebooks, ``scpdiff priors`` and the zoo's reports all
+  build priors through :func:`reference_accumulator` / :func:`build_priors_distributed`, so
+  the same ``(pipeline, dataset, n, seed)`` gives the same prior file everywhere. Each process accumulates the
   shards ``s`` with ``s % N == rank``, one fresh :class:`PriorAccumulator` per shard; the
   main process gathers the shard states and merges them in shard order. The arithmetic is
   the same for every N, so the prior is bit-identical to one process.
@@ -26,6 +29,9 @@ import torch
 from . import _tv_compat  # noqa: F401
 from .io import atomic_path, write_json
 from .priors import NormalPrior, PriorAccumulator, load_prior
+
+REFERENCE_BATCH = 32  # images per encoded batch of the reference set (part of the seeding convention)
+NUM_SHARDS = 8        # virtual shards of the reference set (fixed, so any process count gives the same bits)
 
 
 def _state():
@@ -86,8 +92,28 @@ def merge_shards(states: dict) -> PriorAccumulator:
     return acc
 
 
+def reference_accumulator(pipe, ds, n: int, seed: int = 0) -> PriorAccumulator:
+    """Statistics of the first ``n`` images of ``ds`` in one process, by the project's one convention.
+
+    Bit-identical to :func:`build_priors_distributed` with any number of processes (same
+    batches, seeds and shard order). Each image is encoded to a VAE posterior sample times
+    the scale factor (``x0``), its label map downsampled to latent size by nearest selection.
+    """
+    n = min(int(n), len(ds))
+    if n < 1:
+        raise ValueError(f"the reference set is empty (n={n}, {len(ds)} images in the split): pass n >= 1")
+    return merge_shards(accumulate_shards(pipe, ds, n, REFERENCE_BATCH, seed, NUM_SHARDS, rank=0, world=1))
+
+
+def reference_provenance(pipe, pipeline, dataset: str, split: str, n: int, seed: int) -> dict:
+    """What a prior file records about where it came from (the same for every process count)."""
+    return {"dataset": dataset, "split": split, "n": int(n), "pipeline": str(pipeline or "zoo/toy/pipeline"),
+            "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": int(seed),
+            "reference_batch": REFERENCE_BATCH, "num_shards": NUM_SHARDS}
+
+
 def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, out, min_count: int = 5,
-                             fallback: str = "class", batch_size: int = 32, seed: int = 0, num_shards: int = 8) -> dict:
+                             fallback: str = "class", seed: int = 0) -> dict:
     """Spatial, categorical and joint prior files from ``n`` images, sharded across processes.
 
     Returns (on every process) ``{"spatial": path, "categorical": path, "joint": path}``.
@@ -98,7 +124,8 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
     pipe = _load_pipe(pipeline, state.device)
     ds = get_dataset(dataset, root=root, split=split)
     n = min(int(n), len(ds))
-    states = accumulate_shards(pipe, ds, n, batch_size, seed, num_shards, state.process_index, state.num_processes)
+    states = accumulate_shards(pipe, ds, n, REFERENCE_BATCH, seed, NUM_SHARDS, state.process_index,
+                               state.num_processes)
     gathered = {}
     for part in _gather_objects(states, state):
         gathered.update(part)
@@ -106,12 +133,9 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
     paths = {k: out / f"{k}.safetensors" for k in ("spatial", "categorical", "joint")}
     if state.is_main_process:
         acc = merge_shards(gathered)
-        prov = {"dataset": dataset, "split": split, "n": n, "pipeline": str(pipeline or "zoo/toy/pipeline"),
-                "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": seed,
-                "num_shards": num_shards, "processes": state.num_processes}
-        acc.spatial(prov).save(paths["spatial"])
-        acc.categorical(prov).save(paths["categorical"])
-        acc.joint(min_count, fallback, prov).save(paths["joint"])
+        prov = reference_provenance(pipe, pipeline, dataset, split, n, seed)
+        for kind, prior in acc.priors(min_count, fallback, prov).items():
+            prior.save(paths[kind])
         with atomic_path(out / "accumulator.safetensors") as tmp:
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in acc.state_dict().items()}, str(tmp))
@@ -120,7 +144,7 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
     return paths
 
 
-def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float = 0.8,
+def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float | None = None,
                        steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32) -> list[Path]:
     """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``."""
     from PIL import Image
@@ -135,6 +159,9 @@ def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, pr
         prior_obj = NormalPrior(latent_channels=pipe.latent_shape[0])
     else:
         prior_obj = load_prior(prior, num_classes=pipe.prior_num_classes, latent_shape=pipe.latent_shape)
+    from .sampling import resolve_mu
+
+    mu = resolve_mu(prior_obj, mu)
     mine = np.arange(n)[state.process_index::state.num_processes]
     out = Path(out)
     written = []
@@ -194,5 +221,5 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
     fa = torch.stack([allf[i] for i in sorted(allf)]).numpy()
     fb = torch.stack([allr[i] for i in sorted(allr)]).numpy()
     fd = frechet_distance(*feature_statistics(fa), *feature_statistics(fb))
-    return {"miou": float(res["miou"]), "acc": float(res["acc"]), "fd_toy": float(fd), "n": n,
+    return {"miou": float(res["miou"]), "acc": float(res["acc"]), "fd": float(fd), "n": n,
             "processes": state.num_processes}

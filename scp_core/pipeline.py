@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .io import portable
 from .models import SD_SCALE_FACTOR, default_device, default_dtype, make_scheduler
 from .priors import NormalPrior, Prior, _as_label_tensor, downsample_labels, load_prior, map_ignore
-from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, mismatch_start_latents,
+from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, mismatch_start_latents, resolve_mu,
                        start_latents)
 
 CONFIG_NAME = "scp_pipeline.json"
@@ -163,7 +164,7 @@ class SCPDiffPipeline:
             raise ValueError(f"got {len(seeds)} seeds for {n} label maps")
         return [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
-    def _prepare(self, labels, prior: Prior | None, mu: float, num_inference_steps: int):
+    def _prepare(self, labels, prior: Prior | None, mu: float | None, num_inference_steps: int, x0=None):
         labels = _as_label_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
@@ -175,8 +176,10 @@ class SCPDiffPipeline:
         prior = prior if prior is not None else (self.prior or NormalPrior(latent_channels=self.latent_shape[0]))
         if not isinstance(prior, NormalPrior):
             prior.check_compatible(num_classes=self.prior_num_classes, latent_shape=self.latent_shape)
+        # the Fig. 3 sampler starts from real latents: mu is free there (default 1); else the prior decides
+        mu = (1.0 if mu is None else mu) if x0 is not None else resolve_mu(prior, mu)
         timesteps = ddim_timesteps(self.scheduler, num_inference_steps, mu)
-        return labels, prior, timesteps
+        return labels, prior, mu, timesteps
 
     def _finish(self, latents, x_start, timesteps, output_type):
         images = None
@@ -198,7 +201,7 @@ class SCPDiffPipeline:
                          timesteps=[int(t) for t in timesteps])
 
     @torch.no_grad()
-    def __call__(self, labels, prior: Prior | None = None, mu: float = 0.8, num_inference_steps: int = 20,
+    def __call__(self, labels, prior: Prior | None = None, mu: float | None = None, num_inference_steps: int = 20,
                  guidance_scale: float = 1.0, controlnet_conditioning_scale: float = 1.0, eta: float = 0.0,
                  seed: int | Sequence[int] | None = None, generator=None, batch_size: int = 16,
                  output_type: str = "pil", callback: Callable | None = None, progress: bool = True,
@@ -210,7 +213,9 @@ class SCPDiffPipeline:
                 id is handled).
             prior: ``NormalPrior`` / spatial / categorical / joint (default: the attached
                 prior, else normal). ``NormalPrior`` with ``mu=1`` is plain ControlNet.
-            mu: the fraction of the DDIM schedule to run (see ``scp_core.sampling``).
+            mu: the fraction of the DDIM schedule to run (see ``scp_core.sampling``). ``None``:
+                1 for the normal prior (plain ControlNet; any other value is refused) and 0.8
+                for the SCP priors (``scp_core.sampling.resolve_mu``); with ``x0``, default 1.
             guidance_scale: CFG weight; 1 disables the unconditional branch.
             seed / generator: sample ``i`` uses ``seed + i`` (or ``seed[i]``, or
                 ``generator[i]``); one generator derives per-sample seeds from itself.
@@ -222,7 +227,7 @@ class SCPDiffPipeline:
         """
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        labels, prior, timesteps = self._prepare(labels, prior, mu, num_inference_steps)
+        labels, prior, mu, timesteps = self._prepare(labels, prior, mu, num_inference_steps, x0)
         B = labels.shape[0]
         if x0 is not None and tuple(x0.shape) != (B, *self.latent_shape):
             raise ValueError(f"x0 must be [B, C, h, w] = {(B, *self.latent_shape)}, got {tuple(x0.shape)}")
@@ -274,6 +279,8 @@ class SCPDiffPipeline:
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
             if save_prior and self.prior is not None:
                 self.prior.save(tmp / "prior.safetensors")
+            for cfg in tmp.glob("*/*.json"):  # diffusers records where a component was loaded from
+                cfg.write_text(portable(cfg.read_text()))
             old = None
             if path.exists():
                 old = path.with_name(f".{path.name}.old")

@@ -19,6 +19,9 @@ categorical, spatial and global statistics are *exact* pooled reductions of thos
 so one scatter per batch serves all three priors and shards merge without loss.
 
 Variances are population variances (divide by the count), the maximum-likelihood Gaussian.
+Names: ``mean`` / ``std`` are a Gaussian's; ``mu`` in this project is always the step
+fraction of Eq. 6 (DDIM starts at step ``mu T``), never a mean. ``priors_reference`` holds
+the same three priors written as their definitions, for reading and for the tests.
 """
 from __future__ import annotations
 
@@ -113,7 +116,7 @@ def map_ignore(labels, ignore_index: int = 255, to: int | None = None) -> torch.
     """Give an ignore id (Cityscapes / COCO-Stuff 255) a class of its own.
 
     The priors need a distribution for every id that appears at inference, ignored ones
-    included (DESIGN.md section 1), so they are treated as one extra class.
+    included, so they are treated as one extra class.
 
     Args:
         labels: integer label maps.
@@ -161,13 +164,15 @@ def noise_to_step(x: torch.Tensor, alpha_bar_t, generator: torch.Generator | Non
 def _pool(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor, dims: Sequence[int]):
     """Exact pooled moments of groups: Chan et al.'s rule for many groups at once.
 
+    For groups ``g`` with counts ``n_g``, means ``m_g`` and squared-deviation sums ``M2_g``:
+    ``n = sum n_g``, ``m = sum n_g m_g / n``, ``M2 = sum (M2_g + n_g (m_g - m)^2)``.
     ``count`` broadcasts against ``mean`` / ``m2``; reduces over ``dims``.
     """
     n = count.sum(dim=dims, keepdim=True)
     safe = n.clamp(min=1)
-    mu = (count * mean).sum(dim=dims, keepdim=True) / safe
-    m2_tot = (m2 + count * (mean - mu) ** 2).sum(dim=dims, keepdim=True)
-    return n, mu, m2_tot
+    pooled_mean = (count * mean).sum(dim=dims, keepdim=True) / safe
+    pooled_m2 = (m2 + count * (mean - pooled_mean) ** 2).sum(dim=dims, keepdim=True)
+    return n, pooled_mean, pooled_m2
 
 
 class PriorAccumulator:
@@ -301,23 +306,33 @@ class PriorAccumulator:
         return self.count.sum(dim=(1, 2))
 
     def _global_moments(self):
-        n, mu, m2 = _pool(self.count[:, None], self.mean, self.m2, dims=(0, 2, 3))
-        return n.view(()), mu.view(-1), (m2.view(-1) / n.clamp(min=1).view(()))
+        n, mean, m2 = _pool(self.count[:, None], self.mean, self.m2, dims=(0, 2, 3))
+        return n.view(()), mean.view(-1), (m2.view(-1) / n.clamp(min=1).view(()))
 
     def categorical_moments(self):
-        """``(count [K], mean [K, C], var [K, C])`` of Eq. 7 (float64)."""
-        n, mu, m2 = _pool(self.count[:, None], self.mean, self.m2, dims=(2, 3))
+        """``(count [K], mean [K, C], var [K, C])`` of Eq. 7 (float64).
+
+        Eq. 7: ``m_c = mean of {x0_i(y, x) : M_i(y, x) = c}`` over every image and position,
+        i.e. the cells ``(c, y, x)`` pooled over ``(y, x)``.
+        """
+        n, mean, m2 = _pool(self.count[:, None], self.mean, self.m2, dims=(2, 3))  # pool over (y, x)
         n = n.view(-1)
-        return n, mu[..., 0, 0], m2[..., 0, 0] / n.clamp(min=1)[:, None]
+        return n, mean[..., 0, 0], m2[..., 0, 0] / n.clamp(min=1)[:, None]     # sigma_c^2 = M2 / n
 
     def spatial_moments(self):
-        """``(count [H, W], mean [C, H, W], var [C, H, W])`` of Eq. 5 (float64)."""
-        n, mu, m2 = _pool(self.count[:, None], self.mean, self.m2, dims=(0,))
+        """``(count [H, W], mean [C, H, W], var [C, H, W])`` of Eq. 5 (float64).
+
+        Eq. 5: ``m(y, x) = 1/N sum_i x0_i(y, x)``, i.e. the cells ``(c, y, x)`` pooled over ``c``.
+        """
+        n, mean, m2 = _pool(self.count[:, None], self.mean, self.m2, dims=(0,))  # pool over c
         n = n[0, 0]
-        return n, mu[0], m2[0] / n.clamp(min=1)[None]
+        return n, mean[0], m2[0] / n.clamp(min=1)[None]                          # sigma^2(y, x) = M2 / N
 
     def joint_moments(self):
-        """``(count [K, H, W], mean [K, C, H, W], var [K, C, H, W])`` of Eq. 8 (float64)."""
+        """``(count [K, H, W], mean [K, C, H, W], var [K, C, H, W])`` of Eq. 8 (float64).
+
+        Eq. 8: ``m_c(y, x) = mean of {x0_i(y, x) : M_i(y, x) = c}``: the cells themselves.
+        """
         return self.count.clone(), self.mean.clone(), self.m2 / self.count.clamp(min=1)[:, None]
 
     def _meta(self) -> dict:
@@ -327,18 +342,18 @@ class PriorAccumulator:
     def spatial(self, provenance: dict | None = None) -> "SpatialPrior":
         """The spatial prior (Eq. 5)."""
         self._require_data()
-        _, mu, var = self.spatial_moments()
-        return SpatialPrior(mean=mu.float(), std=var.sqrt().float(), provenance=provenance, **self._meta())
+        _, mean, var = self.spatial_moments()
+        return SpatialPrior(mean=mean.float(), std=var.sqrt().float(), provenance=provenance, **self._meta())
 
     def categorical(self, provenance: dict | None = None) -> "CategoricalPrior":
         """The categorical prior (Eq. 7). Classes never seen take the global token statistics."""
         self._require_data()
-        n, mu, var = self.categorical_moments()
-        _, g_mu, g_var = self._global_moments()
+        n, mean, var = self.categorical_moments()
+        _, g_mean, g_var = self._global_moments()
         unseen = n == 0
-        mu = torch.where(unseen[:, None], g_mu[None], mu)
+        mean = torch.where(unseen[:, None], g_mean[None], mean)
         var = torch.where(unseen[:, None], g_var[None], var)
-        return CategoricalPrior(mean=mu.float(), std=var.sqrt().float(), class_counts=n.float(),
+        return CategoricalPrior(mean=mean.float(), std=var.sqrt().float(), class_counts=n.float(),
                                 provenance=provenance, **self._meta())
 
     def joint(self, min_count: int = 5, fallback: str = "class", provenance: dict | None = None) -> "JointPrior":
@@ -356,20 +371,26 @@ class PriorAccumulator:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         if int(min_count) < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
-        n, mu, var = self.joint_moments()
-        if fallback == "class":
+        n, mean, var = self.joint_moments()                                       # Eq. 8 per (c, y, x)
+        if fallback == "class":                                                   # the class prior of c (Eq. 7)
             cat = self.categorical()
-            fb_mu = cat.mean.double()[:, :, None, None].expand_as(mu)
-            fb_std = cat.std.double()[:, :, None, None].expand_as(mu)
-        else:
+            fb_mean = cat.mean.double()[:, :, None, None].expand_as(mean)
+            fb_std = cat.std.double()[:, :, None, None].expand_as(mean)
+        else:                                                                     # the spatial prior at (y, x) (Eq. 5)
             sp = self.spatial()
-            fb_mu = sp.mean.double()[None].expand_as(mu)
-            fb_std = sp.std.double()[None].expand_as(mu)
-        rare = (n < int(min_count))[:, None]
-        mean = torch.where(rare, fb_mu, mu).float()
+            fb_mean = sp.mean.double()[None].expand_as(mean)
+            fb_std = sp.std.double()[None].expand_as(mean)
+        rare = (n < int(min_count))[:, None]                                      # cells too thin to estimate
+        mean = torch.where(rare, fb_mean, mean).float()
         std = torch.where(rare, fb_std, var.sqrt()).float()
         return JointPrior(mean=mean, std=std, count=n.float(), min_count=int(min_count), fallback=fallback,
                           provenance=provenance, **self._meta())
+
+
+    def priors(self, min_count: int = 5, fallback: str = "class", provenance: dict | None = None) -> dict:
+        """The three SCP priors of these statistics: ``{"spatial", "categorical", "joint"}``."""
+        return {"spatial": self.spatial(provenance), "categorical": self.categorical(provenance),
+                "joint": self.joint(min_count, fallback, provenance)}
 
 
 # --------------------------------------------------------------------------- priors
@@ -395,9 +416,9 @@ class Prior:
 
     def sample(self, labels, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x ~ N(mean, std^2)`` per token for the given label maps, ``[B, C, H, W]``."""
-        mean, std = self.distribution_map(labels)
+        mean, std = self.distribution_map(labels)                 # Eq. 6: the map chosen by M
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + std * eps
+        return mean + std * eps                                   # x ~ N(mean, std^2), token by token
 
     def to(self, device=None, dtype=None) -> "Prior":
         """Move the prior's tensors (returns self)."""

@@ -35,7 +35,6 @@ TITLES = {
     "06_comparison_table": "Table 2: the paper's rows and ours",
     "07_training": "Training the toy stack (small)",
 }
-METRICS_NAME = {"03_prior_comparison": "prior_comparison"}
 
 
 def report_dir(profile: str, smoke: bool, out: str | Path | None = None) -> Path:
@@ -51,6 +50,7 @@ def run_notebook(name: str, out: Path, params: dict, timeout: int = 3600) -> dic
     src = NOTEBOOK_DIR / f"{name}.ipynb"
     t = time.time()
     rec = {"name": name, "status": "ok", "error": None}
+    executed = None  # the executed notebook's text, once papermill has written any
     try:
         if not src.is_file():
             raise FileNotFoundError(f"no notebook {src}")
@@ -155,10 +155,10 @@ def _table1(m: dict) -> str:
         for r in rows:
             p = paper[r["prior"]]
             lines.append(f"| {r['prior']} | {r['mu']:g} | {r['miou']:.2f} {_fmt_ci(r.get('miou_ci'))} | {r['acc']:.2f} | "
-                         f"{r['fd_toy']:.3f} {_fmt_ci(r.get('fd_toy_ci'), 3)} | {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
+                         f"{r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} | {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
         c = m["real_ceiling"][setting]
-        lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, FD-toy {c['fd_toy']:.3f}.")
+        lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, FD-toy {c['fd']:.3f}.")
     return "\n".join(lines)
 
 
@@ -194,14 +194,14 @@ def write_index(out: Path, run: dict) -> Path:
         lines += ["", "## Fig. 3: the mismatch", f"\n{m['n_eval']} validation maps. FD-toy starting from "
                   "N(sqrt(a) x0, (1-a) I) by mu, and from N(0, I) (paper: the real-latent start is clearly better "
                   f"at every mu). Gap at the largest mu: **{m['gap_at_max_mu']:.3f}**.\n",
-                  df[["start", "mu", "fd_toy", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
+                  df[["start", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
                   "", "![Fig. 3](figures/01_mismatch_study.png)"]
     m = _load(out, "04_mu_sweep")
     if m:
         df = pd.DataFrame(m["table"])
         lines += ["", "## Fig. 8: mu sweep", f"\nBest FD-toy: {m['best']['prior']} at mu = {m['best']['mu']:g} "
-                  f"({m['best']['fd_toy']:.3f}); plain ControlNet {m['normal_mu1_fd_toy']:.3f}. Paper: best mu in [0.8, 0.9].\n",
-                  df[["prior", "mu", "fd_toy", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
+                  f"({m['best']['fd']:.3f}); plain ControlNet {m['normal_mu1_fd']:.3f}. Paper: best mu in [0.8, 0.9].\n",
+                  df[["prior", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
                   "", "![Fig. 8](figures/04_mu_sweep.png)"]
     m = _load(out, "05_diversity")
     if m:

@@ -2,8 +2,8 @@
 
 Which steps run. With ``num_inference_steps = N`` DDIM visits SD's "leading" timesteps
 ``t_i = (N - 1 - i) * (1000 // N) + 1``; for N = 20 that is 951, 901, ..., 51, 1. With
-``mu`` the sampler keeps the *last* ``n = int(N * mu)`` of them (diffusers' img2img
-``strength`` rule), noises the prior draw to the first kept timestep ``t_start`` with
+``mu`` the sampler keeps the *last* ``n = min(int(N * mu), N)`` of them, exactly diffusers'
+img2img ``strength`` rule (a test checks it against ``get_timesteps``), noises the prior draw to the first kept timestep ``t_start`` with
 Eq. 6 and denoises from there: ``n`` UNet (+ ControlNet) evaluations, times two branches
 under classifier-free guidance. Examples for N = 20:
 
@@ -22,8 +22,14 @@ then runs the 17 of 20 steps at or below t = 801, i.e. it starts two steps of no
 noised to exactly the level the first step expects; the authors' setting corresponds to
 about mu = 0.85 here (``int(20 * 0.85) = 17`` steps from t = 801).
 
+Note that ``int`` truncates the float product: ``int(100 * 0.29) = 28``, because
+``100 * 0.29 = 28.999999999999996``; that is diffusers' behaviour too, kept so that the same
+``(N, mu)`` runs the same steps here and there.
+
 With the normal prior the draw ``N(0, I)`` noised to any step is again ``N(0, I)``, so the
-sampler draws it directly; with ``mu = 1`` that is exactly plain ControlNet sampling.
+sampler draws it directly. The normal prior always runs at ``mu = 1`` (plain ControlNet):
+``N(0, I)`` started at, say, t = 751 is neither plain ControlNet nor SCP-Diff, so
+:func:`resolve_mu` refuses it. That rule lives in :func:`resolve_mu` alone.
 """
 from __future__ import annotations
 
@@ -32,6 +38,44 @@ from typing import Callable
 import torch
 
 from .priors import NormalPrior, Prior, noise_to_step
+
+DEFAULT_MU = 0.8  # the paper's (and the authors' release's) step fraction for the SCP priors
+
+
+def _check_mu(mu) -> float:
+    try:
+        mu = float(mu)
+    except (TypeError, ValueError):
+        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
+    if not 0.0 < mu <= 1.0:
+        raise ValueError(f"mu must lie in (0, 1], got {mu}; mu = 1 with the normal prior is plain ControlNet")
+    return mu
+
+
+def resolve_mu(prior: Prior | None, mu: float | None = None, default: float = DEFAULT_MU) -> float:
+    """The step fraction ``mu`` a prior runs at: the one place that says "normal runs at mu = 1".
+
+    Args:
+        prior: the prior to sample from (``None`` means the normal prior).
+        mu: what the caller asked for; ``None`` picks the default.
+        default: the default ``mu`` of the SCP priors (spatial, categorical, joint).
+
+    Returns:
+        ``1.0`` for the normal prior (plain ControlNet); ``mu`` (or ``default``) otherwise.
+
+    Raises:
+        ValueError: the normal prior with ``mu < 1``: ``N(0, I)`` started below step T is
+            neither plain ControlNet nor SCP-Diff.
+    """
+    if mu is not None:
+        mu = _check_mu(mu)
+    if prior is None or isinstance(prior, NormalPrior):
+        if mu is not None and mu != 1.0:
+            raise ValueError(f"the normal prior runs at mu = 1 (plain ControlNet), got mu = {mu}: N(0, I) started "
+                             "below step T is neither plain ControlNet nor SCP-Diff. Pass mu=None (or 1.0), or a "
+                             "spatial / categorical / joint prior for mu < 1")
+        return 1.0
+    return _check_mu(default if mu is None else mu)
 
 
 def ddim_timesteps(scheduler, num_inference_steps: int, mu: float) -> torch.Tensor:
@@ -43,14 +87,10 @@ def ddim_timesteps(scheduler, num_inference_steps: int, mu: float) -> torch.Tens
         mu: fraction of the schedule to run, in (0, 1].
 
     Returns:
-        The last ``int(N * mu)`` timesteps, descending; the first one is ``t_start``.
+        The last ``min(int(N * mu), N)`` timesteps (diffusers' img2img rule), descending; the
+        first one is ``t_start``.
     """
-    try:
-        mu = float(mu)
-    except (TypeError, ValueError):
-        raise ValueError(f"mu must be a number in (0, 1], got {mu!r}") from None
-    if not 0.0 < mu <= 1.0:
-        raise ValueError(f"mu must lie in (0, 1], got {mu}; mu = 1 with the normal prior is plain ControlNet")
+    mu = _check_mu(mu)
     try:
         integral = int(num_inference_steps) == num_inference_steps
     except (TypeError, ValueError, OverflowError):
@@ -59,7 +99,7 @@ def ddim_timesteps(scheduler, num_inference_steps: int, mu: float) -> torch.Tens
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
     num_inference_steps = int(num_inference_steps)
     scheduler.set_timesteps(int(num_inference_steps))
-    n = min(int(round(num_inference_steps * mu, 6)), num_inference_steps)
+    n = min(int(num_inference_steps * mu), num_inference_steps)  # diffusers' img2img `strength` rule
     if n < 1:
         raise ValueError(f"mu = {mu} with {num_inference_steps} steps runs no step; raise mu or the steps")
     return scheduler.timesteps[num_inference_steps - n:]

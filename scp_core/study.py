@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,8 @@ import torch
 from . import _tv_compat  # noqa: F401
 from .data import REPO_ROOT, colorize, get_dataset
 from .io import write_json, write_text
-from .priors import NormalPrior, PriorAccumulator
+from .priors import NormalPrior
+from .sampling import DEFAULT_MU, resolve_mu
 
 PRIOR_KINDS = ("normal", "spatial", "categorical", "joint")
 
@@ -62,7 +63,7 @@ class Settings:
     n_eval: int = 500
     steps: int = 20
     guidance: float = 1.0
-    mu: float = 0.8
+    mu: float = DEFAULT_MU
     min_count: int = 5
     fallback: str = "class"
     seed: int = 0
@@ -72,7 +73,6 @@ class Settings:
     data_root: str | None = None
     segmenter: str | None = None  # a transformers segmentation folder (real scale); None: the toy segmenter
     metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
-    extra: dict = field(default_factory=dict)
 
     @property
     def reports(self) -> Path:
@@ -188,38 +188,29 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- priors
-def encode_reference(s: Settings, split: str = "train", n: int | None = None):
-    """VAE posterior samples ``x0`` (scaled) of the first ``n`` images, and their latent-size labels."""
-    pipe = load_pipeline(s)
-    ds = load_data(s, split)
-    n = min(n or s.n_ref, len(ds))
-    g = torch.Generator().manual_seed(s.seed)
-    xs, ls = [], []
-    for start in range(0, n, s.batch_size):
-        img, lab = _images_labels(ds, np.arange(start, min(start + s.batch_size, n)))
-        xs.append(pipe.encode(to_float(img), generator=g))
-        ls.append(pipe.prior_labels(lab))
-    return torch.cat(xs), torch.cat(ls)
-
-
 def build_priors(s: Settings, save: bool = True) -> dict:
     """Spatial, categorical and joint priors (Eqs. 5, 7, 8) from ``n_ref`` training images.
 
+    The statistics come from :func:`scp_core.distributed.reference_accumulator`, the one
+    convention every entry point uses, so ``scpdiff priors`` with the same pipeline, dataset,
+    ``n`` and seed writes the same prior files as this function.
+
     Returns:
-        ``{"normal": NormalPrior, "spatial": ..., "categorical": ..., "joint": ...}``;
-        the files go to ``<reports>/priors/*.safetensors`` (git-ignored: they rebuild in seconds).
+        ``{"normal": NormalPrior, "spatial": ..., "categorical": ..., "joint": ...,
+        "_accumulator": PriorAccumulator}``; the files go to ``<reports>/priors/*.safetensors``
+        (git-ignored: they rebuild in seconds).
     """
-    key = ("priors", s.profile, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed)
+    from .distributed import reference_accumulator, reference_provenance
+
+    key = ("priors", s.profile, s.dataset, s.data_root, s.n_ref, s.min_count, s.fallback, s.seed)
     if key in _CACHE:
         return _CACHE[key]
     pipe = load_pipeline(s)
-    x0, lab = encode_reference(s)
-    acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape).update(x0, lab)
-    prov = {"dataset": s.dataset, "split": "train", "vae": str(s.pipeline or "zoo/toy/pipeline"),
-            "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": s.seed}
-    priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]), "spatial": acc.spatial(prov),
-              "categorical": acc.categorical(prov), "joint": acc.joint(s.min_count, s.fallback, prov)}
-    priors["_accumulator"] = acc
+    ds = load_data(s, "train")
+    acc = reference_accumulator(pipe, ds, s.n_ref, seed=s.seed)
+    prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", min(s.n_ref, len(ds)), s.seed)
+    priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]),
+              **acc.priors(s.min_count, s.fallback, prov), "_accumulator": acc}
     if save:
         for k in ("spatial", "categorical", "joint"):
             priors[k].save(s.reports / "priors" / f"{k}.safetensors")
@@ -245,9 +236,15 @@ def prior_summary(priors: dict, class_names) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- sampling
 def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = None, x0=None,
              seed_offset: int = 0, steps: int | None = None) -> torch.Tensor:
-    """uint8 images ``[n, H, W, 3]`` for label maps; sample ``i`` uses seed ``seed + seed_offset + i``."""
+    """uint8 images ``[n, H, W, 3]`` for label maps; sample ``i`` uses seed ``seed + seed_offset + i``.
+
+    ``mu=None``: the prior's step fraction by :func:`scp_core.sampling.resolve_mu` (the normal
+    prior at 1, the others at ``s.mu``); with ``x0`` (Fig. 3), ``mu`` is the start level.
+    """
     pipe = load_pipeline(s)
-    out = pipe(labels, prior=prior, mu=s.mu if mu is None else mu, num_inference_steps=steps or s.steps,
+    if x0 is None:
+        mu = resolve_mu(prior, mu, default=s.mu)
+    out = pipe(labels, prior=prior, mu=mu, num_inference_steps=steps or s.steps,
                guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
                output_type="np", x0=x0, progress=True)
     return torch.as_tensor(out.images)
@@ -267,19 +264,30 @@ def _fd(fa: torch.Tensor, fb: torch.Tensor) -> float:
     return frechet_distance(*feature_statistics(fa.numpy()), *feature_statistics(fb.numpy()))
 
 
-def fd_with_ci(s: Settings, gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100, seed: int = 0):
-    """FD-toy (or FID) of generated images against reference features, bootstrapped over generated images."""
-    fa = _features(s, gen_u8)
-    value = _fd(fa, ref_feats)
+def frechet_bootstrap(fa: torch.Tensor, fb: torch.Tensor, n_boot: int = 100, seed: int = 0):
+    """Frechet distance of features ``fa`` (generated) to ``fb`` (reference) and a 95 % interval.
+
+    The interval is a percentile bootstrap over the generated images, shifted by the
+    bootstrap's bias. Resampling with replacement repeats images, which shrinks the sample's
+    spread and so *inflates* a Frechet distance: the raw percentile interval sits above the
+    estimate's own sampling distribution. Subtracting the bias estimate (mean of the draws
+    minus the estimate) re-centres it; ``tests/test_study.py`` checks the coverage.
+
+    Returns:
+        ``(value, (lo, hi))``, or ``(value, None)`` for ``n_boot <= 0``.
+    """
+    value = _fd(fa, fb)
     if n_boot <= 0:
         return value, None
     rng = np.random.default_rng(seed)
-    boots = np.array([_fd(fa[rng.integers(0, len(fa), len(fa))], ref_feats) for _ in range(n_boot)])
-    # Resampling with replacement repeats images, which shrinks the sample's spread and so
-    # *inflates* a Frechet distance: the raw percentile interval sits above the estimate.
-    # Shift it by the bootstrap's bias estimate (mean of the draws minus the estimate).
+    boots = np.array([_fd(fa[rng.integers(0, len(fa), len(fa))], fb) for _ in range(n_boot)])
     bias = float(boots.mean() - value)
     return value, tuple((np.percentile(boots, [2.5, 97.5]) - bias).tolist())
+
+
+def fd_with_ci(s: Settings, gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100, seed: int = 0):
+    """FD-toy (or FID) of generated images against reference features, bootstrapped over generated images."""
+    return frechet_bootstrap(_features(s, gen_u8), ref_feats, n_boot=n_boot, seed=seed)
 
 
 def reference_features(s: Settings) -> torch.Tensor:
@@ -294,8 +302,8 @@ def reference_features(s: Settings) -> torch.Tensor:
 def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
     """mIoU / accuracy (segmenter on generated images vs. the input maps) and the Frechet distance.
 
-    The distance is stored as ``fd_toy``; on real-scale profiles (``s.metric == "FID"``) that
-    column holds FID, and the notebooks label it from ``s.metric``.
+    The distance is stored as ``fd`` (with ``fd_ci``) and ``metric`` names it: ``s.metric``,
+    FD-toy on the toy profiles, FID at real scale; tables and figures label it from there.
     """
     from .metrics import SegmentationMeter
 
@@ -305,14 +313,14 @@ def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = Tr
     for i in range(0, len(gen_u8), 100):
         meter.update(seg.predict(to_float(gen_u8[i:i + 100])), labels[i:i + 100])
     res = meter.compute()
-    out = {"miou": 100 * res["miou"], "acc": 100 * res["acc"], "n": int(len(gen_u8))}
+    out = {"miou": 100 * res["miou"], "acc": 100 * res["acc"], "n": int(len(gen_u8)), "metric": s.metric}
     fd, fd_ci = fd_with_ci(s, gen_u8, reference_features(s), n_boot=100 if ci else 0)
-    out["fd_toy"] = fd
+    out["fd"] = fd
     if ci:
         b = meter.bootstrap(n_boot=200, seed=s.seed)
         out["miou_ci"] = [100 * v for v in b["miou"]]
         out["acc_ci"] = [100 * v for v in b["acc"]]
-        out["fd_toy_ci"] = list(fd_ci)
+        out["fd_ci"] = list(fd_ci)
     return out
 
 
@@ -327,7 +335,7 @@ def real_ceiling(s: Settings) -> dict:
     out = score(s, img, lab, ci=False)
     train = load_data(s, "train")
     real_train, _ = _images_labels(train, np.arange(min(len(img), len(train))))
-    out["fd_toy"], _ = fd_with_ci(s, real_train, reference_features(s), n_boot=0)
+    out["fd"], _ = fd_with_ci(s, real_train, reference_features(s), n_boot=0)
     return out
 
 
@@ -338,7 +346,7 @@ def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict
     _, labels = eval_set(s)
     rows, images = [], {}
     for k in kinds:
-        mu = 1.0 if k == "normal" else s.mu
+        mu = resolve_mu(priors[k], default=s.mu)
         t = time.time()
         gen = generate(s, labels, prior=priors[k], mu=mu)
         r = score(s, gen, labels)
@@ -362,7 +370,7 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
                 "n": int(len(u8))}
     rows = [row("real", None, img)]
     for k in kinds:
-        mu = 1.0 if k == "normal" else s.mu
+        mu = resolve_mu(priors[k], default=s.mu)
         rows.append(row(f"{k} prior", mu, generate(s, labels, prior=priors[k], mu=mu)))
     return pd.DataFrame(rows)
 
@@ -373,7 +381,7 @@ def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> pd.DataFrame:
     img, labels = eval_set(s)
     x0 = pipe.encode(to_float(img), generator=torch.Generator().manual_seed(s.seed))
     rows = []
-    base = score(s, generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1]), mu=1.0), labels)
+    base = score(s, generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1])), labels)
     for mu in mus:
         r = score(s, generate(s, labels, x0=x0, mu=mu), labels)
         rows.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": mu, **r})
@@ -389,7 +397,7 @@ def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"), mus=(0.5, 0
     for k in kinds:
         for mu in mus:
             rows.append({"prior": k, "mu": mu, **score(s, generate(s, labels, prior=priors[k], mu=mu), labels)})
-    rows.append({"prior": "normal", "mu": 1.0, **score(s, generate(s, labels, prior=priors["normal"], mu=1.0), labels)})
+    rows.append({"prior": "normal", "mu": 1.0, **score(s, generate(s, labels, prior=priors["normal"]), labels)})
     return pd.DataFrame(rows)
 
 
@@ -401,7 +409,7 @@ def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", 
     _, labels = eval_set(replace(s, n_eval=n_maps))
     rows, grids = [], {}
     for kind in kinds:
-        mu = 1.0 if kind == "normal" else s.mu
+        mu = resolve_mu(priors[kind], default=s.mu)
         lab = labels.repeat_interleave(k, 0)
         gen = generate(s, lab, prior=priors[kind], mu=mu, seed_offset=10_000)
         groups = to_float(gen).view(len(labels), k, 3, *gen.shape[1:3])
@@ -413,20 +421,26 @@ def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", 
     return pd.DataFrame(rows), grids
 
 
-def comparison_table(metrics_dir: Path, profile: str) -> pd.DataFrame:
-    """Table 2: the paper's rows and ours (read from ``prior_comparison.json``), ours marked."""
-    rows = [{"method": r.method, "source": "paper (FID)", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
-             "coco_stuff": r.coco_stuff_fid, "ours (FD-toy)": None} for r in PAPER_TABLE2.itertuples()]
+def comparison_table(metrics_dir: Path) -> pd.DataFrame:
+    """Table 2: the paper's FID rows and ours (read from ``prior_comparison.json``), ours marked.
+
+    Our numbers go to the column ``ours`` with the metric they were measured with in
+    ``ours_metric`` (FD-toy on the toy profiles, FID at real scale), never into the paper's FID
+    columns: a toy distance is not comparable with the paper's FID.
+    """
+    rows = [{"method": r.method, "source": "paper", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
+             "coco_stuff": r.coco_stuff_fid, "ours": None, "ours_metric": "FID"} for r in PAPER_TABLE2.itertuples()]
     path = Path(metrics_dir) / "prior_comparison.json"
     if path.is_file():
         ours = json.loads(path.read_text())
+        metric = ours.get("settings", {}).get("metric", "FD-toy")
         for setting, tab in ours.get("tables", {}).items():
             by = {r["prior"]: r for r in tab}
             for method, kind in (("ControlNet", "normal"), ("SCP-Diff", "joint")):
                 if kind in by:
-                    rows.append({"method": method, "source": f"this project, {setting} profile "
-                                 f"(n={by[kind]['n']}, FD-toy)", "cityscapes": None, "ade20k": None,
-                                 "coco_stuff": None, "ours (FD-toy)": by[kind]["fd_toy"]})
+                    rows.append({"method": method, "source": f"this project, {setting} profile (n={by[kind]['n']})",
+                                 "cityscapes": None, "ade20k": None, "coco_stuff": None, "ours": by[kind]["fd"],
+                                 "ours_metric": by[kind].get("metric", metric)})
     return pd.DataFrame(rows)
 
 

@@ -26,7 +26,7 @@ from .data import REPO_ROOT, ToyCity, colorize, control_map
 from .io import atomic_path, write_json, write_text
 from .models import (controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet, toy_vae)
 from .pipeline import SCPDiffPipeline
-from .priors import NormalPrior, PriorAccumulator
+from .priors import NormalPrior
 from .train import (LatentCache, TrainConfig, controlnet_loss_fn, fit, fit_scale_factor,
                     prepare_controlnet_training, unet_loss_fn, vae_loss_fn)
 
@@ -154,7 +154,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
                                  "trained": facts})
     save_half(pipe, out)
     if report:
-        write_report(load_toy_pipeline(out), facts, configs, work)
+        write_report(load_toy_pipeline(out), facts, configs, work, report_dir=out.parent)
     return facts
 
 
@@ -176,27 +176,29 @@ def load_toy_pipeline(path: str | Path = PIPELINE_DIR, device="cpu", prior=None)
     return SCPDiffPipeline.from_pretrained(path, device=device, dtype=torch.float32, prior=prior)
 
 
-@torch.no_grad()
 def toy_joint_prior(pipe: SCPDiffPipeline, n: int = 1000, seed: int = 0, min_count: int = 5):
-    """A joint prior from the first ``n`` toy-city training images (for the report)."""
-    train = ToyCity(split="train")
-    acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
-    g = torch.Generator().manual_seed(seed)
-    for s in range(0, n, 100):
-        x = torch.as_tensor(train.images[s:s + 100]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        acc.update(pipe.encode(x, generator=g), pipe.prior_labels(torch.as_tensor(train.labels[s:s + 100])))
-    return acc.joint(min_count=min_count)
+    """A joint prior from the first ``n`` toy-city training images (for the report), by the
+    project's one reference-set convention (:func:`scp_core.distributed.reference_accumulator`)."""
+    from .distributed import reference_accumulator
+
+    return reference_accumulator(pipe, ToyCity(split="train"), n, seed=seed).joint(min_count=min_count)
 
 
-def write_report(pipe: SCPDiffPipeline, facts: dict, configs: dict, work: Path) -> Path:
-    """``zoo/toy/REPORT.md`` with the loss curves and a grid of samples next to masks and real images."""
+def write_report(pipe: SCPDiffPipeline, facts: dict, configs: dict, work: Path, report_dir: str | Path) -> Path:
+    """``<report_dir>/REPORT.md`` with the loss curves and a grid of samples next to masks and real images.
+
+    ``report_dir`` is the folder holding the trained pipeline (``zoo/toy`` for the committed
+    zoo): the report, its figures and ``training_facts.json`` describe that pipeline only, so
+    training elsewhere (``scpdiff train --out X``) never touches the committed zoo's report.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import shutil
 
-    fig_dir = ZOO / "report"
+    report_dir = Path(report_dir)
+    fig_dir = report_dir / "report"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for stage in ("vae", "unet", "controlnet"):
         if (work / stage / "loss.png").is_file():
@@ -221,14 +223,15 @@ def write_report(pipe: SCPDiffPipeline, facts: dict, configs: dict, work: Path) 
     with atomic_path(fig_dir / "samples.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    write_json(ZOO / "training_facts.json", facts)
+    write_json(report_dir / "training_facts.json", facts)
     cfg_md = "\n".join(f"| {k} | {v.steps} | {v.batch_size} | {v.lr:g} | {v.warmup} |" for k, v in configs.items())
-    size_mb = sum(p.stat().st_size for p in (ZOO / "pipeline").rglob("*") if p.is_file()) / 2**20
+    pipe_dir = report_dir / "pipeline"
+    size_mb = sum(p.stat().st_size for p in pipe_dir.rglob("*") if p.is_file()) / 2**20
     text = f"""# The toy model zoo
 
 Trained from scratch on toy-city ({facts['n_train']} training images, 64 x 128) by
 `scpdiff train --profile toy` on a CPU ({facts['threads']} threads), torch {facts['torch']}.
-Weights: `zoo/toy/pipeline/` (diffusers folders, float16 safetensors, {size_mb:.1f} MB).
+Weights: `pipeline/` beside this report (diffusers folders, float16 safetensors, {size_mb:.1f} MB).
 
 | stage | steps | batch | lr | warmup |
 |---|---|---|---|---|
@@ -254,7 +257,7 @@ Loss curves: [VAE](report/loss_vae.png), [base UNet](report/loss_unet.png),
 Rows: the validation mask, the real image, plain ControlNet sampling (normal prior,
 mu = 1) and the joint prior at mu = 0.8 (prior from 1,000 training images, min_count 5).
 """
-    return write_text(ZOO / "REPORT.md", text)
+    return write_text(report_dir / "REPORT.md", text)
 
 
 def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, out: str | Path = GV_PIPELINE_DIR,

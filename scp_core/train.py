@@ -23,7 +23,7 @@ import math
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -62,7 +62,6 @@ class TrainConfig:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     max_grad_norm: float = 1.0
-    extra: dict = field(default_factory=dict)
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
@@ -353,10 +352,6 @@ def prepare_controlnet_training(controlnet, unet, unlock: bool = True) -> tuple[
     for p in controlnet.parameters():
         p.requires_grad_(True)
     return ControlNetWithUNet(controlnet, unet), names
-
-
-def save_config(path: Path, **sections) -> None:
-    write_json(path, {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in sections.items()})
 
 
 # ---------------------------------------------------------------------------- any base, any dataset

@@ -74,4 +74,4 @@ def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_p
     r2 = json.loads(next(l for l in two.stdout.splitlines() if l.startswith("RESULT"))[7:])
     assert r2["processes"] == 2 and r1["processes"] == 1
     assert r1["miou"] == r2["miou"] and r1["acc"] == r2["acc"]
-    assert abs(r1["fd_toy"] - r2["fd_toy"]) < 1e-9
+    assert abs(r1["fd"] - r2["fd"]) < 1e-9

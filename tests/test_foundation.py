@@ -64,3 +64,23 @@ def test_readme_first_lines_are_the_two_commands_and_ci_calls_the_test_one():
     assert cmds == ["python3 bootstrap.py study", "python3 bootstrap.py test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^python3 bootstrap.py test", ci, re.M)
+
+
+def test_no_committed_file_holds_an_absolute_machine_path():
+    """Reports, metrics, zoo configs and docs are committed: none may carry a path of the machine that wrote it."""
+    import re
+    import subprocess
+
+    s = "/"
+    pattern = re.compile(rf"({s}root{s}|{s}home{s}[a-z]|{s}tmp{s}|{s}work{s}|{s}Users{s})")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    bad = []
+    for name in listed:
+        p = ROOT / name
+        if name.startswith("tests/") or not p.is_file() or p.suffix not in {".json", ".md", ".csv", ".py", ".ipynb",
+                                                                          ".txt", ".yml", ".toml", ".cfg", ""}:
+            continue
+        text = p.read_text(errors="ignore")
+        bad += [f"{name}: {m.group(0)}" for m in pattern.finditer(text)][:1]
+    assert not bad, f"absolute machine paths in committed files: {bad[:10]}"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from scp_core import priors_reference as ref
 from scp_core.priors import (NormalPrior, PriorAccumulator, downsample_labels, load_prior, map_ignore, noise_to_step)
 
 K, C, H, W = 3, 4, 3, 5
@@ -46,42 +47,48 @@ def test_map_ignore():
 
 
 # ----------------------------------------------------------------------------- statistics
-def test_categorical_and_spatial_equal_numpy_references():
+def test_categorical_and_spatial_equal_their_definitions():
+    """The streaming accumulator against the brute-force definitions of Eqs. 5 and 7."""
     lat, lab = _data(37)
     acc = PriorAccumulator(K, (C, H, W)).update(lat, lab)
-    x = lat.numpy()
-    # spatial (Eq. 5): over images, per position and channel
+    x, m = lat.numpy(), lab.numpy()
+    sp_mean, sp_std = ref.spatial_prior(x)
     sp = acc.spatial()
-    np.testing.assert_allclose(sp.mean.numpy(), x.mean(0), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(sp.std.numpy(), x.std(0), rtol=0, atol=1e-5)
-    n, mu, var = acc.spatial_moments()
-    np.testing.assert_allclose(mu.numpy(), x.mean(0), atol=1e-12)
-    np.testing.assert_allclose(var.numpy(), x.var(0), atol=1e-12)
+    np.testing.assert_allclose(sp.mean.numpy(), sp_mean, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(sp.std.numpy(), sp_std, rtol=0, atol=1e-5)
+    n, mean, var = acc.spatial_moments()
+    np.testing.assert_allclose(mean.numpy(), sp_mean, atol=1e-12)
+    np.testing.assert_allclose(var.numpy(), sp_std ** 2, atol=1e-12)
     assert torch.all(n == 37)
-    # categorical (Eq. 7): all tokens of class c
-    tokens = x.transpose(0, 2, 3, 1).reshape(-1, C)
-    labs = lab.numpy().reshape(-1)
-    n, mu, var = acc.categorical_moments()
-    for c in range(K):
-        sel = tokens[labs == c]
-        assert n[c] == len(sel)
-        np.testing.assert_allclose(mu[c].numpy(), sel.mean(0), atol=1e-12)
-        np.testing.assert_allclose(var[c].numpy(), sel.var(0), atol=1e-12)
+    cat_mean, cat_std, cat_count = ref.categorical_prior(x, m, K)
+    n, mean, var = acc.categorical_moments()
+    np.testing.assert_array_equal(n.numpy(), cat_count)
+    np.testing.assert_allclose(mean.numpy(), cat_mean, atol=1e-12)
+    np.testing.assert_allclose(var.numpy(), cat_std ** 2, atol=1e-12)
 
 
-def test_joint_equals_numpy_reference_per_cell():
+def test_joint_equals_its_definition_per_cell():
     lat, lab = _data(50, seed=3)
     acc = PriorAccumulator(K, (C, H, W)).update(lat[:20], lab[:20]).update(lat[20:], lab[20:])
-    n, mu, var = acc.joint_moments()
-    x, l = lat.numpy(), lab.numpy()
-    for c in range(K):
-        for y in range(H):
-            for xx in range(W):
-                sel = x[l[:, y, xx] == c, :, y, xx]
-                assert n[c, y, xx] == len(sel)
-                if len(sel):
-                    np.testing.assert_allclose(mu[c, :, y, xx].numpy(), sel.mean(0), atol=1e-12)
-                    np.testing.assert_allclose(var[c, :, y, xx].numpy(), sel.var(0), atol=1e-12)
+    mean, std, count = ref.joint_prior(lat.numpy(), lab.numpy(), K, min_count=1)
+    n, m, var = acc.joint_moments()
+    np.testing.assert_array_equal(n.numpy(), count)
+    seen = count > 0
+    np.testing.assert_allclose(m.numpy().transpose(0, 2, 3, 1)[seen], mean.transpose(0, 2, 3, 1)[seen], atol=1e-12)
+    np.testing.assert_allclose(var.numpy().transpose(0, 2, 3, 1)[seen], std.transpose(0, 2, 3, 1)[seen] ** 2,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("fallback", ["class", "spatial"])
+@pytest.mark.parametrize("min_count", [1, 4, 9])
+def test_joint_prior_with_fallback_equals_its_definition(min_count, fallback):
+    lat, lab = _data(30, seed=5, k=4)
+    joint = PriorAccumulator(4, (C, H, W)).update(lat, lab).joint(min_count=min_count, fallback=fallback)
+    mean, std, count = ref.joint_prior(lat.numpy(), lab.numpy(), 4, min_count=min_count, fallback=fallback)
+    np.testing.assert_array_equal(joint.count.numpy(), count)
+    np.testing.assert_allclose(joint.mean.numpy(), mean, atol=1e-5)
+    np.testing.assert_allclose(joint.std.numpy(), std, atol=1e-5)
+    assert joint.fallback_mask.any() or min_count == 1
 
 
 def test_joint_recovers_known_gaussians_within_sampling_error():

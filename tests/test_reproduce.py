@@ -50,6 +50,16 @@ def test_a_failing_notebook_does_not_stop_the_batch(tmp_path, fake_notebooks):
     assert (out / "notebooks" / "01_mismatch_study.failed.ipynb").is_file()
 
 
+def test_a_missing_notebook_or_unwritable_report_is_recorded_not_raised(tmp_path, fake_notebooks):
+    """run_notebook records the failure (it raised UnboundLocalError before) and the batch goes on."""
+    rec = rp.run_notebook("05_diversity", tmp_path / "report", {"profile": "toy"})
+    assert rec["status"] == "failed" and "no notebook" in rec["error"]
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the report folder should be")
+    rec = rp.run_notebook("00_quickstart", blocked, {"profile": "toy"})
+    assert rec["status"] == "failed" and rec["error"]
+
+
 def test_unknown_notebook_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown notebook"):
         rp.reproduce("toy", only=["99_nothing"], out=tmp_path)
@@ -100,8 +110,14 @@ def test_committed_metrics_carry_settings_and_sample_counts():
     assert set(m["tables"]) == {"toy", "toy-gv"}, "Table 1 runs on both toy-city settings"
     for rows in m["tables"].values():
         assert {r["prior"] for r in rows} == {"normal", "spatial", "categorical", "joint"}
-        assert all(r["n"] >= 100 and r["fd_toy_ci"][0] <= r["fd_toy"] <= r["fd_toy_ci"][1] for r in rows)
+        assert all(r["n"] == m["settings"]["n_eval"] and r["fd_ci"][1] > r["fd_ci"][0] for r in rows)
+        assert all(r["metric"] == m["settings"]["metric"] for r in rows)
     assert m["settings"]["smoke"] is False
+    for setting, rows in m["tables"].items():  # the stated verdict follows from the committed intervals
+        by = {r["prior"]: r for r in rows}
+        j, n = by["joint"]["fd_ci"], by["normal"]["fd_ci"]
+        expect = "better" if j[1] < n[0] else ("WORSE" if j[0] > n[1] else "no clear difference")
+        assert expect in m["verdict"][setting], (setting, m["verdict"][setting])
 
 
 @pytest.mark.slow

@@ -65,6 +65,33 @@ def test_ddim_timesteps_table(steps, mu, n, t0):
     assert len(ts) == n and int(ts[0]) == t0 and int(ts[-1]) == 1
 
 
+@pytest.mark.parametrize("steps,mu", [(20, 0.8), (20, 0.55), (100, 0.29), (50, 0.7), (7, 0.3), (30, 0.1),
+                                      (20, 1.0), (1000, 0.999)])
+def test_step_count_is_diffusers_img2img_rule(steps, mu):
+    """The same (N, mu) runs the same timesteps as diffusers' img2img ``strength`` (``int``, not ``round``)."""
+    from types import SimpleNamespace
+
+    from diffusers import StableDiffusionControlNetImg2ImgPipeline
+
+    ours = ddim_timesteps(make_scheduler(), steps, mu)
+    sched = make_scheduler()
+    sched.set_timesteps(steps)
+    theirs, n = StableDiffusionControlNetImg2ImgPipeline.get_timesteps(SimpleNamespace(scheduler=sched), steps, mu, "cpu")
+    assert len(ours) == n and torch.equal(ours, theirs)
+
+
+def test_mu_defaults_normal_prior_runs_at_one_and_refuses_less(pipe):
+    """``pipe(labels, seed=0)`` is plain ControlNet; an SCP prior without mu runs at 0.8."""
+    lab = _labels(1)
+    plain = pipe(lab, num_inference_steps=4, seed=0, output_type="latent")
+    assert plain.timesteps == [751, 501, 251, 1]
+    assert torch.equal(plain.start_latents, torch.randn(1, *pipe.latent_shape, generator=torch.Generator().manual_seed(0)))
+    joint = pipe(lab, prior=_joint(pipe), num_inference_steps=20, seed=0, output_type="latent")
+    assert len(joint.timesteps) == 16 and joint.timesteps[0] == 751
+    with pytest.raises(ValueError, match="normal prior runs at mu = 1"):
+        pipe(lab, prior=NormalPrior(latent_channels=4), mu=0.8, num_inference_steps=4, seed=0)
+
+
 @pytest.mark.parametrize("steps,mu,cfg", [(4, 1.0, 1.0), (10, 0.8, 1.0), (10, 0.5, 3.0), (20, 0.9, 1.0)])
 def test_unet_and_controlnet_call_counts(pipe, steps, mu, cfg):
     calls = {"unet": 0, "controlnet": 0}
@@ -76,7 +103,7 @@ def test_unet_and_controlnet_call_counts(pipe, steps, mu, cfg):
     finally:
         for h in hooks:
             h.remove()
-    expected = int(round(steps * mu))
+    expected = min(int(steps * mu), steps)
     # one call per step; with CFG both branches go through the same batched call
     assert calls == {"unet": expected, "controlnet": expected}
     assert len(out.timesteps) == expected
