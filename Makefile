@@ -1,5 +1,5 @@
 # Conventional entry points; each delegates to bootstrap.py, which sets up .venv itself.
-.PHONY: setup test study test-slow
+.PHONY: setup test study test-slow lab
 setup:
 	python3 bootstrap.py setup
 test:
@@ -8,3 +8,5 @@ test-slow:
 	python3 bootstrap.py test --runslow
 study:
 	python3 bootstrap.py study
+lab:
+	python3 bootstrap.py lab

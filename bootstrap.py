@@ -4,8 +4,9 @@
 Only the standard library is used, so this works on a fresh machine that has nothing but
 Python. ``python3 bootstrap.py study`` renders the whole toy study into ``reports/``;
 ``python3 bootstrap.py test`` runs the test suite (extra arguments go to pytest);
-``python3 bootstrap.py setup`` only installs. The environment lives in ``.venv`` and is
-reinstalled when ``pyproject.toml`` changes.
+``python3 bootstrap.py lab`` opens JupyterLab on ``notebooks/`` with the project's kernel
+(installing it on first use); ``python3 bootstrap.py setup`` only installs. The environment
+lives in ``.venv`` and is reinstalled when ``pyproject.toml`` changes.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def setup() -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"setup", "test", "study"}:
+    if not argv or argv[0] not in {"setup", "test", "study", "lab"}:
         print(__doc__)
         return 2
     job, rest = argv[0], argv[1:]
@@ -60,7 +61,19 @@ def main(argv: list[str]) -> int:
         return _run([py, "-m", "pytest", *rest], env=env)
     if job == "study":
         return _run([py, "-m", "scp_core.cli", "reproduce", "--profile", "toy", *rest], env=env)
+    if job == "lab":
+        return lab(py, rest, env)
     return 0
+
+
+def lab(py: Path, rest: list[str], env: dict) -> int:
+    """JupyterLab (the ``lab`` extra) on ``notebooks/``; its ``python3`` kernel is this environment's Python."""
+    if subprocess.call([str(py), "-c", "import jupyterlab"], stderr=subprocess.DEVNULL) != 0:
+        pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        if _run(pip + ["-e", ".[lab]"]) != 0:
+            sys.exit("bootstrap: could not install JupyterLab (see the pip output above)")
+    env = dict(env, SCP_SMOKE=env.get("SCP_SMOKE", "0"))
+    return _run([py, "-m", "jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *rest], env=env)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: our exact categorical and joint statistics against the authors' shortcuts.
 
-The authors' released scripts approximate the statistics (DESIGN.md section 1):
+The authors' released scripts approximate the statistics (docs/method.md, section 3):
 
 * categorical (Eq. 7): **one random token per image and class** instead of all tokens;
 * joint (Eq. 8): **a quarter of the images**, with the fallback only where a cell has no token

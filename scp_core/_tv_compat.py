@@ -1,4 +1,4 @@
-"""Make ``import torchvision`` work when its C extension cannot load (DESIGN.md section 4).
+"""Make ``import torchvision`` work when its C extension cannot load (docs/method.md, section 5).
 
 torch 2.13.0 is matched only by torchvision 0.28.0, a CUDA build. With a CPU-only torch its
 ``_C`` extension fails to load, and ``torchvision/_meta_registrations.py`` then dies on

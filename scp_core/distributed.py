@@ -73,13 +73,17 @@ def accumulate_shards(pipe, ds, n: int, batch_size: int, seed: int, num_shards: 
     batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     mine = [s for s in range(num_shards) if s % world == rank]
     states = {}
+    bar = tqdm(total=sum(len(range(sh, len(batches), num_shards)) for sh in mine), desc="reference latents",
+               unit="batch", disable=rank != 0, leave=False)
     for shard in mine:
         acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
-        for b in tqdm(range(shard, len(batches), num_shards), desc=f"priors shard {shard}", disable=rank != 0, leave=False):
+        for b in range(shard, len(batches), num_shards):
+            bar.update()
             img, lab = _items(ds, batches[b])
             g = torch.Generator(pipe.device).manual_seed(int(np.random.default_rng([seed, b]).integers(2**62)))
             acc.update(pipe.encode(img, generator=g), pipe.prior_labels(lab))
         states[shard] = {k: v.cpu() for k, v in acc.state_dict().items()}
+    bar.close()
     return states
 
 

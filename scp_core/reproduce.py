@@ -59,7 +59,8 @@ def run_notebook(name: str, out: Path, params: dict, timeout: int = 3600) -> dic
                 pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
                                     cwd=str(NOTEBOOK_DIR), progress_bar=False, execution_timeout=timeout)
             finally:
-                executed = tmp.read_text() if tmp.exists() and tmp.stat().st_size else None
+                executed = slim_notebook(tmp.read_text()) if tmp.exists() and tmp.stat().st_size else None
+            tmp.write_text(executed)
         _html(out / "notebooks" / f"{name}.ipynb", out / "html" / f"{name}.html")
     except Exception as e:  # noqa: BLE001 - a failing notebook is recorded, the batch goes on
         rec["status"] = "failed"
@@ -69,6 +70,39 @@ def run_notebook(name: str, out: Path, params: dict, timeout: int = 3600) -> dic
             write_text(out / "notebooks" / f"{name}.failed.ipynb", executed)
     rec["wall_s"] = round(time.time() - t, 1)
     return rec
+
+
+def slim_notebook(text: str) -> str:
+    """An executed notebook made fit to commit and read: what a reader needs, nothing of this machine.
+
+    Keeps every cell's results (tables, figures, printed lines); drops progress bars and warnings
+    (stderr streams), widget state, per-cell timing metadata and papermill's record of paths and
+    environment, and makes any remaining absolute path portable (:func:`scp_core.io.portable`).
+    """
+    import nbformat
+
+    from .io import portable
+
+    nb = nbformat.reads(text, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stderr":
+                continue
+            if "data" in o:
+                o["data"].pop("application/vnd.jupyter.widget-view+json", None)
+                if not o["data"]:
+                    continue
+            kept.append(o)
+        cell.outputs = kept
+    pm_meta = nb.metadata.get("papermill", {})
+    nb.metadata["papermill"] = {k: pm_meta[k] for k in ("parameters", "duration") if k in pm_meta}
+    nb.metadata.pop("widgets", None)
+    return portable(nbformat.writes(nb))
 
 
 def _html(nb_path: Path, html_path: Path) -> None:
@@ -143,14 +177,20 @@ def _fmt_ci(ci, digits: int = 2) -> str:
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
 
 
+def _metric(m: dict) -> str:
+    """The distance a metrics file was measured with: FD-toy on the toy profiles, FID at real scale."""
+    return m.get("settings", {}).get("metric", "FD-toy")
+
+
 def _table1(m: dict) -> str:
     paper = {r["prior"]: r for r in m["paper_table1"]}
+    metric = _metric(m)
     lines = []
     for setting, rows in m["tables"].items():
         n = rows[0]["n"]
         lines.append(f"\n**{setting}** ({n} validation maps, seeds {m['settings']['seed']}..{m['settings']['seed'] + n - 1}, "
                      f"{m['settings']['steps']} DDIM steps; verdict: {m['verdict'][setting]})\n")
-        lines.append("| prior | mu | mIoU (ours) | Acc (ours) | FD-toy (ours) [95% CI] | paper Cityscapes mIoU / Acc / FID | paper ADE20K mIoU / Acc / FID |")
+        lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] | paper Cityscapes mIoU / Acc / FID | paper ADE20K mIoU / Acc / FID |")
         lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
             p = paper[r["prior"]]
@@ -158,7 +198,7 @@ def _table1(m: dict) -> str:
                          f"{r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} | {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
         c = m["real_ceiling"][setting]
-        lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, FD-toy {c['fd']:.3f}.")
+        lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, {metric} {c['fd']:.3f}.")
     return "\n".join(lines)
 
 
@@ -170,13 +210,16 @@ def write_index(out: Path, run: dict) -> Path:
              "(Frechet distance on the toy segmenter's features), not FID.", "",
              f"Run: commit `{run['commit']}`, finished {run['finished']}, Python {run['python']}, "
              f"batch wall time {run['batch_wall_s']} s.", "",
+             "Each notebook's executed copy (outputs included) is under `notebooks/`: read it on any "
+             "notebook viewer without running anything.", "",
              "| notebook | what | status | wall time (s) | tables | figures |", "|---|---|---|---|---|---|"]
     for name in NOTEBOOKS:
         rec = run["notebooks"].get(name)
         tables = sorted(p.name for p in (out / "tables").glob(f"{name.split('_')[0]}_*.md")) if (out / "tables").is_dir() else []
         figs = sorted(p.name for p in (out / "figures").glob(f"{name.split('_')[0]}_*.png")) if (out / "figures").is_dir() else []
         status = "not run" if rec is None else (rec["status"] if rec["status"] == "ok" else f"**FAILED**: {rec['error']}")
-        lines.append(f"| `{name}` | {TITLES[name]} | {status} | {rec['wall_s'] if rec else ''} | "
+        shown = f"[`{name}`](notebooks/{name}.ipynb)" if (out / "notebooks" / f"{name}.ipynb").is_file() else f"`{name}`"
+        lines.append(f"| {shown} | {TITLES[name]} | {status} | {rec['wall_s'] if rec else ''} | "
                      + ", ".join(f"[{t}](tables/{t})" for t in tables) + " | "
                      + ", ".join(f"[{f}](figures/{f})" for f in figs) + " |")
     m = _load(out, "prior_comparison")
@@ -184,14 +227,14 @@ def write_index(out: Path, run: dict) -> Path:
         lines += ["", "## Table 1: the priors", _table1(m), "", "![Table 1](figures/03_prior_comparison.png)"]
         bright = out / "tables" / "03_global_brightness.csv"
         if bright.is_file():
-            lines += ["", "### Global factors: the spread of per-image mean brightness (DESIGN.md section 6)", "",
+            lines += ["", "### Global factors: the spread of per-image mean brightness", "",
                       "Prior draws treat latent tokens as independent, so they average per-image lighting away. "
                       "Real images against generated ones, same maps and seeds:", "",
                       pd.read_csv(bright).to_markdown(index=False, floatfmt=".3f")]
     m = _load(out, "01_mismatch_study")
     if m:
         df = pd.DataFrame(m["table"])
-        lines += ["", "## Fig. 3: the mismatch", f"\n{m['n_eval']} validation maps. FD-toy starting from "
+        lines += ["", "## Fig. 3: the mismatch", f"\n{m['n_eval']} validation maps. {_metric(m)} starting from "
                   "N(sqrt(a) x0, (1-a) I) by mu, and from N(0, I) (paper: the real-latent start is clearly better "
                   f"at every mu). Gap at the largest mu: **{m['gap_at_max_mu']:.3f}**.\n",
                   df[["start", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
@@ -199,7 +242,7 @@ def write_index(out: Path, run: dict) -> Path:
     m = _load(out, "04_mu_sweep")
     if m:
         df = pd.DataFrame(m["table"])
-        lines += ["", "## Fig. 8: mu sweep", f"\nBest FD-toy: {m['best']['prior']} at mu = {m['best']['mu']:g} "
+        lines += ["", "## Fig. 8: mu sweep", f"\nBest {_metric(m)}: {m['best']['prior']} at mu = {m['best']['mu']:g} "
                   f"({m['best']['fd']:.3f}); plain ControlNet {m['normal_mu1_fd']:.3f}. Paper: best mu in [0.8, 0.9].\n",
                   df[["prior", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
                   "", "![Fig. 8](figures/04_mu_sweep.png)"]

@@ -30,7 +30,7 @@ from .sampling import DEFAULT_MU, resolve_mu
 
 PRIOR_KINDS = ("normal", "spatial", "categorical", "joint")
 
-# The paper's numbers (DESIGN.md section 1), for the tables that set ours beside them.
+# The paper's numbers (docs/method.md, section 2), for the tables that set ours beside them.
 PAPER_TABLE1 = pd.DataFrame(
     [("normal", 65.14, 94.14, 23.35, 20.73, 61.14, 20.58), ("spatial", 66.77, 94.29, 12.83, 20.86, 64.46, 16.03),
      ("categorical", 66.86, 94.54, 11.63, 21.86, 66.63, 16.56), ("joint", 67.92, 94.65, 10.53, 25.61, 71.79, 12.66)],
@@ -92,6 +92,15 @@ PROFILES = {
     "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
 }
 SMOKE = dict(n_ref=64, n_eval=16, steps=4, batch_size=16)
+# Table 1 on the toy profile runs both toy-city settings side by side (daylight and global variation).
+COMPANIONS = {"toy": ("toy", "toy-gv")}
+
+
+def comparison_profiles(profile: str) -> list[str]:
+    """The settings notebook 03 compares for ``profile``: itself and its companions (toy: toy and toy-gv)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    return list(COMPANIONS.get(profile, (profile,)))
 
 
 def settings(profile: str = "toy", smoke: bool | None = None, **overrides) -> Settings:
@@ -356,7 +365,7 @@ def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict
 
 
 def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100) -> pd.DataFrame:
-    """DESIGN.md section 6's diagnostic: the spread of per-image mean brightness.
+    """The global-factor diagnostic (docs/method.md, section 4): the spread of per-image mean brightness.
 
     The priors draw latent tokens independently, so a prior sample averages per-image global
     factors (lighting) away; if the model keeps the low frequencies of its start, generated

@@ -75,3 +75,23 @@ def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_p
     assert r2["processes"] == 2 and r1["processes"] == 1
     assert r1["miou"] == r2["miou"] and r1["acc"] == r2["acc"]
     assert abs(r1["fd"] - r2["fd"]) < 1e-9
+
+
+def test_cli_and_notebook_build_the_same_prior_file(tmp_path):
+    """`scpdiff priors` and the notebooks' `study.build_priors` share one convention: same files."""
+    import json
+
+    from safetensors import safe_open
+
+    from scp_core import study
+
+    scpdiff(["priors", "--n", "70", "--seed", "3", "--out", str(tmp_path / "cli")])
+    s = study.settings("toy", smoke=False, n_ref=70, seed=3, out_dir=str(tmp_path / "nb"))
+    study.build_priors(s)
+    for kind in ("spatial", "categorical", "joint"):
+        a, b = tmp_path / "cli" / f"{kind}.safetensors", tmp_path / "nb" / "priors" / f"{kind}.safetensors"
+        ta, tb = load_file(str(a)), load_file(str(b))
+        assert ta.keys() == tb.keys() and all(np.array_equal(ta[k].numpy(), tb[k].numpy()) for k in ta), kind
+        with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+            ma, mb = fa.metadata(), fb.metadata()
+        assert json.loads(ma["provenance"]) == json.loads(mb["provenance"]) and ma["num_images"] == mb["num_images"] == "70"

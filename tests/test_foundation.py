@@ -23,7 +23,8 @@ def test_field_libraries_import_after_scp_core():
 
 def _pins_from_pyproject():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    reqs = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["test"]
+    extras = data["project"]["optional-dependencies"]
+    reqs = data["project"]["dependencies"] + extras["test"] + extras["lab"]
     return dict(r.split("==") for r in reqs)
 
 
@@ -84,3 +85,18 @@ def test_no_committed_file_holds_an_absolute_machine_path():
         text = p.read_text(errors="ignore")
         bad += [f"{name}: {m.group(0)}" for m in pattern.finditer(text)][:1]
     assert not bad, f"absolute machine paths in committed files: {bad[:10]}"
+
+
+def test_the_repository_is_self_contained():
+    """Docs and code never send a reader to files outside the repository (a design card, a sibling folder)."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    outside = ("DESIGN" + ".md", ".." + "/shared")
+    bad = [n for n in listed if not n.startswith("tests/") and n.endswith((".md", ".py", ".ipynb", ".yml"))
+           and any(o in (ROOT / n).read_text(errors="ignore") for o in outside)]
+    assert not bad, f"files referring outside the repository: {bad}"
+    for link in re.findall(r"\]\(([^)#]+)", (ROOT / "README.md").read_text()):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), f"README links to a missing file: {link}"

@@ -131,3 +131,34 @@ def test_full_toy_reproduction_matches_the_committed_tables(tmp_path):
         a, b = pd.read_csv(ref), pd.read_csv(tmp_path / "tables" / ref.name)
         num = [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c]) and not c.endswith("_s")]
         pd.testing.assert_frame_equal(a[num], b[num], rtol=1e-3, atol=1e-3)
+
+
+def test_slim_notebook_keeps_results_and_drops_machine_traces():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    s = "/"
+    where = f"{s}work{s}someone{s}project{s}reports{s}toy{s}figures{s}a.png"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="progress 10%\r"),
+                    nbformat.v4.new_output("stream", name="stdout", text=f"saved {where}\n"),
+                    nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
+    cell.metadata["papermill"] = {"duration": 1.0}
+    nb.cells = [cell]
+    nb.metadata["papermill"] = {"parameters": {"profile": "toy"}, "input_path": where, "duration": 3.0}
+    slim = nbformat.reads(rp.slim_notebook(nbformat.writes(nb)), as_version=4)
+    outs = slim.cells[0].outputs
+    assert [o.output_type for o in outs] == ["stream", "display_data"] and outs[0].name == "stdout"
+    assert outs[1].data["image/png"] == "iVBORw0KGgo=", "figures stay"
+    assert f"{s}work{s}" not in nbformat.writes(slim) and "a.png" in outs[0].text
+    assert slim.metadata.papermill == {"parameters": {"profile": "toy"}, "duration": 3.0}
+
+
+def test_committed_reference_runs_include_their_executed_notebooks():
+    """A reader sees every notebook's outputs without running anything (small enough to commit)."""
+    for profile in ("toy",):
+        folder = ROOT / "reports" / profile / "notebooks"
+        for name in rp.DEFAULT_BATCH:
+            path = folder / f"{name}.ipynb"
+            assert path.is_file(), f"{path.relative_to(ROOT)} is missing: run scpdiff reproduce --profile {profile}"
+            nb = nbformat.read(path, as_version=4)
+            assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has no outputs"
+            assert path.stat().st_size < 3 * 2**20, f"{name}: executed notebook over 3 MB"

@@ -69,3 +69,19 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
         raw += rlo <= target <= rhi
     assert shifted / reps >= 0.8, f"bias-shifted interval covered E[FD_hat] in {shifted}/{reps} replicates"
     assert raw / reps < 0.6, f"the raw interval should miss (it covered {raw}/{reps}); the test lost its power"
+
+
+def test_notebook_03_follows_its_profile_parameter(tmp_path):
+    """Notebook 03 used to hard-code ["toy", "toy-gv"] whatever `profile` said; now it compares the profile's own settings."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    assert study.comparison_profiles("toy") == ["toy", "toy-gv"] and study.comparison_profiles("toy-gv") == ["toy-gv"]
+    nbdir = Path(__file__).resolve().parents[1] / "notebooks"
+    pm.execute_notebook(str(nbdir / "03_prior_comparison.ipynb"), str(tmp_path / "03.ipynb"), cwd=str(nbdir),
+                        parameters={"profile": "toy-gv", "smoke": True, "out_dir": str(tmp_path)},
+                        kernel_name="python3", progress_bar=False)
+    m = json.loads((tmp_path / "metrics" / "prior_comparison.json").read_text())
+    assert set(m["tables"]) == {"toy-gv"} and m["settings"]["profile"] == "toy-gv"
+    assert m["metric"] == "FD-toy" and all(r["metric"] == "FD-toy" for r in m["tables"]["toy-gv"])

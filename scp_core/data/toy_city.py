@@ -10,8 +10,8 @@ building heights, segment lengths, object counts and places) and so do the appea
 (facade colours, window grids, asphalt, car and clothing colours, textures). With
 ``global_variation=0`` all images share one lighting regime (daylight, as in Cityscapes);
 ``global_variation`` in ``(0, 1]`` scales per-image *global* factors: time of day (day,
-dusk, night with lit windows and tail lights), overcast, fog and exposure. DESIGN.md
-section 6 explains why the study needs both settings.
+dusk, night with lit windows and tail lights), overcast, fog and exposure. docs/method.md
+section 4 explains why the study needs both settings.
 
 Determinism: image ``i`` is drawn from its own generator seeded with ``(seed, i)``, so it
 does not depend on ``n``; all random numbers are drawn in the same order whatever

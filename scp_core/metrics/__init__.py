@@ -1,4 +1,4 @@
-"""Evaluation metrics of the study (DESIGN.md section 1, issue 6).
+"""Evaluation metrics of the study (docs/method.md, section 2).
 
 * :mod:`.frechet` -- FID (pytorch-fid InceptionV3) and, on the toy profile, FD-toy (the
   Frechet distance on the toy segmenter's pooled features; never called FID), one code

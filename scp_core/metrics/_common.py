@@ -6,7 +6,7 @@ An *image source* is whatever a metric function accepts as a set of images:
   ``uint8`` means 0..255, floats are read in ``value_range`` (the project's convention is
   ``(-1, 1)``, the range of ``ToyCity`` items and of decoded samples);
 * a folder (``str`` / ``Path``): its image files, sorted by name, read with PIL as RGB
-  (``torchvision.io`` is unusable on this CPU torch, DESIGN.md section 4);
+  (``torchvision.io`` is unusable on this CPU torch, docs/method.md, section 5);
 * a list of file paths, or a list of tensors / arrays (concatenated in order).
 
 Every source is streamed in batches as float32 ``[B, 3, H, W]`` in ``[0, 1]``.
