@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/toy-small")
     t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
     t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"])
-    t.add_argument("--out", default=None, help="pipeline folder (default zoo/toy/pipeline)")
+    t.add_argument("--out", default=None, help="pipeline folder (default zoo/toy/pipeline); REPORT.md, report/ and training_facts.json go beside it, in its parent folder")
     t.set_defaults(fn=_cmd_train)
 
     f = sub.add_parser("finetune", help="fine-tune a ControlNet on label maps (SD 2.1 or a pipeline folder)")
