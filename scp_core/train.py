@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from . import _tv_compat  # noqa: F401
 from .io import atomic_path, write_json
+from .models import run_on_cpu
 
 DECODER_PREFIXES = ("up_blocks.", "conv_norm_out.", "conv_out.")
 
@@ -149,13 +150,7 @@ def make_accelerator(mixed_precision: str = "no", device: str | None = None):
 
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
-    device = device if device not in (None, "auto") else os.environ.get("SCP_DEVICE") or "auto"
-    kind = torch.device(device).type if device != "auto" else "auto"
-    if kind not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"training device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no GPU; pass --device cpu (or auto)")
-    cpu = kind == "cpu" or not torch.cuda.is_available()
+    cpu = run_on_cpu(device)
     if cpu and mixed_precision == "fp16":
         raise ValueError("mixed_precision='fp16' needs a GPU (accelerate would silently train in float32 on the "
                          "CPU); use 'bf16' or 'no' there")
@@ -453,8 +448,8 @@ def place_for_training(pipe, device, trainable_dtype: torch.dtype = torch.float3
     """
     device = torch.device(device)
     old_dtype = pipe.dtype
-    pipe.controlnet.to(device=device, dtype=trainable_dtype)
-    pipe.unet.to(device=device, dtype=trainable_dtype)
+    for m in (pipe.controlnet, pipe.unet):
+        m.to(device) if m.dtype == trainable_dtype else m.to(device=device, dtype=trainable_dtype)
     pipe.vae.to(device)
     pipe.prompt_embeds = pipe.prompt_embeds.to(device=device, dtype=trainable_dtype)
     pipe.negative_prompt_embeds = pipe.negative_prompt_embeds.to(device=device, dtype=trainable_dtype)

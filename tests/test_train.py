@@ -226,7 +226,7 @@ def test_mixed_precision_bf16_on_the_cpu_and_fp16_refused_there(tmp_path):
     with pytest.raises(ValueError, match="mixed_precision must be"):
         make_accelerator("fp8", device="cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="sees no GPU"):
+        with pytest.raises(ValueError, match="torch sees no GPU"):
             make_accelerator("no", device="cuda")
 
 
