@@ -114,7 +114,7 @@ class SCPDiffPipeline:
 
     def to(self, device=None, dtype=None) -> "SCPDiffPipeline":
         for m in (self.vae, self.unet, self.controlnet):
-            m.to(device) if dtype is None else m.to(device=device, dtype=dtype)
+            m.to(device) if dtype is None or m.dtype == dtype else m.to(device=device, dtype=dtype)
         self.prompt_embeds = self.prompt_embeds.to(device=device, dtype=dtype)
         self.negative_prompt_embeds = self.negative_prompt_embeds.to(device=device, dtype=dtype)
         return self
