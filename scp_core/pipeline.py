@@ -259,7 +259,10 @@ class SCPDiffPipeline:
         alpha_bar = float(self.scheduler.alphas_cumprod[int(timesteps[0])])
         device = self.device
         unet, controlnet = self._models(compile)
-        plabels = self.prior_labels(labels).to(device)
+        # the label maps go to the device once: the colour-coded control maps and the latent-size labels
+        # are built there (on one thread of a 2-core CPU they took 0.44 s + 0.07 s for 8 maps at 512 x 1024)
+        labels = labels.to(device)
+        plabels = self.prior_labels(labels)
         # once per call, and on a shallow copy: the caller's prior object stays where it was
         prior = copy.copy(prior).to(device)
         x0 = x0.to(device, torch.float32) if x0 is not None else None
