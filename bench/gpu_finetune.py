@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, QUICK_OUT, command_line, md_table, median, write_results  # noqa: E402
-from gpu_sampling import blocky_labels, build_modules, peak_gib, reset_peak  # noqa: E402
+from gpu_sampling import blocky_labels, build_modules, parse_gpu_bench, peak_gib, reset_peak  # noqa: E402
 from sampling_cost import sync  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -91,20 +91,11 @@ def run(modules, size, batch, steps, warmup, checkpointing, mixed, device) -> di
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="CPU, toy shapes, well under a minute")
-    ap.add_argument("--device", default=None, help="default: cuda (cpu with --quick)")
     ap.add_argument("--batch", type=int, default=None, help="global batch (default 8; quick 2)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 8; quick 5)")
     ap.add_argument("--warmup", type=int, default=2, help="steps before timing")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
-    a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = a.device or ("cpu" if a.quick else "cuda")
+    a, device = parse_gpu_bench(ap, argv)
     on_gpu = torch.device(device).type == "cuda"
-    if on_gpu and not torch.cuda.is_available():
-        sys.exit("no CUDA device here: the GPU figures need one (run with --quick for the CPU toy-shape check)")
     batch, steps = a.batch or (2 if a.quick else 8), a.steps or (5 if a.quick else 8)
     size = (32, 64) if a.quick else (512, 1024)
     mixed = "fp16" if on_gpu else "no"

@@ -145,14 +145,10 @@ def run_config(ours, theirs, labels, guidance, steps, repeats, device, compile_:
     return {"methods": res, "max_abs_image_diff_ours_mu1_vs_diffusers": float(np.abs(a - b).max())}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_gpu_bench(ap: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, str]:
+    """The options both GPU benchmarks share; returns the arguments and the device (cuda, or cpu with --quick)."""
     ap.add_argument("--quick", action="store_true", help="CPU, toy shapes, well under a minute")
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --quick)")
-    ap.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 8 (quick: 1 2)")
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 20; quick 10)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per method after the warm-up (>= 5)")
-    ap.add_argument("--compile", action="store_true", help="add ours with compile=True (minutes of compilation)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
@@ -161,6 +157,16 @@ def main(argv=None):
     device = a.device or ("cpu" if a.quick else "cuda")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device here: the GPU figures need one (run with --quick for the CPU toy-shape check)")
+    return a, device
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 8 (quick: 1 2)")
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 20; quick 5)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per method after the warm-up (>= 5)")
+    ap.add_argument("--compile", action="store_true", help="add ours with compile=True (minutes of compilation)")
+    a, device = parse_gpu_bench(ap, argv)
     if a.repeats < 5:
         sys.exit("--repeats must be >= 5 (medians of at least 5 calls)")
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
