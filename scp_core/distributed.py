@@ -32,9 +32,11 @@ def _state(device=None):
     """accelerate's process state; ``device`` as in :func:`scp_core.models.run_on_cpu`."""
     from accelerate import PartialState
 
-    from .models import run_on_cpu
+    from .models import fresh_accelerate_state, run_on_cpu
 
-    return PartialState(cpu=run_on_cpu(device))
+    cpu = run_on_cpu(device)
+    fresh_accelerate_state(cpu)
+    return PartialState(cpu=cpu)
 
 
 def _dataset(pipe, dataset: str, root, split: str):

@@ -76,6 +76,21 @@ def run_on_cpu(device: str | torch.device | None = None) -> bool:
     return kind == "cpu" or not torch.cuda.is_available()
 
 
+def fresh_accelerate_state(cpu: bool, mixed_precision: str | None = None) -> None:
+    """In a single process, drop accelerate's shared state when a run asks for another device or precision
+    than an earlier run of the same process (accelerate would otherwise keep, or refuse, the old one)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return
+    if AcceleratorState._shared_state:
+        st = AcceleratorState()
+        if (st.device.type == "cpu") != cpu or (mixed_precision is not None and str(st.mixed_precision) != mixed_precision):
+            AcceleratorState._reset_state(reset_partial_state=True)
+    elif PartialState._shared_state and (PartialState().device.type == "cpu") != cpu:
+        PartialState._reset_state()
+
+
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """Half precision on CUDA, float32 elsewhere (override with ``SCP_DTYPE=float32``)."""
     name = os.environ.get("SCP_DTYPE")

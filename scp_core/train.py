@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import _tv_compat  # noqa: F401
 from .io import atomic_path, write_json
-from .models import run_on_cpu
+from .models import fresh_accelerate_state, run_on_cpu
 
 DECODER_PREFIXES = ("up_blocks.", "conv_norm_out.", "conv_out.")
 
@@ -146,7 +145,6 @@ def make_accelerator(mixed_precision: str = "no", device: str | None = None):
     accelerate state (accelerate otherwise refuses to change it).
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
@@ -154,10 +152,7 @@ def make_accelerator(mixed_precision: str = "no", device: str | None = None):
     if cpu and mixed_precision == "fp16":
         raise ValueError("mixed_precision='fp16' needs a GPU (accelerate would silently train in float32 on the "
                          "CPU); use 'bf16' or 'no' there")
-    if AcceleratorState._shared_state and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        st = AcceleratorState()
-        if str(st.mixed_precision) != mixed_precision or (st.device.type == "cpu") != cpu:
-            AcceleratorState._reset_state(reset_partial_state=True)
+    fresh_accelerate_state(cpu, mixed_precision)
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
