@@ -2,11 +2,13 @@
 
     scpdiff reproduce --profile toy [--only NAME ...] [--smoke] [--with-training]
     scpdiff train --profile toy [--small] [--resume latest]
-    scpdiff finetune --pipeline DIR --dataset cityscapes --root data/cityscapes --out DIR [...]
+    scpdiff finetune --base DIR --dataset cityscapes --root data/cityscapes --out DIR [...]
     scpdiff priors --pipeline DIR --dataset toy-city --n 2000 --out DIR
     scpdiff sample --pipeline DIR --prior FILE --dataset toy-city --split val --n 100 --out DIR
 
-``priors`` and ``sample`` shard their work across processes under ``accelerate launch``.
+``priors`` and ``sample`` shard their work across processes under ``accelerate launch``;
+``finetune`` splits every global batch across them. ``--device auto|cpu|cuda`` picks where
+each runs (``SCP_DEVICE`` sets the default; ``SCP_DTYPE`` the sampling dtype).
 """
 from __future__ import annotations
 
@@ -52,22 +54,31 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_finetune(a) -> int:
+    import torch
+
     from .data import get_dataset
     from .models import load_sd_components
     from .pipeline import SCPDiffPipeline
-    from .train import TrainConfig, finetune_controlnet
+    from .train import TrainConfig, finetune_controlnet, make_accelerator
 
-    ds = get_dataset(a.dataset, root=a.root, split="train")
-    if a.pipeline:
-        pipe = SCPDiffPipeline.from_pretrained(a.pipeline)
-    else:
-        comps = load_sd_components(a.base, controlnet=a.controlnet, prompt=ds.prompt)
+    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, checkpoint_every=a.checkpoint_every,
+                      mixed_precision=a.mixed_precision, gradient_checkpointing=a.gradient_checkpointing, seed=a.seed)
+    # the accelerator first: each process loads the models straight onto its own device, as float32 weights
+    acc = make_accelerator(cfg.mixed_precision, a.device)
+    pipe = SCPDiffPipeline.from_pretrained(a.pipeline, device=acc.device, dtype=torch.float32) if a.pipeline else None
+    size = tuple(a.size) if a.size else (pipe.image_size if pipe is not None else None)
+    ds = get_dataset(a.dataset, root=a.root, split="train", **({"size": size} if size else {}))
+    if pipe is None:
+        comps = load_sd_components(a.base, controlnet=a.controlnet, prompt=ds.prompt, device=acc.device,
+                                   dtype=torch.float32)
         pipe = SCPDiffPipeline.from_components(comps, num_classes=ds.num_classes, palette=ds.palette,
                                                image_size=ds.size, ignore_index=ds.ignore_index,
                                                info={"dataset": a.dataset, "prompt": ds.prompt})
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, checkpoint_every=a.checkpoint_every,
-                      mixed_precision=a.mixed_precision, gradient_checkpointing=a.gradient_checkpointing, seed=a.seed)
-    r = finetune_controlnet(pipe, ds, cfg, a.work, resume=a.resume, unlock=not a.locked, save_to=a.out)
+    elif tuple(ds.size) != tuple(pipe.image_size):
+        raise ValueError(f"--size {ds.size} differs from the pipeline's image size {pipe.image_size}; "
+                         "leave --size out to continue at the pipeline's size")
+    r = finetune_controlnet(pipe, ds, cfg, a.work, resume=a.resume, unlock=not a.locked, save_to=a.out,
+                            accelerator=acc)
     print(json.dumps({k: r[k] for k in ("steps", "wall_s", "final_loss")}))
     return 0
 
@@ -76,7 +87,7 @@ def _cmd_priors(a) -> int:
     from .distributed import build_priors_distributed
 
     build_priors_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, min_count=a.min_count,
-                             fallback=a.fallback, seed=a.seed)
+                             fallback=a.fallback, seed=a.seed, device=a.device)
     return 0
 
 
@@ -84,8 +95,14 @@ def _cmd_sample(a) -> int:
     from .distributed import sample_distributed
 
     sample_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, prior=a.prior, mu=a.mu, steps=a.steps,
-                       guidance=a.guidance, seed=a.seed, batch_size=a.batch_size)
+                       guidance=a.guidance, seed=a.seed, batch_size=a.batch_size, device=a.device)
     return 0
+
+
+def _device_option(parser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: SCP_DEVICE if set, else this process's GPU where there is one, "
+                             "else the CPU), cpu or cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--locked", action="store_true", help="keep the UNet decoder frozen (default: unlocked)")
     f.add_argument("--resume", help="'latest' or a checkpoint folder")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="training image size (default: the dataset's paper size, or the --pipeline's)")
+    _device_option(f)
     f.set_defaults(fn=_cmd_finetune)
 
     for name, fn, hlp in (("priors", _cmd_priors, "build spatial / categorical / joint priors (sharded)"),
@@ -152,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="step fraction (default: 1 for the normal prior, i.e. plain ControlNet; 0.8 otherwise)")
             s.add_argument("--steps", type=int, default=20)
             s.add_argument("--guidance", type=float, default=1.0)
+        _device_option(s)
         s.set_defaults(fn=fn)
     return p
 
@@ -159,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if getattr(args, "root", None):  # a path given on the command line is relative to where it was typed
+        args.root = os.path.abspath(args.root)
     try:
         return args.fn(args)
     except (ValueError, FileNotFoundError) as e:

@@ -34,10 +34,25 @@ REFERENCE_BATCH = 32  # images per encoded batch of the reference set (part of t
 NUM_SHARDS = 8        # virtual shards of the reference set (fixed, so any process count gives the same bits)
 
 
-def _state():
+def _state(device=None):
+    """accelerate's process state; ``device`` as in :func:`scp_core.models.run_on_cpu`."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    from .models import fresh_accelerate_state, run_on_cpu
+
+    cpu = run_on_cpu(device)
+    fresh_accelerate_state(cpu)
+    return PartialState(cpu=cpu)
+
+
+def _dataset(pipe, dataset: str, root, split: str):
+    """The dataset at the pipeline's image size (the real loaders resize to any size)."""
+    from .data import get_dataset
+
+    ds = get_dataset(dataset, root=root, split=split)
+    if tuple(ds.size) != tuple(pipe.image_size) and hasattr(ds, "files"):
+        ds = get_dataset(dataset, root=root, split=split, size=tuple(pipe.image_size))
+    return ds
 
 
 def _gather_objects(obj, state) -> list:
@@ -117,16 +132,15 @@ def reference_provenance(pipe, pipeline, dataset: str, split: str, n: int, seed:
 
 
 def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, out, min_count: int = 5,
-                             fallback: str = "class", seed: int = 0) -> dict:
+                             fallback: str = "class", seed: int = 0, device=None) -> dict:
     """Spatial, categorical and joint prior files from ``n`` images, sharded across processes.
 
+    ``device``: ``auto`` (default), ``cpu`` or ``cuda`` (see :func:`scp_core.models.run_on_cpu`).
     Returns (on every process) ``{"spatial": path, "categorical": path, "joint": path}``.
     """
-    from .data import get_dataset
-
-    state = _state()
+    state = _state(device)
     pipe = _load_pipe(pipeline, state.device)
-    ds = get_dataset(dataset, root=root, split=split)
+    ds = _dataset(pipe, dataset, root, split)
     n = min(int(n), len(ds))
     states = accumulate_shards(pipe, ds, n, REFERENCE_BATCH, seed, NUM_SHARDS, state.process_index,
                                state.num_processes)
@@ -149,15 +163,14 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
 
 
 def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float | None = None,
-                       steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32) -> list[Path]:
+                       steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32,
+                       device=None) -> list[Path]:
     """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``."""
     from PIL import Image
 
-    from .data import get_dataset
-
-    state = _state()
+    state = _state(device)
     pipe = _load_pipe(pipeline, state.device)
-    ds = get_dataset(dataset, root=root, split=split)
+    ds = _dataset(pipe, dataset, root, split)
     n = min(int(n), len(ds))
     if prior in (None, "normal"):
         prior_obj = NormalPrior(latent_channels=pipe.latent_shape[0])

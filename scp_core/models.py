@@ -56,6 +56,41 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def run_on_cpu(device: str | torch.device | None = None) -> bool:
+    """Whether a run (training, priors, sampling) asked to use ``device`` goes to the CPU.
+
+    ``None`` / ``"auto"``: ``SCP_DEVICE`` if set, else the GPU where torch sees one (under
+    ``accelerate launch``, each process takes its own). ``"cpu"``: the CPU. ``"cuda"``:
+    the GPU, or a ``ValueError`` where there is none.
+    """
+    device = device if device not in (None, "auto") else os.environ.get("SCP_DEVICE") or "auto"
+    try:
+        kind = "auto" if device == "auto" else torch.device(device).type
+    except RuntimeError:
+        kind = str(device)
+    if kind not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for (--device or SCP_DEVICE) but torch sees no GPU; "
+                         "use 'cpu' or 'auto'")
+    return kind == "cpu" or not torch.cuda.is_available()
+
+
+def fresh_accelerate_state(cpu: bool, mixed_precision: str | None = None) -> None:
+    """In a single process, drop accelerate's shared state when a run asks for another device or precision
+    than an earlier run of the same process (accelerate would otherwise keep, or refuse, the old one)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return
+    if AcceleratorState._shared_state:
+        st = AcceleratorState()
+        if (st.device.type == "cpu") != cpu or (mixed_precision is not None and str(st.mixed_precision) != mixed_precision):
+            AcceleratorState._reset_state(reset_partial_state=True)
+    elif PartialState._shared_state and (PartialState().device.type == "cpu") != cpu:
+        PartialState._reset_state()
+
+
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """Half precision on CUDA, float32 elsewhere (override with ``SCP_DTYPE=float32``)."""
     name = os.environ.get("SCP_DTYPE")
@@ -90,21 +125,28 @@ def toy_unet(seed: int = 0, **overrides):
     return UNet2DConditionModel(**{**TOY_UNET_CONFIG, **overrides})
 
 
-def controlnet_from_unet(unet, conditioning_embedding_out_channels=None):
+def controlnet_from_unet(unet, conditioning_embedding_out_channels=None, vae_factor: int | None = None):
     """``ControlNetModel.from_unet``: a trainable copy of the UNet encoder (zero-initialised outputs).
 
     Args:
         unet: the base UNet.
         conditioning_embedding_out_channels: channels of the control-map encoder; its
             number of stride-2 convolutions (``len - 1``) must equal log2 of the VAE's
-            downsampling (3 for SD's 8x, 2 for the toy's 4x). Default: SD's for SD-sized
-            UNets, the toy's otherwise.
+            downsampling (3 for SD's 8x, 2 for the toy's 4x).
+        vae_factor: the VAE's downsampling, which fixes that number when the channels are
+            not given. Default: 8 for SD-sized UNets (first block >= 320 channels), 4 otherwise.
+            The widths are SD's ``(16, 32, 96, 256)`` for SD-sized UNets, small ones otherwise.
     """
     from diffusers import ControlNetModel
 
     if conditioning_embedding_out_channels is None:
         big = unet.config.block_out_channels[0] >= 320
-        conditioning_embedding_out_channels = (16, 32, 96, 256) if big else TOY_CONTROLNET_EMBEDDING
+        factor = int(vae_factor or (8 if big else 4))
+        n = factor.bit_length() - 1
+        if factor < 2 or 2 ** n != factor:
+            raise ValueError(f"vae_factor must be a power of two >= 2, got {vae_factor!r}")
+        widths = (16, 32, 96, 256) if big else (16, 32, 64, 64, 64)
+        conditioning_embedding_out_channels = (widths + widths[-1:] * n)[:n + 1]
     return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_embedding_out_channels)
 
 
@@ -165,6 +207,7 @@ def load_sd_components(base: str = SD21_BASE, controlnet: str | None = None, pro
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     root = ModelSource(base).resolve("Stable Diffusion")
+    _check_epsilon_base(root)
     vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype)
     unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype)
     tok = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
@@ -173,9 +216,22 @@ def load_sd_components(base: str = SD21_BASE, controlnet: str | None = None, pro
     uncond = encode_prompt(te, tok, negative_prompt, device)
     del te
     if controlnet is None:
-        cn = controlnet_from_unet(unet)
+        cn = controlnet_from_unet(unet, vae_factor=2 ** (len(vae.config.block_out_channels) - 1))
     else:
         cn = ControlNetModel.from_pretrained(ModelSource(controlnet).resolve("ControlNet"), torch_dtype=dtype)
     return dict(vae=vae.to(device), unet=unet.to(device), controlnet=cn.to(device, dtype),
                 scheduler=make_scheduler("ddim"), prompt_embeds=cond.to(device, dtype),
                 negative_prompt_embeds=uncond.to(device, dtype))
+
+
+def _check_epsilon_base(root: str) -> None:
+    """Refuse a base whose scheduler is not epsilon prediction (e.g. SD 2.1 768, v-prediction):
+    the project's schedule (:data:`SD_SCHEDULER_CONFIG`) and the priors assume SD 2.1 *base*."""
+    import json
+
+    cfg = Path(root) / "scheduler" / "scheduler_config.json"
+    if cfg.is_file():
+        pred = json.loads(cfg.read_text()).get("prediction_type", "epsilon")
+        if pred != "epsilon":
+            raise ValueError(f"{root} predicts {pred!r}, but SCP-Diff here follows SD 2.1 base (epsilon "
+                             f"prediction); use {SD21_BASE}")

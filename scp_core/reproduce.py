@@ -38,8 +38,8 @@ TITLES = {
 
 
 def report_dir(profile: str, smoke: bool, out: str | Path | None = None) -> Path:
-    if out:
-        return Path(out)
+    if out:  # absolute: the notebooks run in notebooks/, a relative path would land there
+        return Path(out).expanduser().absolute()
     return REPO_ROOT / "reports" / ("_smoke" if smoke else "") / profile
 
 

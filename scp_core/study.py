@@ -148,7 +148,9 @@ def load_pipeline(s: Settings):
 def load_data(s: Settings, split: str):
     key = ("data", s.dataset, s.data_root, split)
     if key not in _CACHE:
-        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split)
+        # real scale: the images at the size the pipeline was fine-tuned at (the loaders resize)
+        size = {"size": tuple(load_pipeline(s).image_size)} if s.metric != "FD-toy" else {}
+        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split, **size)
     return _CACHE[key]
 
 

@@ -72,8 +72,9 @@ def vae_psnr(vae, images: np.ndarray, batch_size: int = 64) -> float:
     vals = []
     for s in range(0, len(images), batch_size):
         x = torch.as_tensor(images[s:s + batch_size]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        x = x.to(next(vae.parameters()).device)  # wherever training left the VAE (accelerate's device)
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample
-        vals.append(psnr(rec, x))
+        vals.append(psnr(rec.float(), x).cpu())
     return float(torch.cat(vals).mean())
 
 

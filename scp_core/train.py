@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from . import _tv_compat  # noqa: F401
 from .io import atomic_path, write_json
+from .models import fresh_accelerate_state, run_on_cpu
 
 DECODER_PREFIXES = ("up_blocks.", "conv_norm_out.", "conv_out.")
 
@@ -130,9 +131,33 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
+def make_accelerator(mixed_precision: str = "no", device: str | None = None):
+    """The ``accelerate.Accelerator`` of a training run.
+
+    Args:
+        mixed_precision: ``"no"``, ``"fp16"`` (CUDA only) or ``"bf16"``.
+        device: ``None`` / ``"auto"``: accelerate's device for this process (its GPU under
+            ``accelerate launch`` where GPUs exist, else the CPU), unless ``SCP_DEVICE=cpu``;
+            ``"cpu"``; ``"cuda"`` (refused where no GPU exists).
+
+    In a single process, a second run with another ``mixed_precision`` gets a fresh
+    accelerate state (accelerate otherwise refuses to change it).
+    """
+    from accelerate import Accelerator
+
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
+    cpu = run_on_cpu(device)
+    if cpu and mixed_precision == "fp16":
+        raise ValueError("mixed_precision='fp16' needs a GPU (accelerate would silently train in float32 on the "
+                         "CPU); use 'bf16' or 'no' there")
+    fresh_accelerate_state(cpu, mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndarray, torch.Generator], torch.Tensor],
         n_items: int, cfg: TrainConfig, out_dir: str | Path, resume: str | None = None,
-        accelerator=None, desc: str = "train", stop_after: int | None = None) -> dict:
+        accelerator=None, desc: str = "train", stop_after: int | None = None, device: str | None = None) -> dict:
     """The shared training loop (AdamW, warmup then constant LR, grad clipping, checkpoints).
 
     Args:
@@ -145,20 +170,29 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndar
         resume: ``"latest"`` or a checkpoint folder.
         stop_after: stop (without finishing) after this global step; for tests that
             simulate an interrupted run.
+        accelerator: an ``accelerate.Accelerator`` to use (default: :func:`make_accelerator`).
+        device: ``None`` / ``"auto"`` (accelerate's choice: this process's GPU where there is
+            one, else the CPU; ``SCP_DEVICE=cpu`` pins the CPU), ``"cpu"`` or ``"cuda"``.
 
     Returns:
-        dict with ``steps``, ``wall_s``, ``final_loss`` and ``losses`` (list of floats).
+        dict with ``steps``, ``wall_s``, ``final_loss``, ``losses`` (list of floats), the
+        ``accelerator`` and the unwrapped ``model`` (on ``accelerator.device``).
     """
-    from accelerate import Accelerator
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    if cfg.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision, device)
+    if cfg.gradient_checkpointing:
+        if not hasattr(model, "enable_gradient_checkpointing"):
+            raise ValueError(f"gradient_checkpointing=True, but {type(model).__name__} has no "
+                             "enable_gradient_checkpointing(); train without it or wrap the model in a module that has it")
         model.enable_gradient_checkpointing()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter of the model requires grad")
+    half = sorted({str(p.dtype) for p in params if p.dtype != torch.float32})
+    if half:
+        raise ValueError(f"the trainable parameters are {', '.join(half)}: train float32 weights (cast the model "
+                         "with .float()) and pick half-precision compute with mixed_precision='fp16' or 'bf16'")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) if cfg.warmup else 1.0)
     model, opt, sched = accelerator.prepare(model, opt, sched)
@@ -326,6 +360,19 @@ class ControlNetWithUNet(torch.nn.Module):
         super().__init__()
         self.controlnet, self.unet = controlnet, unet
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Activation checkpointing in both halves (recompute blocks in the backward pass)."""
+        self.controlnet.enable_gradient_checkpointing()
+        self.unet.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.controlnet.disable_gradient_checkpointing()
+        self.unet.disable_gradient_checkpointing()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.controlnet.is_gradient_checkpointing and self.unet.is_gradient_checkpointing
+
     def forward(self, xt, t, cond, control, conditioning_scale: float = 1.0):
         down, mid = self.controlnet(xt, t, encoder_hidden_states=cond, controlnet_cond=control,
                                     conditioning_scale=conditioning_scale, return_dict=False)
@@ -364,9 +411,10 @@ def dataset_controlnet_loss_fn(pipe, dataset, p_uncond: float = 0.1):
         items = [dataset[int(i)] for i in np.sort(idx)]
         images = torch.stack([it["image"] for it in items])
         labels = torch.stack([it["labels"] for it in items])
-        with torch.no_grad():
-            post = pipe.vae.encode(images.to(dev, pipe.vae.dtype)).latent_dist
-            x0 = (post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(dev)).float() * pipe.scale_factor
+        with torch.no_grad():  # the frozen VAE encodes where it lives (finetune_controlnet puts it on dev)
+            vae_dev = next(pipe.vae.parameters()).device
+            post = pipe.vae.encode(images.to(vae_dev, pipe.vae.dtype)).latent_dist
+            x0 = (post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(vae_dev)).float() * pipe.scale_factor
         control = pipe.control(labels).to(dev, pipe.dtype)
         return eps_mse(lambda xt, t, c: model(xt.to(pipe.dtype), t, c.to(pipe.dtype), control), x0.cpu(), ddpm, gen,
                        pipe.prompt_embeds, pipe.negative_prompt_embeds, p_uncond, dev)
@@ -381,29 +429,60 @@ def make_ddpm_like(scheduler):
     return DDPMScheduler(**{k: scheduler.config[k] for k in keys})
 
 
+def place_for_training(pipe, device, trainable_dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """Put every part of ``pipe`` that fine-tuning touches on ``device``; returns the previous weight dtype.
+
+    The ControlNet and UNet (trained) become ``trainable_dtype`` (float32 master weights;
+    half-precision compute comes from mixed precision), the frozen VAE keeps its dtype, and
+    the prompt embeddings follow, so nothing is left on the device the pipeline was loaded on.
+    """
+    device = torch.device(device)
+    old_dtype = pipe.dtype
+    for m in (pipe.controlnet, pipe.unet):
+        m.to(device) if m.dtype == trainable_dtype else m.to(device=device, dtype=trainable_dtype)
+    pipe.vae.to(device)
+    pipe.prompt_embeds = pipe.prompt_embeds.to(device=device, dtype=trainable_dtype)
+    pipe.negative_prompt_embeds = pipe.negative_prompt_embeds.to(device=device, dtype=trainable_dtype)
+    return old_dtype
+
+
 def finetune_controlnet(pipe, dataset, cfg: TrainConfig, out_dir: str | Path, resume: str | None = None,
-                        unlock: bool = True, save_to: str | Path | None = None, stop_after: int | None = None) -> dict:
+                        unlock: bool = True, save_to: str | Path | None = None, stop_after: int | None = None,
+                        accelerator=None, device: str | None = None) -> dict:
     """Fine-tune ``pipe.controlnet`` (and, with ``unlock``, the UNet decoder) on a dataset.
 
     Works for the toy stack and for SD 2.1 alike; run it under ``accelerate launch`` for
     several processes or GPUs (each process takes its slice of every global batch).
+    Whatever device the pipeline was loaded on, the whole pipeline (frozen VAE and prompt
+    embeddings included) moves to the run's device (``accelerator.device``) and stays there;
+    the trained modules train as float32 weights and return to the pipeline's previous
+    dtype after saving (the saved pipeline holds the float32 weights).
 
     Args:
         pipe: an ``SCPDiffPipeline`` (its VAE stays frozen).
         dataset: items ``{"image", "labels"}`` at the pipeline's image size.
-        cfg: hyper-parameters (the paper: AdamW, lr 1e-5 for SD).
+        cfg: hyper-parameters (the paper: AdamW, lr 1e-5 for SD); ``cfg.mixed_precision``
+            and ``cfg.gradient_checkpointing`` apply to ControlNet and UNet alike.
         out_dir: checkpoints and the loss log.
         unlock: train the UNet's up blocks and output layers too (authors' ``sd_locked=False``).
         save_to: write the fine-tuned pipeline here (main process only).
+        accelerator, device: the run's accelerator, or the device to make one for (see
+            :func:`make_accelerator`).
     """
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision, device)
     pipe.vae.requires_grad_(False)
+    old_dtype = place_for_training(pipe, accelerator.device)
     model, unlocked = prepare_controlnet_training(pipe.controlnet, pipe.unet, unlock=unlock)
     r = fit(model, dataset_controlnet_loss_fn(pipe, dataset), len(dataset), cfg, out_dir, resume=resume,
-            desc="ControlNet fine-tuning", stop_after=stop_after)
+            desc="ControlNet fine-tuning", stop_after=stop_after, accelerator=accelerator)
     model = r["model"]
+    if cfg.gradient_checkpointing:
+        model.disable_gradient_checkpointing()
     pipe.controlnet, pipe.unet = model.controlnet.eval(), model.unet.eval()
     r["unlocked"] = unlocked
     if save_to is not None and r["accelerator"].is_main_process:
         pipe.save_pretrained(save_to)
     r["accelerator"].wait_for_everyone()
+    if old_dtype != torch.float32:  # back to the dtype it sampled in (the VAE never changed)
+        place_for_training(pipe, accelerator.device, trainable_dtype=old_dtype)
     return r

@@ -420,7 +420,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def straight_losses(tmp_path_factory):
     with _one_thread():
-        return finetune_controlnet(tiny_pipeline(), TinySet(8), TrainConfig(**CFG), tmp_path_factory.mktemp("straight"))["losses"]
+        return finetune_controlnet(tiny_pipeline(), TinySet(8), TrainConfig(**CFG), tmp_path_factory.mktemp("straight"),
+                                   device="cpu")["losses"]  # compared with the CPU subprocess
 
 
 def _start(tmp_path, mode):
@@ -441,7 +442,7 @@ def _loads(ckpt: Path, tmp_path: Path) -> None:
     assert ckpt.name == f"checkpoint-{step}"
     with _one_thread():
         r = finetune_controlnet(tiny_pipeline(), TinySet(8), TrainConfig(**{**CFG, "steps": step}),
-                                tmp_path / f"probe-{step}", resume=str(ckpt))
+                                tmp_path / f"probe-{step}", resume=str(ckpt), device="cpu")
     assert r["steps"] == step and r["losses"] == []
 
 
@@ -454,7 +455,7 @@ def _resume_and_compare(run: Path, straight, tmp_path, full_log: bool | None = T
     """
     last = max(_checkpoints(run))
     with _one_thread():
-        r = finetune_controlnet(tiny_pipeline(), TinySet(8), TrainConfig(**CFG), run, resume="latest")
+        r = finetune_controlnet(tiny_pipeline(), TinySet(8), TrainConfig(**CFG), run, resume="latest", device="cpu")
     assert r["steps"] == STEPS
     new = r["losses"][-(STEPS - last):]
     np.testing.assert_allclose(new, straight[last:], rtol=1e-5, atol=1e-7)

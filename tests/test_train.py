@@ -70,7 +70,7 @@ def test_loss_is_finite_and_falls_when_overfitting_one_batch(tmp_path):
     pipe = tiny_pipeline()
     data = TinySet(4)
     cfg = TrainConfig(steps=40, batch_size=4, lr=1e-3, seed=0)
-    r = finetune_controlnet(pipe, data, cfg, tmp_path)
+    r = finetune_controlnet(pipe, data, cfg, tmp_path, device="cpu")
     losses = r["losses"]
     assert all(np.isfinite(losses)) and len(losses) == 40
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8]), (losses[:8], losses[-8:])
@@ -81,7 +81,8 @@ def test_decoder_unlock_changes_exactly_the_named_parameters(tmp_path):
     pipe = tiny_pipeline()
     before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     before_vae = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
-    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3), tmp_path, unlock=True)
+    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3), tmp_path, unlock=True,
+                            device="cpu")  # compared with CPU copies
     unlocked = set(r["unlocked"])
     assert unlocked and all(n.startswith(DECODER_PREFIXES) for n in unlocked)
     for name, p in pipe.unet.named_parameters():
@@ -91,19 +92,21 @@ def test_decoder_unlock_changes_exactly_the_named_parameters(tmp_path):
     # locked: the UNet does not move at all
     pipe = tiny_pipeline()
     before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3), tmp_path / "l", unlock=False)
+    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3), tmp_path / "l", unlock=False,
+                            device="cpu")
     assert r["unlocked"] == []
     assert all(torch.equal(v, before_unet[k]) for k, v in pipe.unet.state_dict().items())
 
 
 def test_resume_gives_the_same_next_step_loss_as_an_uninterrupted_run(tmp_path):
     cfg = TrainConfig(steps=6, batch_size=4, lr=5e-4, checkpoint_every=3, seed=1)
-    straight = finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "a")["losses"]
+    straight = finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "a", device="cpu")["losses"]
     # interrupted after step 4 (checkpoint at 3), then resumed from the latest checkpoint
-    finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "b", stop_after=4)
+    finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "b", stop_after=4, device="cpu")
     assert (tmp_path / "b" / "checkpoint-3" / "step.json").is_file()
     assert not list((tmp_path / "b").glob(".checkpoint-*")), "no half-written checkpoint left"
-    resumed = finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "b", resume="latest")["losses"]
+    resumed = finetune_controlnet(tiny_pipeline(), TinySet(8), cfg, tmp_path / "b", resume="latest",
+                                  device="cpu")["losses"]  # CPU: bitwise-reproducible kernels
     assert len(resumed) == 6
     np.testing.assert_allclose(resumed[3:], straight[3:], rtol=1e-5, atol=1e-7)
 
@@ -151,3 +154,89 @@ print(f"rank {{acc.process_index}} of {{acc.num_processes}} losses {{r['losses']
     # both processes report the same (all-reduced) losses, and the result is loadable
     assert len({losses for _, _, losses in found}) == 1
     SCPDiffPipeline.from_pretrained(tmp_path / "out", device="cpu")
+
+
+# ------------------------------------------------------------------ precision, checkpointing, placement
+def _count_forwards(pipe) -> dict:
+    """Count the forward passes of one ResNet of the ControlNet and one of the UNet decoder (blocks that
+    diffusers checkpoints). The forward itself is wrapped: module hooks do not fire in a recompute."""
+    calls = {"controlnet": 0, "unet": 0}
+    for key, block in (("controlnet", pipe.controlnet.down_blocks[0].resnets[0]), ("unet", pipe.unet.up_blocks[0].resnets[0])):
+        def counted(*a, _f=block.forward, _k=key, **kw):
+            calls[_k] += 1
+            return _f(*a, **kw)
+        block.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradient_checkpointing_reaches_controlnet_and_unet(tmp_path, checkpointing):
+    """With checkpointing the blocks run again in the backward pass (twice per step), and the losses are unchanged."""
+    pipe = tiny_pipeline()
+    calls = _count_forwards(pipe)
+    cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, gradient_checkpointing=checkpointing)
+    r = finetune_controlnet(pipe, TinySet(4), cfg, tmp_path, device="cpu")
+    per_step = 2 if checkpointing else 1
+    assert calls == {"controlnet": 2 * per_step, "unet": 2 * per_step}
+    assert not pipe.unet.is_gradient_checkpointing, "switched off again after training"
+    plain = finetune_controlnet(tiny_pipeline(), TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3),
+                                tmp_path / "plain", device="cpu")["losses"]
+    np.testing.assert_allclose(r["losses"], plain, rtol=1e-5)
+
+
+def test_fit_refuses_checkpointing_a_model_without_it(tmp_path):
+    m = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="no enable_gradient_checkpointing"):
+        fit(m, lambda *a: None, 4, TrainConfig(steps=1, gradient_checkpointing=True), tmp_path, device="cpu")
+
+
+def test_a_half_precision_pipeline_trains_float32_weights_and_gets_its_dtype_back(tmp_path):
+    """``from_pretrained`` loads float16 on a GPU: fine-tuning must not train float16 weights."""
+    pipe = tiny_pipeline().to(dtype=torch.bfloat16)  # bfloat16: half precision that the CPU computes
+    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3, mixed_precision="bf16"),
+                            tmp_path, device="cpu", save_to=tmp_path / "out")
+    assert all(np.isfinite(r["losses"])) and len(r["losses"]) == 2
+    assert r["model"].controlnet is pipe.controlnet
+    assert pipe.dtype == torch.bfloat16 and pipe.controlnet.dtype == torch.bfloat16, "sampling dtype restored"
+    assert pipe.prompt_embeds.dtype == torch.bfloat16
+    saved = SCPDiffPipeline.from_pretrained(tmp_path / "out", device="cpu", dtype=torch.float32)
+    from safetensors.torch import load_file
+    weights = load_file(str(tmp_path / "out" / "controlnet" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}, "the float32 master weights are saved"
+    assert saved.dtype == torch.float32
+
+
+def test_fit_refuses_half_precision_trainable_weights(tmp_path):
+    m = torch.nn.Linear(2, 2).half()
+    with pytest.raises(ValueError, match="train float32 weights"):
+        fit(m, lambda *a: None, 4, TrainConfig(steps=1), tmp_path, device="cpu")
+
+
+def test_mixed_precision_bf16_on_the_cpu_and_fp16_refused_there(tmp_path):
+    from scp_core.train import make_accelerator
+
+    r = finetune_controlnet(tiny_pipeline(), TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3, mixed_precision="bf16"),
+                            tmp_path, device="cpu")
+    assert r["accelerator"].mixed_precision == "bf16" and all(np.isfinite(r["losses"]))
+    # a later run in the same process with another precision gets its own accelerate state
+    r = finetune_controlnet(tiny_pipeline(), TinySet(4), TrainConfig(steps=1, batch_size=4, lr=1e-3), tmp_path / "b",
+                            device="cpu")
+    assert r["accelerator"].mixed_precision == "no"
+    with pytest.raises(ValueError, match="fp16' needs a GPU"):
+        make_accelerator("fp16", device="cpu")
+    with pytest.raises(ValueError, match="mixed_precision must be"):
+        make_accelerator("fp8", device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no GPU"):
+            make_accelerator("no", device="cuda")
+
+
+def test_finetuning_moves_the_frozen_vae_and_the_prompt_to_the_run_device(tmp_path):
+    """The pipeline ends where accelerate trained it (on a GPU machine: CUDA; see test_cuda.py)."""
+    pipe = tiny_pipeline()
+    r = finetune_controlnet(pipe, TinySet(4), TrainConfig(steps=1, batch_size=4, lr=1e-3), tmp_path)
+    dev = r["accelerator"].device
+    for name, t in [("vae", next(pipe.vae.parameters())), ("unet", next(pipe.unet.parameters())),
+                    ("controlnet", next(pipe.controlnet.parameters())), ("prompt", pipe.prompt_embeds),
+                    ("null prompt", pipe.negative_prompt_embeds)]:
+        assert t.device.type == dev.type, name

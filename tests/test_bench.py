@@ -1,0 +1,49 @@
+"""The GPU benchmarks' --quick modes (CPU, toy shapes): they run, compare like with like, and say what they did not measure."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_finetune
+        import gpu_sampling
+        yield gpu_sampling, gpu_finetune
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_gpu_sampling_quick(bench_modules, tmp_path):
+    gpu_sampling, _ = bench_modules
+    gpu_sampling.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "gpu_sampling.json").read_text())
+    assert data["device"] == "cpu" and data["repeats"] >= 5 and data["batches"] == [1, 2]
+    assert [(c["dataset"], c["batch"]) for c in data["configs"]] == [
+        ("cityscapes (toy shapes)", 1), ("cityscapes (toy shapes)", 2), ("ade20k (toy shapes)", 1), ("ade20k (toy shapes)", 2)]
+    for c in data["configs"]:
+        assert set(c["methods"]) == {"ours, normal mu=1", "ours, joint mu=0.8", "diffusers ControlNet"}
+        assert all(len(m["times"]) == data["repeats"] and min(m["times"]) > 0 for m in c["methods"].values())
+        # the same start latents give the same images (ours is rounded to uint8: half a grey level)
+        assert c["max_abs_image_diff_ours_mu1_vs_diffusers"] <= 1 / 255
+    ratios = [h["ours mu=1 / diffusers"] for h in data["headline"]]
+    assert len(ratios) == 4 and all(np.isfinite(ratios))
+    md = (tmp_path / "gpu_sampling.md").read_text()
+    assert "Not measured: this run had no GPU" in md and "not measured (CPU)" in md
+
+
+def test_gpu_finetune_quick(bench_modules, tmp_path):
+    _, gpu_finetune = bench_modules
+    gpu_finetune.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "gpu_finetune.json").read_text())
+    assert [r["gradient_checkpointing"] for r in data["results"]] == [False, True]
+    for r in data["results"]:
+        assert len(r["step_s"]) == data["steps"] == 5 and min(r["step_s"]) > 0 and np.isfinite(r["final_loss"])
+        assert r["peak_gib"] is None  # CPU: not measured, and said so
+    assert "Not measured: this run had no GPU" in (tmp_path / "gpu_finetune.md").read_text()
