@@ -43,7 +43,7 @@ def report_dir(profile: str, smoke: bool, out: str | Path | None = None) -> Path
     return REPO_ROOT / "reports" / ("_smoke" if smoke else "") / profile
 
 
-def run_notebook(name: str, out: Path, params: dict, timeout: int = 3600) -> dict:
+def run_notebook(name: str, out: Path, params: dict, timeout: int = 6 * 3600) -> dict:
     """Execute one notebook with papermill and render HTML; never raises for notebook errors."""
     import papermill as pm
 

@@ -71,7 +71,7 @@ def scpdiff(args, cwd, n=1, timeout=600):
 FINETUNE = ["finetune", "--base", "models/sd21-base", "--dataset", "cityscapes", "--root", "data/cityscapes",
             "--size", *map(str, SIZE), "--steps", "2", "--batch-size", "2", "--lr", "1e-5", "--checkpoint-every", "1"]
 PRIORS = ["priors", "--pipeline", "runs/cityscapes/pipeline", "--dataset", "cityscapes", "--root", "data/cityscapes",
-          "--n", "4", "--batch-size", "2"]
+          "--n", "4"]
 SAMPLE = ["sample", "--pipeline", "runs/cityscapes/pipeline", "--dataset", "cityscapes", "--root", "data/cityscapes",
           "--split", "val", "--n", "2", "--prior", "runs/cityscapes/priors/joint.safetensors", "--mu", "0.8",
           "--steps", "3", "--guidance", "4.0", "--batch-size", "2"]
