@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import _tv_compat  # noqa: F401
-from .data import REPO_ROOT, colorize, get_dataset
+from .data import CAMVID_DUSK_HOLDOUT, REPO_ROOT, colorize, get_dataset
 from .io import write_json, write_text
 from .priors import NormalPrior, PriorAccumulator
 
@@ -72,6 +72,7 @@ class Settings:
     data_root: str | None = None
     segmenter: str | None = None  # a transformers segmentation folder (real scale); None: the toy segmenter
     metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
+    dataset_options: dict = field(default_factory=dict)  # keywords of the dataset class (size, hold-out)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -88,6 +89,12 @@ PROFILES = {
                            batch_size=8, metric="FID"),
     "ade20k": Settings(profile="ade20k", dataset="ade20k", n_ref=10000, n_eval=2000, guidance=7.5,
                        batch_size=8, metric="FID"),
+    # real photographs on the CPU: CamVid at 192 x 256 (3:4, the native 360 x 480 scaled by 8/15), the
+    # pretrained TAEF2 autoencoder and the models of zoo/camvid (`scpdiff train --profile camvid`). The last
+    # 12 frames of the dusk sequence 0001TP are held out of every training and prior set (split "holdout").
+    "camvid": Settings(profile="camvid", dataset="camvid", pipeline="zoo/camvid/pipeline", n_ref=355, n_eval=101,
+                       batch_size=16, metric="FID",
+                       dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the daylight zoo fine-tuned on toy-city-gv (scp_core.toy_zoo.train_toy_gv)
     "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
 }
@@ -139,7 +146,7 @@ def load_pipeline(s: Settings):
 def load_data(s: Settings, split: str):
     key = ("data", s.dataset, s.data_root, split)
     if key not in _CACHE:
-        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split)
+        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split, **s.dataset_options)
     return _CACHE[key]
 
 
