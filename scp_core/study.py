@@ -70,7 +70,7 @@ class Settings:
     smoke: bool = False
     out_dir: str | None = None
     data_root: str | None = None
-    segmenter: str | None = None  # a transformers segmentation folder (real scale); None: the toy segmenter
+    segmenter: str | None = None  # a transformers segmentation folder, or one written by ToySegmenter; None: the toy one
     metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
     dataset_options: dict = field(default_factory=dict)  # keywords of the dataset class (size, hold-out)
     extra: dict = field(default_factory=dict)
@@ -93,7 +93,7 @@ PROFILES = {
     # pretrained TAEF2 autoencoder and the models of zoo/camvid (`scpdiff train --profile camvid`). The last
     # 12 frames of the dusk sequence 0001TP are held out of every training and prior set (split "holdout").
     "camvid": Settings(profile="camvid", dataset="camvid", pipeline="zoo/camvid/pipeline", n_ref=355, n_eval=101,
-                       batch_size=16, metric="FID",
+                       batch_size=16, metric="FID", segmenter="zoo/camvid/segmenter",
                        dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the daylight zoo fine-tuned on toy-city-gv (scp_core.toy_zoo.train_toy_gv)
     "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
@@ -157,7 +157,13 @@ def load_segmenter(s: Settings | None = None):
     folder = s.segmenter if s is not None else None
     key = ("seg", folder)
     if key not in _CACHE:
-        _CACHE[key] = HFSegmenter(folder) if folder else load_toy_segmenter()
+        path = Path(folder) if folder else None
+        path = path if path is None or path.is_absolute() else REPO_ROOT / path
+        cfg = path / "config.json" if path is not None else None
+        if cfg is not None and cfg.is_file() and "channels" in json.loads(cfg.read_text()):
+            _CACHE[key] = load_toy_segmenter(path)  # a segmenter trained with the toy recipe (zoo/camvid)
+        else:
+            _CACHE[key] = HFSegmenter(folder) if folder else load_toy_segmenter()
     return _CACHE[key]
 
 

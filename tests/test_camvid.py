@@ -129,3 +129,14 @@ def test_train_stack_missing_dataset_root(tmp_path):
         train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w", data_root=tmp_path / "nowhere",
                     recipe=recipe_for("camvid", small=True), limit=2)
     assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
+def test_study_loads_a_toy_recipe_segmenter_folder(tmp_path):
+    from scp_core import study
+    from scp_core.metrics.toy_segmenter import ToySegmenter
+
+    torch.manual_seed(0)
+    ToySegmenter(11, (8, 8, 8, 8)).save_pretrained(tmp_path / "seg")
+    seg = study.load_segmenter(settings("camvid", smoke=False, segmenter=str(tmp_path / "seg")))
+    assert isinstance(seg, ToySegmenter) and seg.num_classes == 11
+    assert seg.predict(torch.zeros(1, 3, 16, 16)).shape == (1, 16, 16)
