@@ -44,6 +44,13 @@ def _cmd_train(a) -> int:
         from .data import REPO_ROOT
 
         small = REPO_ROOT / "runs" / f"{a.profile}-small"
+        if a.report_only:
+            from .zoo import rewrite_report
+
+            print(rewrite_report(a.profile, out=a.out or (small / "zoo" if a.small else None),
+                                 work=small if a.small else None, data_root=a.data_root,
+                                 recipe=recipe_for(a.profile, small=a.small)))
+            return 0
         facts = train_stack(a.profile, out=a.out or (small / "zoo" if a.small else None),
                             work=small if a.small else None, data_root=a.data_root, resume=a.resume,
                             recipe=recipe_for(a.profile, small=a.small), limit=8 if a.small else None)
@@ -121,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "camvid"])
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/<profile>-small")
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
+    t.add_argument("--report-only", action="store_true", help="camvid: write REPORT.md again from a finished run")
     t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
     t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"])
     t.add_argument("--out", default=None, help="toy: pipeline folder (default zoo/toy/pipeline); "

@@ -94,7 +94,7 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
         pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
     from scp_core.data import REPO_ROOT
     from scp_core.pipeline import SCPDiffPipeline
-    from scp_core.zoo import recipe_for, train_stack
+    from scp_core.zoo import recipe_for, rewrite_report, train_stack
 
     zoo = REPO_ROOT / "zoo" / "camvid"
     before = sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) if zoo.exists() else []
@@ -108,6 +108,10 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
     pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
     assert pipe.latent_shape == (32, 24, 32) and pipe.prior_num_classes == 12
     assert sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) == before if zoo.exists() else not before
+    # the report alone, written again from the run (with the run's notes)
+    (work / "NOTES.md").write_text("a note on the sittings")
+    text = rewrite_report("camvid", out=out, work=work, data_root=CAMVID, recipe=recipe_for("camvid", small=True))
+    assert "a note on the sittings" in text.read_text() and text == out / "REPORT.md"
     # resume: finished stages are loaded, not retrained
     again = train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest",
                         recipe=recipe_for("camvid", small=True), limit=3, report=False)
