@@ -352,10 +352,12 @@ def write_report(out: Path, work: Path, facts: dict, recipe: StackRecipe, val_la
     fig_dir = out / "report"
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    last50 = {}
     for ax, stage in zip(axes, ("unet", "controlnet")):
         csv = work / stage / "loss.csv"
         if csv.is_file():
             df = pd.read_csv(csv)
+            last50[stage] = float(df["loss"].tail(50).mean())
             with atomic_path(fig_dir / f"loss_{stage}.csv") as tmp:
                 df.to_csv(tmp, index=False)
             ax.plot(df["step"], df["loss"], alpha=0.3, lw=0.8, label="loss")
@@ -428,8 +430,8 @@ Measured:
 | TAEF2 round-trip PSNR, {facts['taef2_psnr_n']} validation images | {facts['taef2_psnr_val_db']} dB |
 | latent scale factor (1 / std of the training latents; their mean is {facts['latent_mean']}) | {facts['scale_factor']} |
 | encoding the training latents, or reading them from the run's cache when resumed | {facts['encode_s']} s |
-| base UNet: steps, wall time of the sitting that finished it, final loss | {u.get('steps')}, {u.get('wall_s')} s, {u.get('final_loss', float('nan')):.4f} |
-| ControlNet (+ {c.get('unlocked_unet_tensors')} unlocked UNet decoder tensors): steps, wall time of the sitting that finished it, final loss | {c.get('steps')}, {c.get('wall_s')} s, {c.get('final_loss', float('nan')):.4f} |
+| base UNet: steps, wall time of the sitting that finished it, last loss, mean loss of the last 50 steps | {u.get('steps')}, {u.get('wall_s')} s, {u.get('final_loss', float('nan')):.4f}, {last50.get('unet', float('nan')):.4f} |
+| ControlNet (+ {c.get('unlocked_unet_tensors')} unlocked UNet decoder tensors): steps, wall time of the sitting that finished it, last loss, mean of the last 50 | {c.get('steps')}, {c.get('wall_s')} s, {c.get('final_loss', float('nan')):.4f}, {last50.get('controlnet', float('nan')):.4f} |
 | segmenter: steps, wall time, mean loss of the last 50 steps | {sg['steps']}, {sg['wall_s']} s, {sg['loss_last_50']} |
 | segmenter on {sg['n_val']} real validation images: mIoU / pixel accuracy | {100 * sg['val_miou']:.2f} [{100 * ci['miou'][0]:.2f}, {100 * ci['miou'][1]:.2f}] / {100 * sg['val_acc']:.2f} [{100 * ci['acc'][0]:.2f}, {100 * ci['acc'][1]:.2f}] |
 | wall time of the last `scpdiff train` invocation (before this report) | {facts['total_wall_s']} s |
