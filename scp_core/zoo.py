@@ -37,7 +37,7 @@ from .data import REPO_ROOT, colorize, control_map, get_dataset
 from .io import atomic_path, write_json, write_text
 from .train import TrainConfig
 
-__all__ = ["StackRecipe", "RECIPES", "train_stack", "rewrite_report", "load_images", "LatentSet"]
+__all__ = ["StackRecipe", "RECIPES", "train_stack", "train_segmenter", "rewrite_report", "load_images", "LatentSet"]
 
 
 @dataclass
@@ -171,7 +171,6 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     """
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from .metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
     from .models import controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet
     from .taef2 import TAEF2
     from .train import (LatentCache, controlnet_loss_fn, fit, fit_scale_factor, prepare_controlnet_training,
@@ -237,17 +236,7 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     facts["controlnet"] = _facts(work / "controlnet")
 
     # 4. segmenter (the toy segmenter's recipe), scored on real validation images
-    seg_dir = work / "segmenter"
-    if resume and (seg_dir / "model.safetensors").is_file():
-        seg = ToySegmenter.from_pretrained(seg_dir)
-        seg_log = json.loads((seg_dir / "training_log.json").read_text())
-    else:
-        seg, seg_log = train_toy_segmenter(data=(images, labels), seed=recipe.seed, progress=False,
-                                           label_set=(train.num_classes, train.ignore_index, train.class_names),
-                                           **recipe.segmenter)
-        seg_log["global_variations"] = []
-        seg.save_pretrained(seg_dir, extra_config={"dataset": s.dataset, "image_size": list(train.size)})
-        write_json(seg_dir / "training_log.json", seg_log)
+    seg, seg_log = _segmenter_stage(images, labels, train, recipe, work / "segmenter", resume)
     val_images, val_labels, _ = load_images(val, limit)
     t0 = time.time()
     facts["taef2_psnr_val_db"] = round(float(np.mean(taef2_psnr(vae, val_images))), 2)
@@ -299,6 +288,35 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
         labels = np.concatenate([labels, labels[:, :, ::-1]])
     val_images, val_labels, _ = load_images(val, facts["taef2_psnr_n"])
     return write_report(out, work, facts, recipe, val_labels, val_images, load_file(str(lat_path))["latents"], labels)
+
+
+def _segmenter_stage(images, labels, train, recipe: StackRecipe, seg_dir: Path, resume: str | None):
+    """Train (or, resuming, load) the segmenter with the toy segmenter's recipe on the training images."""
+    from .metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
+
+    if resume and (seg_dir / "model.safetensors").is_file() and (seg_dir / "config.json").is_file():
+        return ToySegmenter.from_pretrained(seg_dir), json.loads((seg_dir / "training_log.json").read_text())
+    seg, log = train_toy_segmenter(data=(images, labels), seed=recipe.seed, progress=False,
+                                   label_set=(train.num_classes, train.ignore_index, train.class_names),
+                                   **recipe.segmenter)
+    log["global_variations"] = []
+    write_json(seg_dir / "training_log.json", log)  # before the weights: their presence marks a finished stage
+    seg.save_pretrained(seg_dir, extra_config={"dataset": train.name, "image_size": list(train.size)})
+    return seg, log
+
+
+def train_segmenter(profile: str = "camvid", work: str | Path | None = None, data_root=None,
+                    recipe: StackRecipe | None = None, limit: int | None = None):
+    """Only the segmenter stage of :func:`train_stack` (same data, same recipe, same folder), e.g. in a
+    second process while the diffusion stages run; a resumed ``train_stack`` then loads it."""
+    recipe = recipe or recipe_for(profile)
+    work = Path(work) if work else REPO_ROOT / "runs" / profile
+    train, _ = _profile_dataset(profile, "train", data_root)
+    images, labels, _ = load_images(train, limit)
+    if recipe.hflip:
+        images = np.concatenate([images, images[:, :, ::-1]])
+        labels = np.concatenate([labels, labels[:, :, ::-1]])
+    return _segmenter_stage(images, labels, train, recipe, work / "segmenter", resume=None)
 
 
 def _save_stage(stage_dir: Path, module, r: dict, **extra) -> None:
