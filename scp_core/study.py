@@ -144,7 +144,7 @@ def load_pipeline(s: Settings):
 
 
 def load_data(s: Settings, split: str):
-    key = ("data", s.dataset, s.data_root, split)
+    key = ("data", s.dataset, s.data_root, split, json.dumps(s.dataset_options, sort_keys=True, default=str))
     if key not in _CACHE:
         _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split, **s.dataset_options)
     return _CACHE[key]
