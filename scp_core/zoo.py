@@ -71,9 +71,8 @@ class StackRecipe:
 # ~1.2 s/step, ControlNet + decoder ~2.3 s/step at batch 16 on 24 x 32 x 32 latents;
 # segmenter ~0.7 s/step on batches of 8 crops of 96 x 128). The committed run shared the
 # 2-core machine with other jobs (2-3x slower per step), so the steps were cut while it ran
-# (base UNet 800 -> 600 at its checkpoint 500, ControlNet 900 -> 500 and segmenter 700 -> 500
-# before their stages started; the schedule is constant after warm-up, so a cut changes
-# nothing before it).
+# (base UNet 800 -> 600 at its checkpoint 500, ControlNet 900 -> 400 and segmenter 700 -> 500;
+# the schedule is constant after warm-up, so a cut changes nothing before it).
 RECIPES = {
     "camvid": StackRecipe(
         profile="camvid",
@@ -81,7 +80,7 @@ RECIPES = {
                   down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
         unet_cfg=TrainConfig(steps=600, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=100),
-        controlnet_cfg=TrainConfig(steps=500, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=100),
+        controlnet_cfg=TrainConfig(steps=400, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=100),
         segmenter=dict(steps=500, batch_size=8, lr=3e-3, crop=(96, 128), channels=(16, 32, 64, 128)),
     ),
 }
