@@ -260,6 +260,7 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
                            scale_factor=scale, info={"profile": profile, "dataset": s.dataset,
                                                      "autoencoder": "TAEF2", "trained": facts})
     save_half(pipe, out / "pipeline")
+    scrub_local_paths(out / "pipeline")
     seg.save_pretrained(out / "segmenter", extra_config={"dataset": s.dataset, "image_size": list(train.size)})
     write_json(out / "segmenter" / "training_log.json", seg_log)
     write_json(out / "segmenter" / "val_metrics.json", _seg_summary(seg_eval))
@@ -318,6 +319,15 @@ def train_segmenter(profile: str = "camvid", work: str | Path | None = None, dat
         images = np.concatenate([images, images[:, :, ::-1]])
         labels = np.concatenate([labels, labels[:, :, ::-1]])
     return _segmenter_stage(images, labels, train, recipe, work / "segmenter", resume=None)
+
+
+def scrub_local_paths(folder: Path) -> None:
+    """Drop diffusers' ``_name_or_path`` (the run folder a component was loaded from: a path of
+    the training machine) from the component configs under ``folder``."""
+    for cfg in Path(folder).glob("*/config.json"):
+        data = json.loads(cfg.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            write_text(cfg, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _save_stage(stage_dir: Path, module, r: dict, **extra) -> None:

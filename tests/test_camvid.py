@@ -144,3 +144,16 @@ def test_study_loads_a_toy_recipe_segmenter_folder(tmp_path):
     seg = study.load_segmenter(settings("camvid", smoke=False, segmenter=str(tmp_path / "seg")))
     assert isinstance(seg, ToySegmenter) and seg.num_classes == 11
     assert seg.predict(torch.zeros(1, 3, 16, 16)).shape == (1, 16, 16)
+
+
+def test_committed_camvid_zoo_is_small_and_has_no_machine_paths():
+    from scp_core.data import REPO_ROOT
+
+    zoo = REPO_ROOT / "zoo" / "camvid"
+    if not (zoo / "pipeline" / "scp_pipeline.json").is_file():
+        pytest.skip("zoo/camvid not trained yet (scpdiff train --profile camvid)")
+    files = [p for p in zoo.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 25 * 2**20
+    here = str(REPO_ROOT.parent)  # no path of the machine that trained it
+    assert not [p for p in files if p.suffix in (".json", ".md") and here in p.read_text()]
+    assert sorted(p.name for p in (zoo / "pipeline" / "vae").iterdir()) == ["config.json"]  # TAEF2 not copied
