@@ -148,8 +148,11 @@ def taef2_psnr(vae, images: np.ndarray, batch_size: int = 8) -> list[float]:
     return vals
 
 
-def _stage_done(work: Path, stage: str) -> bool:
-    return (work / stage / "final" / "config.json").is_file()
+def _stage_done(work: Path, stage: str, steps: int | None = None) -> bool:
+    """A stage finished (with ``steps`` steps, when given: more steps in the recipe continue it)."""
+    if not (work / stage / "final" / "config.json").is_file():
+        return False
+    return steps is None or _facts(work / stage).get("steps") == steps
 
 
 def train_stack(profile: str = "camvid", out: str | Path | None = None, work: str | Path | None = None,
@@ -210,9 +213,11 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     ddpm = make_scheduler("ddpm")
 
     # 2. base UNet
-    if resume and _stage_done(work, "unet"):
+    unet_trained = False
+    if resume and _stage_done(work, "unet", recipe.unet_cfg.steps):
         unet = UNet2DConditionModel.from_pretrained(work / "unet" / "final")
-    else:
+    else:  # from step 0, or on from the stage's newest checkpoint (also when the recipe has more steps now)
+        unet_trained = True
         unet = toy_unet(recipe.seed, **recipe.unet)
         r = fit(unet, unet_loss_fn(cache, ddpm, cond, uncond), len(images), recipe.unet_cfg, work / "unet",
                 resume=resume, desc=f"{profile} base UNet")
@@ -223,14 +228,16 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     # 3. ControlNet with the UNet decoder unlocked
     controls = lambda idx: control_map(torch.as_tensor(labels[idx]).long(), train.palette,  # noqa: E731
                                        ignore_index=train.ignore_index)
-    if resume and _stage_done(work, "controlnet") and _stage_done(work, "controlnet_unet"):
+    # a base UNet trained in this call invalidates ControlNet checkpoints made on the old one
+    cn_resume = None if unet_trained else resume
+    if cn_resume and _stage_done(work, "controlnet", recipe.controlnet_cfg.steps) and _stage_done(work, "controlnet_unet"):
         cn = ControlNetModel.from_pretrained(work / "controlnet" / "final")
         unet = UNet2DConditionModel.from_pretrained(work / "controlnet_unet" / "final")
     else:
         model, unlocked = prepare_controlnet_training(
             controlnet_from_unet(unet, conditioning_embedding_out_channels=recipe.control_channels), unet, unlock=True)
         r = fit(model, controlnet_loss_fn(cache, controls, ddpm, cond, uncond), len(images), recipe.controlnet_cfg,
-                work / "controlnet", resume=resume, desc=f"{profile} ControlNet")
+                work / "controlnet", resume=cn_resume, desc=f"{profile} ControlNet")
         cn, unet = r["model"].controlnet, r["model"].unet
         unet.save_pretrained(work / "controlnet_unet" / "final")
         _save_stage(work / "controlnet", cn, r, unlocked_unet_tensors=len(unlocked))

@@ -116,6 +116,15 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
     again = train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest",
                         recipe=recipe_for("camvid", small=True), limit=3, report=False)
     assert again["unet"] == facts["unet"] and again["controlnet"] == facts["controlnet"]
+    # more steps in the recipe continue the base UNet from its newest checkpoint, then retrain ControlNet
+    from dataclasses import replace
+
+    longer = recipe_for("camvid", small=True)
+    longer = replace(longer, unet_cfg=replace(longer.unet_cfg, steps=6))
+    more = train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest", recipe=longer, limit=3,
+                       report=False)
+    assert more["unet"]["steps"] == 6 and more["controlnet"]["steps"] == 4
+    assert (work / "unet" / "checkpoint-4").is_dir()  # it went on from there
     # a missing weight file stops before anything is written
     monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="taef2_encoder.safetensors"):
