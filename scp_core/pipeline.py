@@ -88,7 +88,7 @@ class SCPDiffPipeline:
         self.scale_factor = float(scale_factor)
         self.prior = prior
         self.info = dict(info or {})
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_factor = vae_downsample_factor(vae)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -343,7 +343,7 @@ class SCPDiffPipeline:
             prior: a prior (or prior file) to attach instead of ``path/prior.safetensors``.
             controlnet: another ControlNet folder to use instead of ``path/controlnet``.
         """
-        from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+        from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -363,7 +363,7 @@ class SCPDiffPipeline:
         dtype = dtype or default_dtype(device)
         cfg = _read_config(path / CONFIG_NAME)
         try:
-            vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype)
+            vae = load_vae(path / "vae", torch_dtype=dtype)
             unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
             cn = ControlNetModel.from_pretrained(Path(controlnet) if controlnet else path / "controlnet",
                                                  torch_dtype=dtype)
@@ -398,6 +398,26 @@ class SCPDiffPipeline:
         """Build from the dict returned by ``models.load_sd_components`` plus label-set fields."""
         return cls(components["vae"], components["unet"], components["controlnet"], components["scheduler"],
                    components["prompt_embeds"], components["negative_prompt_embeds"], **kw)
+
+
+def vae_downsample_factor(vae) -> int:
+    """Image side / latent side of a VAE: ``downsample_factor`` if it has one (TAEF2), else
+    ``AutoencoderKL``'s ``2 ** (len(block_out_channels) - 1)``."""
+    factor = getattr(vae, "downsample_factor", None)
+    return int(factor) if factor else 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def load_vae(folder: Path, torch_dtype=None):
+    """The VAE saved in ``folder``, by the class name in its ``config.json`` (``AutoencoderKL`` or ``TAEF2``)."""
+    from diffusers import AutoencoderKL
+
+    cfg_path = Path(folder) / "config.json"
+    name = json.loads(cfg_path.read_text()).get("_class_name") if cfg_path.is_file() else None
+    if name == "TAEF2":
+        from .taef2 import TAEF2
+
+        return TAEF2.from_pretrained(folder, torch_dtype=torch_dtype)
+    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch_dtype)
 
 
 def _read_config(path: Path) -> dict:

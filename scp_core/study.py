@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import _tv_compat  # noqa: F401
-from .data import REPO_ROOT, colorize, get_dataset
+from .data import CAMVID_DUSK_HOLDOUT, REPO_ROOT, colorize, get_dataset
 from .io import write_json, write_text
 from .priors import NormalPrior
 from .sampling import DEFAULT_MU, resolve_mu
@@ -71,8 +71,9 @@ class Settings:
     smoke: bool = False
     out_dir: str | None = None
     data_root: str | None = None
-    segmenter: str | None = None  # a transformers segmentation folder (real scale); None: the toy segmenter
+    segmenter: str | None = None  # a transformers segmentation folder, or one written by ToySegmenter; None: the toy one
     metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
+    dataset_options: dict = field(default_factory=dict)  # keywords of the dataset class (size, hold-out)
 
     @property
     def reports(self) -> Path:
@@ -88,6 +89,12 @@ PROFILES = {
                            batch_size=8, metric="FID"),
     "ade20k": Settings(profile="ade20k", dataset="ade20k", n_ref=10000, n_eval=2000, guidance=7.5,
                        batch_size=8, metric="FID"),
+    # real photographs on the CPU: CamVid at 192 x 256 (3:4, the native 360 x 480 scaled by 8/15), the
+    # pretrained TAEF2 autoencoder and the models of zoo/camvid (`scpdiff train --profile camvid`). The last
+    # 12 frames of the dusk sequence 0001TP are held out of every training and prior set (split "holdout").
+    "camvid": Settings(profile="camvid", dataset="camvid", pipeline="zoo/camvid/pipeline", n_ref=355, n_eval=101,
+                       batch_size=16, metric="FID", segmenter="zoo/camvid/segmenter",
+                       dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the daylight zoo fine-tuned on toy-city-gv (scp_core.toy_zoo.train_toy_gv)
     "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
 }
@@ -146,11 +153,13 @@ def load_pipeline(s: Settings):
 
 
 def load_data(s: Settings, split: str):
-    key = ("data", s.dataset, s.data_root, split)
+    key = ("data", s.dataset, s.data_root, split, json.dumps(s.dataset_options, sort_keys=True, default=str))
     if key not in _CACHE:
-        # real scale: the images at the size the pipeline was fine-tuned at (the loaders resize)
-        size = {"size": tuple(load_pipeline(s).image_size)} if s.metric != "FD-toy" else {}
-        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split, **size)
+        options = dict(s.dataset_options)
+        if s.metric != "FD-toy" and "size" not in options:
+            # real scale: the images at the size the pipeline was fine-tuned at (the loaders resize)
+            options["size"] = tuple(load_pipeline(s).image_size)
+        _CACHE[key] = get_dataset(s.dataset, root=s.data_root, split=split, **options)
     return _CACHE[key]
 
 
@@ -161,7 +170,13 @@ def load_segmenter(s: Settings | None = None):
     folder = s.segmenter if s is not None else None
     key = ("seg", folder)
     if key not in _CACHE:
-        _CACHE[key] = HFSegmenter(folder) if folder else load_toy_segmenter()
+        path = Path(folder) if folder else None
+        path = path if path is None or path.is_absolute() else REPO_ROOT / path
+        cfg = path / "config.json" if path is not None else None
+        if cfg is not None and cfg.is_file() and "channels" in json.loads(cfg.read_text()):
+            _CACHE[key] = load_toy_segmenter(path)  # a segmenter trained with the toy recipe (zoo/camvid)
+        else:
+            _CACHE[key] = HFSegmenter(folder) if folder else load_toy_segmenter()
     return _CACHE[key]
 
 

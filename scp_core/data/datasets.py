@@ -15,6 +15,7 @@ Any other id in a file is an error that names the file.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from .palettes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PA
 from .toy_city import TOY_PROMPT, ToyCity
 from .transforms import resize_image, resize_labels
 
-__all__ = ["Cityscapes", "ADE20K", "COCOStuff", "CamVid", "DATASETS", "get_dataset", "read_image", "read_labels"]
+__all__ = ["Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS", "get_dataset", "read_image", "read_labels"]
 
 
 def read_image(path: Path) -> Image.Image:
@@ -241,11 +242,21 @@ class COCOStuff(_FileDataset):
         return "ids 0..181 and 255 (unlabeled)"
 
 
+# The last 12 frames (by frame number) of the dusk sequence 0001TP, held out of every training
+# and prior set by the camvid profile (they serve the global-factor study together with val).
+CAMVID_DUSK_HOLDOUT = ("0001TP", 12)
+
+
 class CamVid(_FileDataset):
     """CamVid in the SegNet layout: 11 classes, 11 = void (ignored); 384 x 512 by default.
 
     The native 360 x 480 is not a multiple of 64 (SD's UNet halves the 1/8 latent three
     times), so the default is 384 x 512: the same 3:4 aspect, 6.7 % larger.
+
+    Args:
+        holdout: ``(sequence, n)``: the last ``n`` frames (by frame number, the digits after
+            ``<sequence>_``) of that training sequence are removed from ``split="train"`` and
+            form ``split="holdout"`` (e.g. :data:`CAMVID_DUSK_HOLDOUT`). ``None``: no hold-out.
     """
 
     name = "camvid"
@@ -253,7 +264,7 @@ class CamVid(_FileDataset):
     layout = ("  train/<name>.png  trainannot/<name>.png   (label PNGs: ids 0..10, 11 = void)\n"
               "  val/<name>.png    valannot/<name>.png\n"
               "  test/<name>.png   testannot/<name>.png")
-    splits = {"train": "train", "val": "val", "test": "test"}
+    splits = {"train": "train", "val": "val", "test": "test", "holdout": "train"}
     id_map = {i: i for i in range(12)}
     class_names = list(CAMVID_CLASSES)
     palette = CAMVID_PALETTE
@@ -262,12 +273,36 @@ class CamVid(_FileDataset):
     prompt = "City road scenes"
     default_size = size = (384, 512)
 
+    def __init__(self, root=None, split: str = "train", size=None, holdout: tuple[str, int] | None = None):
+        if split == "holdout" and not holdout:
+            raise ValueError("camvid: split 'holdout' needs holdout=(sequence, n), e.g. CAMVID_DUSK_HOLDOUT")
+        self.holdout = (str(holdout[0]), int(holdout[1])) if holdout else None
+        super().__init__(root=root, split=split, size=size)
+
+    def held_out(self, names) -> set[str]:
+        """The keys of ``names`` held out: the last ``n`` frames of the hold-out sequence."""
+        if not self.holdout:
+            return set()
+        seq, n = self.holdout
+        frames = sorted((int(m.group(1)), k) for k in names if (m := re.fullmatch(rf"{re.escape(seq)}_(\d+)", k)))
+        return {k for _, k in frames[-n:]} if n > 0 else set()
+
     def _find(self):
-        img_dir, lab_dir = self.root / self.split, self.root / f"{self.split}annot"
+        folder = self.splits[self.split]
+        img_dir, lab_dir = self.root / folder, self.root / f"{folder}annot"
         for d in (img_dir, lab_dir):
             if not d.is_dir():
                 raise self._missing(f"{d} does not exist")
-        return _glob(img_dir, "*.png", ".png"), _glob(lab_dir, "*.png", ".png")
+        images, labels = _glob(img_dir, "*.png", ".png"), _glob(lab_dir, "*.png", ".png")
+        if self.split in ("train", "holdout") and self.holdout:
+            out = self.held_out(images)
+            if self.split == "holdout" and len(out) < self.holdout[1]:
+                raise self._missing(f"only {len(out)} frames of sequence {self.holdout[0]} in {img_dir}, "
+                                    f"{self.holdout[1]} are held out")
+            keep = (lambda k: k in out) if self.split == "holdout" else (lambda k: k not in out)  # noqa: E731
+            images = {k: v for k, v in images.items() if keep(k)}
+            labels = {k: v for k, v in labels.items() if keep(k)}
+        return images, labels
 
     def _id_doc(self):
         return "ids 0..11 (11 = void)"

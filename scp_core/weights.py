@@ -1,0 +1,37 @@
+"""Where pretrained weight files live: ``SCP_WEIGHTS_DIR``, else ``<repo>/weights/`` (git-ignored).
+
+The folder holds ``taef2_encoder.safetensors``, ``taef2_decoder.safetensors`` (the TAEF2
+autoencoder of the real-image profiles), ``lpips_alexnet.safetensors`` (LPIPS v0.1 with its
+AlexNet trunk) and ``lpips_check/`` (the LPIPS repository's example images). None of them is
+downloaded: a missing file raises an error that names the path and what to put there.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .data.base import REPO_ROOT
+
+__all__ = ["weights_dir", "weight_file", "has_weight"]
+
+ENV = "SCP_WEIGHTS_DIR"
+
+
+def weights_dir(folder: str | os.PathLike | None = None) -> Path:
+    """``folder``, else ``$SCP_WEIGHTS_DIR``, else ``<repo>/weights`` (relative paths: from the repo root)."""
+    p = Path(folder or os.environ.get(ENV) or "weights").expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def weight_file(name: str, folder: str | os.PathLike | None = None, what: str = "") -> Path:
+    """The path of weight file ``name``; ``FileNotFoundError`` naming it (and what it is) if absent."""
+    path = weights_dir(folder) / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"weight file {path} not found{': ' + what if what else ''}. Put {name} into that folder "
+            f"(or point {ENV} at the folder that holds it); nothing is downloaded.")
+    return path
+
+
+def has_weight(name: str, folder: str | os.PathLike | None = None) -> bool:
+    return (weights_dir(folder) / name).exists()

@@ -1,0 +1,168 @@
+"""The camvid profile: its hold-out split, its settings, and `scpdiff train --profile camvid` at seconds size.
+
+Synthetic CamVid folders are built in a temporary directory; the checks on the real frames
+and the training run need ``../shared/data/camvid`` and ``../shared/weights`` and skip with
+the reason where they are absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scp_core.data import CAMVID_DUSK_HOLDOUT, CamVid, get_dataset
+from scp_core.study import PROFILES, load_data, settings
+from scp_core.weights import weights_dir
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CAMVID = SHARED / "data" / "camvid"
+
+
+def _frame(root: Path, split: str, stem: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for folder, arr in ((split, rng.integers(0, 255, (36, 48, 3), dtype=np.uint8)),
+                        (f"{split}annot", rng.integers(0, 12, (36, 48), dtype=np.uint8))):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / folder / f"{stem}.png")
+
+
+def _synthetic_camvid(root: Path) -> Path:
+    # frame numbers of unequal length: numeric order differs from the names' order
+    for i, n in enumerate([990, 1020, 1050, 960, 12000]):
+        _frame(root, "train", f"0001TP_{n}", i)
+    _frame(root, "train", "0006R0_f99999", 7)
+    _frame(root, "val", "0016E5_00390", 8)
+    return root
+
+
+def test_holdout_is_the_last_frames_by_number(tmp_path):
+    root = _synthetic_camvid(tmp_path / "camvid")
+    train = CamVid(root, "train", size=(24, 32), holdout=("0001TP", 2))
+    held = CamVid(root, "holdout", size=(24, 32), holdout=("0001TP", 2))
+    assert [n for n, _, _ in held.files] == ["0001TP_1050", "0001TP_12000"]
+    assert sorted(n for n, _, _ in train.files) == ["0001TP_1020", "0001TP_960", "0001TP_990", "0006R0_f99999"]
+    assert len(CamVid(root, "train", size=(24, 32))) == 6  # no hold-out without the option
+    assert len(CamVid(root, "val", size=(24, 32), holdout=("0001TP", 2))) == 1
+    assert held[0]["image"].shape == (3, 24, 32) and held[0]["labels"].max() <= 11
+    with pytest.raises(ValueError, match="needs holdout"):
+        CamVid(root, "holdout")
+    with pytest.raises(FileNotFoundError, match="only 5 frames of sequence 0001TP"):
+        CamVid(root, "holdout", holdout=("0001TP", 6))
+
+
+def test_camvid_without_annotations_names_the_folder(tmp_path):
+    root = _synthetic_camvid(tmp_path / "camvid")
+    for p in (root / "trainannot").iterdir():
+        p.unlink()
+    (root / "trainannot").rmdir()
+    with pytest.raises(FileNotFoundError) as e:
+        CamVid(root, "train", holdout=CAMVID_DUSK_HOLDOUT)
+    assert str(root / "trainannot") in str(e.value) and "data/README.md" in str(e.value)
+
+
+def test_profile_carries_the_split_and_size(tmp_path):
+    s = PROFILES["camvid"]
+    assert s.dataset == "camvid" and s.dataset_options["holdout"] == CAMVID_DUSK_HOLDOUT
+    h, w = s.dataset_options["size"]
+    assert (h, w) == (192, 256) and h * 4 == w * 3 and h % 32 == 0 and w % 32 == 0  # 8x TAEF2, 4x UNet
+    root = _synthetic_camvid(tmp_path / "camvid")
+    st = settings("camvid", smoke=False, data_root=str(root), dataset_options={"size": (24, 32), "holdout": ("0001TP", 2)})
+    ds = load_data(st, "train")
+    assert len(ds) == 4 and ds.size == (24, 32)
+
+
+def test_real_camvid_split():
+    if not (CAMVID / "train").is_dir():
+        pytest.skip(f"CamVid absent: {CAMVID}")
+    opts = PROFILES["camvid"].dataset_options
+    train = get_dataset("camvid", root=CAMVID, split="train", **opts)
+    held = get_dataset("camvid", root=CAMVID, split="holdout", **opts)
+    names = [n for n, _, _ in held.files]
+    assert len(train) == 355 and len(names) == 12 and names[0] == "0001TP_008190" and names[-1] == "0001TP_008520"
+    assert not set(names) & {n for n, _, _ in train.files}
+    assert train[0]["image"].shape == (3, 192, 256)
+
+
+def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
+    """`scpdiff train --profile camvid` at seconds size: outputs, resume, and no stray files."""
+    if not (CAMVID / "train").is_dir():
+        pytest.skip(f"CamVid absent: {CAMVID}")
+    if not (weights_dir() / "taef2_encoder.safetensors").is_file():
+        pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
+    from scp_core.data import REPO_ROOT
+    from scp_core.pipeline import SCPDiffPipeline
+    from scp_core.zoo import recipe_for, rewrite_report, train_stack
+
+    zoo = REPO_ROOT / "zoo" / "camvid"
+    before = sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) if zoo.exists() else []
+    out, work = tmp_path / "zoo", tmp_path / "work"
+    facts = train_stack("camvid", out=out, work=work, data_root=CAMVID, recipe=recipe_for("camvid", small=True),
+                        limit=3)
+    assert facts["n_train_images"] == 3 and facts["n_train_latents"] == 6 and facts["unet"]["steps"] == 4
+    assert facts["controlnet"]["steps"] == 4 and facts["segmenter"]["steps"] == 3 and facts["scale_factor"] > 0
+    assert (out / "REPORT.md").is_file() and (out / "report" / "samples.png").is_file()
+    assert (out / "segmenter" / "model.safetensors").is_file()
+    pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
+    assert pipe.latent_shape == (32, 24, 32) and pipe.prior_num_classes == 12
+    assert sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) == before if zoo.exists() else not before
+    # the report alone, written again from the run (with the run's notes)
+    (work / "NOTES.md").write_text("a note on the sittings")
+    text = rewrite_report("camvid", out=out, work=work, data_root=CAMVID, recipe=recipe_for("camvid", small=True))
+    assert "a note on the sittings" in text.read_text() and text == out / "REPORT.md"
+    # resume: finished stages are loaded, not retrained
+    again = train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest",
+                        recipe=recipe_for("camvid", small=True), limit=3, report=False)
+    assert again["unet"] == facts["unet"] and again["controlnet"] == facts["controlnet"]
+    # more steps in the recipe continue the base UNet from its newest checkpoint, then retrain ControlNet
+    from dataclasses import replace
+
+    longer = recipe_for("camvid", small=True)
+    longer = replace(longer, unet_cfg=replace(longer.unet_cfg, steps=6))
+    more = train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest", recipe=longer, limit=3,
+                       report=False)
+    assert more["unet"]["steps"] == 6 and more["controlnet"]["steps"] == 4
+    assert (work / "unet" / "checkpoint-4").is_dir()  # it went on from there
+    # a missing weight file stops before anything is written
+    monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="taef2_encoder.safetensors"):
+        train_stack("camvid", out=tmp_path / "o2", work=tmp_path / "w2", data_root=CAMVID,
+                    recipe=recipe_for("camvid", small=True), limit=3)
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "w2").exists()
+
+
+def test_train_stack_missing_dataset_root(tmp_path):
+    if not (weights_dir() / "taef2_encoder.safetensors").is_file():
+        pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
+    from scp_core.zoo import recipe_for, train_stack
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
+        train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w", data_root=tmp_path / "nowhere",
+                    recipe=recipe_for("camvid", small=True), limit=2)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
+def test_study_loads_a_toy_recipe_segmenter_folder(tmp_path):
+    from scp_core import study
+    from scp_core.metrics.toy_segmenter import ToySegmenter
+
+    torch.manual_seed(0)
+    ToySegmenter(11, (8, 8, 8, 8)).save_pretrained(tmp_path / "seg")
+    seg = study.load_segmenter(settings("camvid", smoke=False, segmenter=str(tmp_path / "seg")))
+    assert isinstance(seg, ToySegmenter) and seg.num_classes == 11
+    assert seg.predict(torch.zeros(1, 3, 16, 16)).shape == (1, 16, 16)
+
+
+def test_committed_camvid_zoo_is_small_and_has_no_machine_paths():
+    from scp_core.data import REPO_ROOT
+
+    zoo = REPO_ROOT / "zoo" / "camvid"
+    if not (zoo / "pipeline" / "scp_pipeline.json").is_file():
+        pytest.skip("zoo/camvid not trained yet (scpdiff train --profile camvid)")
+    files = [p for p in zoo.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 25 * 2**20
+    here = str(REPO_ROOT.parent)  # no path of the machine that trained it
+    assert not [p for p in files if p.suffix in (".json", ".md") and here in p.read_text()]
+    assert sorted(p.name for p in (zoo / "pipeline" / "vae").iterdir()) == ["config.json"]  # TAEF2 not copied
