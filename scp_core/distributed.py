@@ -204,7 +204,7 @@ def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, pr
 def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segmenter=None, batch: int = 64) -> dict:
     """mIoU / accuracy and FD-toy features of ``{i:06d}.png`` samples, sharded, reduced on the main process.
 
-    Returns (main process; others get ``{}``) ``miou``, ``acc``, ``fd_toy`` against the split's
+    Returns (main process; others get ``{}``) ``miou``, ``acc``, ``fd`` (FD-toy) against the split's
     real images, and ``n``.
     """
     from .data import get_dataset
