@@ -43,7 +43,7 @@ def scpdiff(args, n=1, tmp=None):
 
 def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_path):
     for n in (1, 2):
-        scpdiff(["priors", "--n", "300", "--out", str(tmp_path / f"priors{n}")], n, tmp_path)
+        scpdiff(["priors", "--n", "100", "--out", str(tmp_path / f"priors{n}")], n, tmp_path)
     a = load_file(str(tmp_path / "priors1" / "accumulator.safetensors"))
     b = load_file(str(tmp_path / "priors2" / "accumulator.safetensors"))
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), "sharded statistics must be bit-identical"
