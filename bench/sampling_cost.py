@@ -7,7 +7,9 @@ one run, each configuration repeated (median), the order rotated between repeats
 
 Also measured: the prior draw as the pipeline does it (per label map: ``distribution_map`` +
 ``sample`` + ``noise_to_step``, i.e. ``sampling.start_latents``) against one UNet + ControlNet
-call on the same batch (target: under 1 %), and the VAE decode that follows sampling.
+call on the same batch (target: under 1 %), for the joint prior and the priors that keep global
+factors (``scp_core.priors_global``: joint-global, joint-mixture, signal-leak, built from the
+same reference latents), and the VAE decode that follows sampling.
 
 Default: the committed toy stack (``zoo/toy/pipeline``) on the CPU, a joint prior from 200 toy-city
 training images, 8 toy-city validation maps. ``--device cuda`` (implies ``--real-size``) runs
@@ -30,6 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from scp_core.priors import NormalPrior, PriorAccumulator  # noqa: E402
+from scp_core.priors_global import (GlobalJointAccumulator, MixtureJointAccumulator,  # noqa: E402
+                                    SignalLeakAccumulator)
 from scp_core.sampling import ddim_timesteps, start_latents  # noqa: E402
 
 MUS = [("normal", 1.0), ("joint", 0.5), ("joint", 0.8), ("joint", 0.9)]
@@ -59,16 +63,35 @@ def toy_stack(device, n_ref: int, batch: int):
 
     pipe = load_toy_pipeline(device=device)
     train, val = ToyCity(split="train"), ToyCity(split="val")
-    acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
+    accs = Accumulators(pipe.prior_num_classes, pipe.latent_shape)
     g = torch.Generator(pipe.device).manual_seed(0)
     for s in range(0, n_ref, 100):
         img = torch.from_numpy(train.images[s:min(s + 100, n_ref)].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
         lab = torch.from_numpy(train.labels[s:min(s + 100, n_ref)].copy())
-        acc.update(pipe.encode(img, generator=g).cpu(), pipe.prior_labels(lab))
+        accs.update(pipe.encode(img, generator=g).cpu(), pipe.prior_labels(lab))
     labels = torch.from_numpy(val.labels[:batch].astype(np.int64))
     info = {"stack": "toy (zoo/toy/pipeline)", "image_size": list(pipe.image_size),
             "latent_shape": list(pipe.latent_shape), "prior_reference_images": n_ref, "dtype": "float32"}
-    return pipe, acc.joint(min_count=5), labels, info
+    return pipe, accs.priors(min_count=5), labels, info
+
+
+class Accumulators:
+    """The joint prior's statistics and those of the priors that keep global factors, fed together."""
+
+    def __init__(self, K, shape, centres=None):
+        self.accs = {"joint": PriorAccumulator(K, shape), "joint-global": GlobalJointAccumulator(K, shape),
+                     "joint-mixture": MixtureJointAccumulator(K, shape, centres=centres, n_fit=128),
+                     "signal-leak": SignalLeakAccumulator(shape)}
+
+    def update(self, latents, labels):
+        for acc in self.accs.values():
+            acc.update(latents, labels)
+        return self
+
+    def priors(self, min_count):
+        a = self.accs
+        return {"joint": a["joint"].joint(min_count=min_count), "joint-global": a["joint-global"].prior(min_count),
+                "joint-mixture": a["joint-mixture"].prior(min_count), "signal-leak": a["signal-leak"].prior()}
 
 
 SD21_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -102,15 +125,15 @@ def real_size_stack(device, batch: int, image_size=(512, 1024), classes: int = 1
     pipe.to(device, dtype)
     K, shape = pipe.prior_num_classes, pipe.latent_shape
     # the statistics' values do not change the cost; their shapes do
-    acc = PriorAccumulator(K, shape).update(torch.randn(4, *shape, generator=g),
-                                            torch.randint(0, K, (4, *shape[1:]), generator=g))
+    accs = Accumulators(K, shape, centres=torch.randn(3, shape[0], generator=g)).update(
+        torch.randn(4, *shape, generator=g), torch.randint(0, K, (4, *shape[1:]), generator=g))
     coarse = torch.randint(0, classes, (batch, image_size[0] // 32, image_size[1] // 32), generator=g)
     labels = coarse.repeat_interleave(32, 1).repeat_interleave(32, 2)  # blocky Cityscapes-size maps
     info = {"stack": "SD 2.1 sizes, random weights (UNet 865M-class, ControlNet from_unet, SD VAE)",
             "image_size": list(image_size), "latent_shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
             "params_unet_M": sum(p.numel() for p in unet.parameters()) / 1e6,
             "params_controlnet_M": sum(p.numel() for p in cn.parameters()) / 1e6}
-    return pipe, acc.joint(min_count=1), labels, info
+    return pipe, accs.priors(min_count=1), labels, info
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -169,10 +192,11 @@ def main(argv=None):
     N = a.steps
 
     if real:
-        pipe, joint, labels, info = real_size_stack(a.device, batch)
+        pipe, built, labels, info = real_size_stack(a.device, batch)
     else:
-        pipe, joint, labels, info = toy_stack(a.device, 50 if a.quick else a.n_ref, batch)
-    priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]), "joint": joint}
+        pipe, built, labels, info = toy_stack(a.device, 50 if a.quick else a.n_ref, batch)
+    joint = built["joint"]
+    priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]), **built}
 
     def sample(kind, mu):
         return pipe(labels, prior=priors[kind], mu=mu, num_inference_steps=N, guidance_scale=guidance, seed=0,
@@ -198,6 +222,11 @@ def main(argv=None):
     draw()
     n_draws = 20 if a.quick else 100
     t_draw = median([clock(a.device, draw)[0] for _ in range(n_draws)])
+    t_other = {}
+    for kind in ("joint-global", "joint-mixture", "signal-leak"):
+        other, _ = prior_draw(pipe, built[kind], labels, alpha)
+        other()
+        t_other[kind] = median([clock(a.device, other)[0] for _ in range(n_draws)])
     t_down = median([clock(a.device, pipe.prior_labels, labels)[0] for _ in range(n_draws)])
     t_map = median([clock(a.device, joint.distribution_map, plabels)[0] for _ in range(n_draws)])
 
@@ -222,11 +251,15 @@ def main(argv=None):
         {"what": "prior draw: start_latents per map (distribution_map + sample + noise_to_step)",
          "median s": t_draw, "share of one call": t_draw / t_call},
         {"what": "  of which distribution_map, whole batch", "median s": t_map, "share of one call": t_map / t_call},
+        *({"what": f"prior draw, {kind} (scp_core.priors_global), same way", "median s": t, "share of one call": t / t_call}
+          for kind, t in t_other.items()),
         {"what": "label downsampling for the prior (prior_labels)", "median s": t_down, "share of one call": t_down / t_call},
         {"what": "VAE decode of the batch (after sampling)", "median s": median(decode),
          "share of one call": median(decode) / t_call},
     ]
     verdict = "meets" if t_draw / t_call < 0.01 else "misses"
+    worst = max(t_other, key=t_other.get)
+    verdict_other = "meet" if t_other[worst] / t_call < 0.01 else "miss"
     where = (f"{info['stack']}, {a.device}, {info['dtype']}, images {info['image_size'][0]} x {info['image_size'][1]}, "
              f"latents {' x '.join(map(str, info['latent_shape']))}")
     sections = [
@@ -241,7 +274,8 @@ control map, scheduler setup) that do not shrink with mu."""),
 
 Median of {n_draws} draws and {n_calls} calls on the same batch of {batch}. The draw costs
 **{100 * t_draw / t_call:.3f} %** of one UNet + ControlNet call ({verdict} the 1 % target) and it happens once
-per sample, against int(N mu) calls."""),
+per sample, against int(N mu) calls. The priors that keep global factors {verdict_other} it: the slowest,
+{worst}, costs **{100 * t_other[worst] / t_call:.3f} %**."""),
     ]
     if not real:
         sections.append(("GPU", """Not measured: no GPU was available to this run. `python bench/sampling_cost.py --device cuda`
@@ -251,6 +285,7 @@ seconds per image beside the paper's 2.34 s per image on an A100, scaled by int(
             "guidance": guidance, "repeats": repeats, "stack": info, "configs": flat,
             "decode_s": decode, "unet_controlnet_call_s": t_call, "prior_draw_s": t_draw,
             "distribution_map_s": t_map, "prior_labels_s": t_down, "draw_share_of_call": t_draw / t_call,
+            "global_prior_draw_s": t_other, "global_prior_draw_share_of_call": {k: t / t_call for k, t in t_other.items()},
             "targets": {"draw_share_of_call_max": 0.01}}
     name = "sampling_cost" if not real else f"sampling_cost_{'gpu' if a.device.startswith('cuda') else 'cpu'}_real_size"
     write_results(name, "Sampling cost against mu", sections, data,

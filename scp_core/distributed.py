@@ -81,22 +81,35 @@ def _items(ds, idx):
     return torch.stack([it["image"] for it in items]), torch.stack([it["labels"] for it in items])
 
 
+def reference_batches(pipe, ds, n: int, batch_size: int = REFERENCE_BATCH, seed: int = 0, only=None):
+    """``(b, x0, labels_latent)`` for the reference batches ``b`` (all, or those in ``only``), in order.
+
+    The project's one convention: batch ``b`` holds images ``b * batch_size ...`` and is
+    encoded (a VAE posterior sample times the scale factor) with a generator seeded by
+    ``(seed, b)`` alone, so any process, shard or consumer sees the same latents for it.
+    """
+    n_batches = -(-int(n) // batch_size)
+    for b in (range(n_batches) if only is None else only):
+        idx = np.arange(b * batch_size, min((b + 1) * batch_size, n))
+        img, lab = _items(ds, idx)
+        g = torch.Generator(pipe.device).manual_seed(int(np.random.default_rng([seed, b]).integers(2**62)))
+        yield b, pipe.encode(img, generator=g), pipe.prior_labels(lab)
+
+
 def accumulate_shards(pipe, ds, n: int, batch_size: int, seed: int, num_shards: int, rank: int, world: int) -> dict:
     """This process's virtual shards: ``{shard: PriorAccumulator state}``."""
     from tqdm.auto import tqdm
 
-    batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    n_batches = -(-int(n) // batch_size)
     mine = [s for s in range(num_shards) if s % world == rank]
     states = {}
-    bar = tqdm(total=sum(len(range(sh, len(batches), num_shards)) for sh in mine), desc="reference latents",
+    bar = tqdm(total=sum(len(range(sh, n_batches, num_shards)) for sh in mine), desc="reference latents",
                unit="batch", disable=rank != 0, leave=False)
     for shard in mine:
         acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
-        for b in range(shard, len(batches), num_shards):
+        for _, x0, lab in reference_batches(pipe, ds, n, batch_size, seed, only=range(shard, n_batches, num_shards)):
             bar.update()
-            img, lab = _items(ds, batches[b])
-            g = torch.Generator(pipe.device).manual_seed(int(np.random.default_rng([seed, b]).integers(2**62)))
-            acc.update(pipe.encode(img, generator=g), pipe.prior_labels(lab))
+            acc.update(x0, lab)
         states[shard] = {k: v.cpu() for k, v in acc.state_dict().items()}
     bar.close()
     return states

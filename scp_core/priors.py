@@ -48,6 +48,7 @@ __all__ = [
     "CategoricalPrior",
     "JointPrior",
     "load_prior",
+    "register_prior",
     "FALLBACKS",
 ]
 
@@ -461,6 +462,16 @@ class Prior:
 
     # ---- persistence
     def _extra_meta(self) -> dict:
+        """Scalar fields written to the file's metadata (JSON) beside the tensors."""
+        return {}
+
+    @classmethod
+    def _meta_kwargs(cls, meta: dict) -> dict:
+        """The constructor keywords of :meth:`_extra_meta`, read back from a file's metadata."""
+        return {}
+
+    def expected_shapes(self) -> dict:
+        """``{tensor name: shape}`` that the metadata implies (checked when a file is loaded)."""
         return {}
 
     def metadata(self) -> dict[str, str]:
@@ -508,6 +519,10 @@ class NormalPrior(Prior):
     def _extra_meta(self):
         return {"latent_channels": self.latent_channels}
 
+    @classmethod
+    def _meta_kwargs(cls, meta):
+        return {"latent_channels": json.loads(meta["latent_channels"])}
+
 
 @dataclass(eq=False, repr=False)
 class SpatialPrior(Prior):
@@ -518,6 +533,9 @@ class SpatialPrior(Prior):
     mean: torch.Tensor = None
     std: torch.Tensor = None
 
+
+    def expected_shapes(self):
+        return {"mean": tuple(self.latent_shape), "std": tuple(self.latent_shape)}
 
     def _map(self, labels):
         B = labels.shape[0]
@@ -536,6 +554,10 @@ class CategoricalPrior(Prior):
     std: torch.Tensor = None
     class_counts: torch.Tensor = None
 
+
+    def expected_shapes(self):
+        K, C = self.num_classes, self.latent_shape[0]
+        return {"mean": (K, C), "std": (K, C), "class_counts": (K,)}
 
     def _map(self, labels):
         mean = self.mean.to(labels.device)[labels].permute(0, 3, 1, 2).contiguous()  # [B,H,W,C]->[B,C,H,W]
@@ -563,23 +585,45 @@ class JointPrior(Prior):
     def _extra_meta(self):
         return {"min_count": self.min_count, "fallback": self.fallback}
 
+    @classmethod
+    def _meta_kwargs(cls, meta):
+        return {"min_count": json.loads(meta["min_count"]), "fallback": json.loads(meta["fallback"])}
+
+    def expected_shapes(self):
+        K, (C, H, W) = self.num_classes, self.latent_shape
+        return {"mean": (K, C, H, W), "std": (K, C, H, W), "count": (K, H, W)}
+
     @property
     def fallback_mask(self) -> torch.Tensor:
         """``[K, H, W]`` bool: cells that use the fallback statistics."""
         return self.count < self.min_count
 
     def _map(self, labels):
-        B, H, W = labels.shape
-        dev = labels.device
-        mean = self.mean.to(dev).permute(0, 2, 3, 1)  # [K, H, W, C]
-        std = self.std.to(dev).permute(0, 2, 3, 1)
-        yy = torch.arange(H, device=dev)[None, :, None].expand(B, H, W)
-        xx = torch.arange(W, device=dev)[None, None, :].expand(B, H, W)
-        return (mean[labels, yy, xx].permute(0, 3, 1, 2).contiguous(),
-                std[labels, yy, xx].permute(0, 3, 1, 2).contiguous())
+        return cell_lookup(self.mean, labels), cell_lookup(self.std, labels)
+
+
+def cell_lookup(table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``table [K, C, H, W]`` read at ``(labels[b, y, x], :, y, x)`` for every position: ``[B, C, H, W]``."""
+    B, H, W = labels.shape
+    t = table.to(labels.device).permute(0, 2, 3, 1)  # [K, H, W, C]
+    yy = torch.arange(H, device=labels.device)[None, :, None].expand(B, H, W)
+    xx = torch.arange(W, device=labels.device)[None, None, :].expand(B, H, W)
+    return t[labels, yy, xx].permute(0, 3, 1, 2).contiguous()
 
 
 _KINDS = {cls.kind: cls for cls in (NormalPrior, SpatialPrior, CategoricalPrior, JointPrior)}
+
+
+def register_prior(cls: type) -> type:
+    """Make :func:`load_prior` know a :class:`Prior` subclass by its ``kind`` (a class decorator)."""
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def _known_kinds() -> dict:
+    from . import priors_global  # noqa: F401  (registers the global-factor priors)
+
+    return _KINDS
 
 
 def load_prior(path: str | os.PathLike, num_classes: int | None = None,
@@ -606,7 +650,7 @@ def load_prior(path: str | os.PathLike, num_classes: int | None = None,
     except (SafetensorError, OSError, RuntimeError, ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"prior file {path} is not a readable safetensors file (corrupt or truncated?): "
                          f"{e}. Re-create it with `scpdiff priors`.") from e
-    if meta.get("format") != "scp-prior" or meta.get("kind") not in _KINDS:
+    if meta.get("format") != "scp-prior" or meta.get("kind") not in _known_kinds():
         raise ValueError(f"{path} is a safetensors file but not an SCP prior (metadata format="
                          f"{meta.get('format')!r}, kind={meta.get('kind')!r})")
     try:
@@ -615,10 +659,7 @@ def load_prior(path: str | os.PathLike, num_classes: int | None = None,
         kw = dict(num_classes=json.loads(meta["num_classes"]),
                   latent_shape=tuple(shape) if shape is not None else None,
                   num_images=int(meta["num_images"]), provenance=json.loads(meta["provenance"]))
-        if cls is NormalPrior:
-            kw["latent_channels"] = json.loads(meta["latent_channels"])
-        if cls is JointPrior:
-            kw.update(min_count=json.loads(meta["min_count"]), fallback=json.loads(meta["fallback"]))
+        kw.update(cls._meta_kwargs(meta))
         for name in cls.TENSORS:
             kw[name] = tensors[name].to(device)
     except (KeyError, json.JSONDecodeError, TypeError) as e:
@@ -630,17 +671,12 @@ def load_prior(path: str | os.PathLike, num_classes: int | None = None,
 
 
 def _validate_tensors(prior: Prior, path) -> None:
-    if prior.latent_shape is None or isinstance(prior, NormalPrior):
+    if prior.latent_shape is None:
         return
-    C, H, W = prior.latent_shape
-    K = prior.num_classes
-    expected = {"spatial": {"mean": (C, H, W), "std": (C, H, W)},
-                "categorical": {"mean": (K, C), "std": (K, C), "class_counts": (K,)},
-                "joint": {"mean": (K, C, H, W), "std": (K, C, H, W), "count": (K, H, W)}}[prior.kind]
-    for name, shape in expected.items():
+    for name, shape in prior.expected_shapes().items():
         t = getattr(prior, name)
-        if tuple(t.shape) != shape:
+        if tuple(t.shape) != tuple(shape):
             raise ValueError(f"prior file {path}: tensor {name!r} has shape {tuple(t.shape)}, "
-                             f"metadata says {shape}; the file is inconsistent, re-create it")
+                             f"metadata says {tuple(shape)}; the file is inconsistent, re-create it")
         if not torch.isfinite(t).all():
             raise ValueError(f"prior file {path}: tensor {name!r} has NaN or Inf values; re-create it")

@@ -22,8 +22,8 @@ from .data import REPO_ROOT
 from .io import atomic_path, write_text
 
 NOTEBOOKS = ["00_quickstart", "01_mismatch_study", "02_noise_priors", "03_prior_comparison", "04_mu_sweep",
-             "05_diversity", "06_comparison_table", "07_training"]
-DEFAULT_BATCH = NOTEBOOKS[:-1]  # 07_training is optional (--with-training)
+             "05_diversity", "06_comparison_table", "07_training", "08_global_factors"]
+DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 TITLES = {
     "00_quickstart": "Quickstart: one label map, four priors",
@@ -34,7 +34,25 @@ TITLES = {
     "05_diversity": "Table 3: diversity",
     "06_comparison_table": "Table 2: the paper's rows and ours",
     "07_training": "Training the toy stack (small)",
+    "08_global_factors": "Beyond the paper: priors that keep global factors",
 }
+
+# Counts a profile's batch passes to the notebooks (on top of profile, smoke, out_dir), fixed before the
+# run and written into runs.json and index.md. The toy profile uses the notebooks' own defaults. CamVid
+# fits the 2-core CPU's 45-minute budget: Table 1 on all 101 validation maps, the sweeps on the first 50.
+PROFILE_PARAMS = {
+    "camvid": {
+        "01_mismatch_study": {"n_eval": 50, "mus": [0.4, 0.6, 0.8, 1.0]},
+        "04_mu_sweep": {"n_eval": 50, "mus": [0.6, 0.8, 1.0], "kinds": ["joint", "categorical"]},
+        "05_diversity": {"k": 4, "n_maps": 16},
+    },
+}
+
+
+def notebook_params(profile: str, name: str, smoke: bool, out: Path) -> dict:
+    """The papermill parameters of one notebook in a batch: the common ones and the profile's counts."""
+    return {"profile": profile, "smoke": bool(smoke), "out_dir": str(out),
+            **PROFILE_PARAMS.get(profile, {}).get(name, {})}
 
 
 def report_dir(profile: str, smoke: bool, out: str | Path | None = None) -> Path:
@@ -129,14 +147,13 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {NOTEBOOKS}")
     out = report_dir(profile, smoke, out)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, "smoke": bool(smoke), "out_dir": str(out)}
     t0 = time.time()
     runs_path = out / "runs.json"
     records = {}
 
     def one(name):
         print(f"[scpdiff] running {name} ...", flush=True)
-        rec = run_notebook(name, out, params)
+        rec = run_notebook(name, out, notebook_params(profile, name, smoke, out))
         records[name] = rec
         print(f"[scpdiff] {name}: {rec['status']} in {rec['wall_s']} s" + (f" ({rec['error']})" if rec["error"] else ""),
               flush=True)
@@ -161,6 +178,7 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
     previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     run = {"profile": profile, "smoke": smoke, "commit": git_commit(), "python": platform.python_version(),
            "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "batch_wall_s": round(time.time() - t0, 1),
+           "profile_params": PROFILE_PARAMS.get(profile, {}),
            "notebooks": {**previous.get("notebooks", {}), **records}}
     write_text(runs_path, json.dumps(run, indent=2, default=str) + "\n")
     write_index(out, run)
@@ -182,6 +200,11 @@ def _metric(m: dict) -> str:
     return m.get("settings", {}).get("metric", "FD-toy")
 
 
+def _kid(r: dict) -> str:
+    """KID times 10^3 with its jackknife standard error."""
+    return f"{1e3 * r['kid']:.2f} +- {1e3 * r['kid_se']:.2f}"
+
+
 def _table1(m: dict) -> str:
     paper = {r["prior"]: r for r in m["paper_table1"]}
     metric = _metric(m)
@@ -190,15 +213,19 @@ def _table1(m: dict) -> str:
         n = rows[0]["n"]
         lines.append(f"\n**{setting}** ({n} validation maps, seeds {m['settings']['seed']}..{m['settings']['seed'] + n - 1}, "
                      f"{m['settings']['steps']} DDIM steps; verdict: {m['verdict'][setting]})\n")
-        lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] | paper Cityscapes mIoU / Acc / FID | paper ADE20K mIoU / Acc / FID |")
-        lines.append("|---|---|---|---|---|---|---|")
+        kid = "kid" in rows[0]
+        lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] |" + (" KID x1e3 (ours) +- SE |" if kid else "")
+                     + " paper Cityscapes mIoU / Acc / FID | paper ADE20K mIoU / Acc / FID |")
+        lines.append("|---|---|---|---|---|---|---|" + ("---|" if kid else ""))
         for r in rows:
             p = paper[r["prior"]]
             lines.append(f"| {r['prior']} | {r['mu']:g} | {r['miou']:.2f} {_fmt_ci(r.get('miou_ci'))} | {r['acc']:.2f} | "
-                         f"{r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} | {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
+                         f"{r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} |" + (f" {_kid(r)} |" if kid else "")
+                         + f" {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
         c = m["real_ceiling"][setting]
-        lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, {metric} {c['fd']:.3f}.")
+        lines.append(f"\nReal validation images: mIoU {c['miou']:.2f}, Acc {c['acc']:.2f}, {metric} {c['fd']:.3f}"
+                     + (f", KID x1e3 {_kid(c)}" if "kid" in c else "") + ".")
     return "\n".join(lines)
 
 
@@ -207,12 +234,17 @@ def write_index(out: Path, run: dict) -> Path:
     lines = [f"# SCP-Diff study: profile `{run['profile']}`" + (" (smoke run)" if run["smoke"] else ""), "",
              "All numbers below were measured by this project's code on this profile; the paper's "
              "numbers stand beside them for reference. On the toy profiles the distance is **FD-toy** "
-             "(Frechet distance on the toy segmenter's features), not FID.", "",
+             "(Frechet distance on the toy segmenter's features), not FID; on real images it is **FID** "
+             "(the standard TF-Inception network) with **KID** beside it (unbiased, the fair comparison at a "
+             "hundred images, where FID is biased upwards).", "",
              f"Run: commit `{run['commit']}`, finished {run['finished']}, Python {run['python']}, "
              f"batch wall time {run['batch_wall_s']} s.", "",
              "Each notebook's executed copy (outputs included) is under `notebooks/`: read it on any "
              "notebook viewer without running anything.", "",
              "| notebook | what | status | wall time (s) | tables | figures |", "|---|---|---|---|---|---|"]
+    if run.get("profile_params"):
+        counts = "; ".join(f"`{n}`: " + ", ".join(f"{k}={v}" for k, v in p.items()) for n, p in run["profile_params"].items())
+        lines[-2:-2] = [f"Counts this profile passes to the notebooks (fixed before the run): {counts}.", ""]
     for name in NOTEBOOKS:
         rec = run["notebooks"].get(name)
         tables = sorted(p.name for p in (out / "tables").glob(f"{name.split('_')[0]}_*.md")) if (out / "tables").is_dir() else []
@@ -253,6 +285,19 @@ def write_index(out: Path, run: dict) -> Path:
         lines += ["", "## Table 3: diversity", f"\n{m['n_maps']} maps x {m['k']} samples. Paper (ADE20K, LPIPS / MS-SSIM): {paper}.\n",
                   df[[c for c in ("prior", "mu", "lpips", "ms_ssim", "maps", "k", "lpips_note") if c in df]].to_markdown(
                       index=False, floatfmt=".3f"), "", "![diversity](figures/05_diversity.png)"]
+    m = _load(out, "08_global_factors")
+    if m:
+        lines += ["", "## Beyond the paper: priors that keep each image's global factors", "",
+                  f"Harness settings, fixed before the run: {m['harness']}. `spread_ratio`: std of per-image "
+                  "brightness, generated over real (1 is right).", ""]
+        for setting, rows in m["tables"].items():
+            df = pd.DataFrame(rows)
+            df["fd_ci"] = df["fd_ci"].map(lambda c: _fmt_ci(c, 3))
+            df["spread_ratio_ci"] = df["spread_ratio_ci"].map(lambda c: _fmt_ci(c, 2))
+            cols = [c for c in ("prior", "mu", "fd", "fd_ci", "kid", "miou", "spread_ratio", "spread_ratio_ci", "n") if c in df]
+            lines += [f"**{setting}** ({_metric(m)}; verdict: {m['verdict'][setting]})", "",
+                      df[cols].to_markdown(index=False, floatfmt=".3f"), ""]
+        lines += ["![global factors](figures/08_global_factors.png)"]
     m = _load(out, "06_comparison_table")
     if m:
         lines += ["", "## Table 2: the paper's rows and ours", "",

@@ -74,6 +74,7 @@ class Settings:
     segmenter: str | None = None  # a transformers segmentation folder, or one written by ToySegmenter; None: the toy one
     metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
     dataset_options: dict = field(default_factory=dict)  # keywords of the dataset class (size, hold-out)
+    eval_splits: tuple = ("val",)  # the evaluation maps and real references: these splits, concatenated
 
     @property
     def reports(self) -> Path:
@@ -117,8 +118,12 @@ def settings(profile: str = "toy", smoke: bool | None = None, **overrides) -> Se
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     base = PROFILES[profile]
-    env = {"pipeline": os.environ.get("SCP_PIPELINE"), "data_root": os.environ.get("SCP_DATA_ROOT"),
-           "segmenter": os.environ.get("SCP_SEGMENTER")}
+    # The environment names a real dataset and its models; the toy profiles generate their own data
+    # and use the committed toy zoo, so it does not apply to them (a camvid root given to toy-city
+    # would have it generate its images into that folder).
+    env = {} if base.metric == "FD-toy" else {
+        "pipeline": os.environ.get("SCP_PIPELINE"), "data_root": os.environ.get("SCP_DATA_ROOT"),
+        "segmenter": os.environ.get("SCP_SEGMENTER")}
     s = replace(base, smoke=bool(smoke), **{k: v for k, v in {**env, **overrides}.items() if v is not None})
     if s.metric == "FID" and not s.pipeline:
         raise ValueError(f"profile {profile!r} is real scale: give the fine-tuned pipeline folder "
@@ -203,9 +208,16 @@ def _images_labels(ds, idx) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def eval_set(s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n_eval`` validation images (uint8) and label maps."""
-    ds = load_data(s, "val")
-    return _images_labels(ds, np.arange(min(s.n_eval, len(ds))))
+    """The first ``n_eval`` evaluation images (uint8) and label maps: the splits ``s.eval_splits`` in order."""
+    imgs, labs, left = [], [], s.n_eval
+    for split in s.eval_splits:
+        ds = load_data(s, split)
+        img, lab = _images_labels(ds, np.arange(min(left, len(ds))))
+        imgs.append(img), labs.append(lab)
+        left -= len(img)
+        if left <= 0:
+            break
+    return torch.cat(imgs), torch.cat(labs)
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
@@ -224,7 +236,7 @@ def build_priors(s: Settings, save: bool = True) -> dict:
     Returns:
         ``{"normal": NormalPrior, "spatial": ..., "categorical": ..., "joint": ...,
         "_accumulator": PriorAccumulator}``; the files go to ``<reports>/priors/*.safetensors``
-        (git-ignored: they rebuild in seconds).
+        (git-ignored), with the reference statistics they come from (:func:`_reference_statistics`).
     """
     from .distributed import reference_accumulator, reference_provenance
 
@@ -233,8 +245,8 @@ def build_priors(s: Settings, save: bool = True) -> dict:
         return _CACHE[key]
     pipe = load_pipeline(s)
     ds = load_data(s, "train")
-    acc = reference_accumulator(pipe, ds, s.n_ref, seed=s.seed)
     prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", min(s.n_ref, len(ds)), s.seed)
+    acc = _reference_statistics(s, prov, lambda: reference_accumulator(pipe, ds, s.n_ref, seed=s.seed))
     priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]),
               **acc.priors(s.min_count, s.fallback, prov), "_accumulator": acc}
     if save:
@@ -244,16 +256,62 @@ def build_priors(s: Settings, save: bool = True) -> dict:
     return priors
 
 
+def _autoencoder_fingerprint(s: Settings) -> str:
+    """sha256 of the pipeline's ``vae/`` folder (config, and weights where they are stored there)."""
+    import hashlib
+
+    from .toy_zoo import PIPELINE_DIR
+
+    root = Path(s.pipeline) if s.pipeline else PIPELINE_DIR
+    root = (root if root.is_absolute() else REPO_ROOT / root) / "vae"
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _reference_statistics(s: Settings, provenance: dict, compute):
+    """The reference set's :class:`PriorAccumulator`, cached beside the priors of the report.
+
+    Encoding the reference images is the costly part of building priors (minutes for CamVid's
+    355 frames through TAEF2), and every notebook of a batch needs the same statistics; the
+    cache ``<reports>/priors/reference_statistics.safetensors`` is used only when everything that
+    determines the latents matches: the provenance of :func:`reference_provenance`, the dataset
+    options and the autoencoder's files. Written atomically; anything else recomputes.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from .io import atomic_path
+    from .priors import PriorAccumulator
+
+    key = json.dumps({**provenance, "dataset_options": s.dataset_options, "autoencoder": _autoencoder_fingerprint(s)},
+                     sort_keys=True, default=str)
+    path = s.reports / "priors" / "reference_statistics.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("key") == key:
+                    return PriorAccumulator.from_state_dict({k: f.get_tensor(k) for k in f.keys()})
+        except Exception:  # noqa: BLE001 - an unreadable cache is recomputed and replaced
+            pass
+    acc = compute()
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in acc.state_dict().items()}, str(tmp), metadata={"key": key})
+    return acc
+
+
 def prior_summary(priors: dict, class_names) -> pd.DataFrame:
-    """Per class: reference tokens, mean of the class mean and std, and joint cells using the fallback."""
+    """Per class: reference tokens, the class mean and std (first four latent channels), joint cells using the fallback."""
     cat, joint = priors["categorical"], priors["joint"]
     names = list(class_names) + ["(ignore)"] * (cat.num_classes - len(class_names))
     rows = []
     for c in range(cat.num_classes):
         seen = joint.count[c] > 0
         rows.append({"class": names[c], "tokens": int(cat.class_counts[c]),
-                     "mean (4 ch)": np.round(cat.mean[c].numpy(), 3).tolist(),
-                     "std (4 ch)": np.round(cat.std[c].numpy(), 3).tolist(),
+                     "mean (ch 0-3)": np.round(cat.mean[c, :4].numpy(), 3).tolist(),
+                     "std (ch 0-3)": np.round(cat.std[c, :4].numpy(), 3).tolist(),
                      "cells seen": int(seen.sum()),
                      "cells with fallback among seen": int((joint.fallback_mask[c] & seen).sum())})
     return pd.DataFrame(rows)
@@ -306,23 +364,38 @@ def frechet_bootstrap(fa: torch.Tensor, fb: torch.Tensor, n_boot: int = 100, see
     if n_boot <= 0:
         return value, None
     rng = np.random.default_rng(seed)
-    boots = np.array([_fd(fa[rng.integers(0, len(fa), len(fa))], fb) for _ in range(n_boot)])
+    draws = [fa[rng.integers(0, len(fa), len(fa))] for _ in range(n_boot)]
+    if len(fa) < fa.shape[1]:  # fewer images than features (FID: 2048-d): the n x n form, same quantity
+        from .metrics import feature_statistics, frechet_distance_few
+
+        mu2, sigma2 = feature_statistics(fb.numpy())
+        boots = np.array([frechet_distance_few(d.numpy(), mu2, sigma2) for d in draws])
+    else:
+        boots = np.array([_fd(d, fb) for d in draws])
     bias = float(boots.mean() - value)
     return value, tuple((np.percentile(boots, [2.5, 97.5]) - bias).tolist())
 
 
-def fd_with_ci(s: Settings, gen_u8: torch.Tensor, ref_feats: torch.Tensor, n_boot: int = 100, seed: int = 0):
-    """FD-toy (or FID) of generated images against reference features, bootstrapped over generated images."""
-    return frechet_bootstrap(_features(s, gen_u8), ref_feats, n_boot=n_boot, seed=seed)
-
-
 def reference_features(s: Settings) -> torch.Tensor:
     """Toy-segmenter features of real validation images (the FD-toy reference set)."""
-    key = ("ref_feats", s.dataset, s.n_eval, s.metric)
+    key = ("ref_feats", s.dataset, s.n_eval, s.metric, tuple(s.eval_splits))
     if key not in _CACHE:
         img, _ = eval_set(replace(s, n_eval=max(s.n_eval, 100) if not s.smoke else s.n_eval))
         _CACHE[key] = _features(s, img)
     return _CACHE[key]
+
+
+def kid_score(gen_feats: torch.Tensor, ref_feats: torch.Tensor) -> dict:
+    """KID (unbiased MMD^2, cubic kernel; :mod:`scp_core.metrics.kid`) on all images, with its standard error.
+
+    ``kid`` is the U-statistic on every generated and reference image (``kid_full``) and
+    ``kid_se`` its two-sample jackknife standard error; both are raw values (tables show them
+    times 10^3, as papers do). At these counts a subset average would only repeat the full set.
+    """
+    from .metrics import kid_from_features
+
+    k = kid_from_features(gen_feats.numpy(), ref_feats.numpy(), n_subsets=1, subset_size=len(gen_feats))
+    return {"kid": k["kid_full"], "kid_se": k["kid_se"]}
 
 
 def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
@@ -330,6 +403,7 @@ def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = Tr
 
     The distance is stored as ``fd`` (with ``fd_ci``) and ``metric`` names it: ``s.metric``,
     FD-toy on the toy profiles, FID at real scale; tables and figures label it from there.
+    With FID, ``kid`` and ``kid_se`` (:func:`kid_score`) come from the same Inception features.
     """
     from .metrics import SegmentationMeter
 
@@ -340,8 +414,11 @@ def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = Tr
         meter.update(seg.predict(to_float(gen_u8[i:i + 100])), labels[i:i + 100])
     res = meter.compute()
     out = {"miou": 100 * res["miou"], "acc": 100 * res["acc"], "n": int(len(gen_u8)), "metric": s.metric}
-    fd, fd_ci = fd_with_ci(s, gen_u8, reference_features(s), n_boot=100 if ci else 0)
+    gen_feats, ref_feats = _features(s, gen_u8), reference_features(s)
+    fd, fd_ci = frechet_bootstrap(gen_feats, ref_feats, n_boot=100 if ci else 0)
     out["fd"] = fd
+    if s.metric == "FID":  # KID beside FID: unbiased, the fair comparison at a hundred images
+        out.update(kid_score(gen_feats, ref_feats))
     if ci:
         b = meter.bootstrap(n_boot=200, seed=s.seed)
         out["miou_ci"] = [100 * v for v in b["miou"]]
@@ -354,14 +431,17 @@ def real_ceiling(s: Settings) -> dict:
     """What real images score: the ceiling of any generator.
 
     mIoU / accuracy: the toy segmenter on the real validation images of the evaluated maps.
-    FD-toy: ``n_eval`` real *training* images against the validation reference (two
-    independent real sets of the same size: the floor a perfect generator would reach).
+    FD-toy / FID (and KID): ``n_eval`` real *training* images against the validation reference
+    (two independent real sets of the same size: the floor a perfect generator would reach).
     """
     img, lab = eval_set(s)
     out = score(s, img, lab, ci=False)
     train = load_data(s, "train")
     real_train, _ = _images_labels(train, np.arange(min(len(img), len(train))))
-    out["fd"], _ = fd_with_ci(s, real_train, reference_features(s), n_boot=0)
+    train_feats, ref_feats = _features(s, real_train), reference_features(s)
+    out["fd"] = _fd(train_feats, ref_feats)
+    if s.metric == "FID":
+        out.update(kid_score(train_feats, ref_feats))
     return out
 
 
@@ -381,12 +461,16 @@ def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict
     return pd.DataFrame(rows), images
 
 
-def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100) -> pd.DataFrame:
+def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100,
+                      images: dict | None = None) -> pd.DataFrame:
     """The global-factor diagnostic (docs/method.md, section 4): the spread of per-image mean brightness.
 
     The priors draw latent tokens independently, so a prior sample averages per-image global
     factors (lighting) away; if the model keeps the low frequencies of its start, generated
     images vary less in brightness than real ones. Returns the std (and mean) over ``n`` maps.
+    ``images``: ``{kind: uint8 images}`` already generated for the first ``n`` (or more)
+    evaluation maps with the same seeds (e.g. by :func:`prior_comparison`), used instead of
+    sampling them again.
     """
     priors = build_priors(s)
     img, labels = eval_set(replace(s, n_eval=n))
@@ -397,7 +481,8 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
     rows = [row("real", None, img)]
     for k in kinds:
         mu = resolve_mu(priors[k], default=s.mu)
-        rows.append(row(f"{k} prior", mu, generate(s, labels, prior=priors[k], mu=mu)))
+        gen = images[k][:len(labels)] if images and k in images else generate(s, labels, prior=priors[k], mu=mu)
+        rows.append(row(f"{k} prior", mu, gen))
     return pd.DataFrame(rows)
 
 
@@ -427,11 +512,15 @@ def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"), mus=(0.5, 0
     return pd.DataFrame(rows)
 
 
-def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", "joint")) -> tuple[pd.DataFrame, dict]:
-    """Table 3: K samples per label map, mean pairwise LPIPS and MS-SSIM, averaged over maps."""
+def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", "joint"),
+                    priors: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Table 3: K samples per label map, mean pairwise LPIPS and MS-SSIM, averaged over maps.
+
+    ``priors``: ``{kind: Prior}`` to draw from (default: :func:`build_priors`).
+    """
     from .metrics import diversity
 
-    priors = build_priors(s)
+    priors = priors or build_priors(s)
     _, labels = eval_set(replace(s, n_eval=n_maps))
     rows, grids = [], {}
     for kind in kinds:
@@ -500,6 +589,20 @@ def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     return Path(path)
+
+
+def readable(df: pd.DataFrame, metric: str, columns) -> pd.DataFrame:
+    """``columns`` of a results table for reading: ``fd`` named by its metric, KID (if any) times 10^3.
+
+    KID and its standard error follow the distance's interval (they exist where the metric is FID).
+    """
+    cols = [c for c in columns if c in df]
+    out = df[cols].copy()
+    if "kid" in df:
+        at = cols.index("fd_ci") + 1 if "fd_ci" in cols else len(cols)
+        out.insert(at, "KID x1e3", df["kid"] * 1e3)
+        out.insert(at + 1, "KID SE x1e3", df["kid_se"] * 1e3)
+    return out.rename(columns={"fd": metric, "fd_ci": f"{metric} 95% CI"})
 
 
 def save_table(df: pd.DataFrame, path_stem: Path) -> None:

@@ -79,8 +79,8 @@ RECIPES = {
         unet=dict(sample_size=(24, 32), in_channels=32, out_channels=32, block_out_channels=(32, 64, 128),
                   down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
-        unet_cfg=TrainConfig(steps=600, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=100),
-        controlnet_cfg=TrainConfig(steps=400, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=100),
+        unet_cfg=TrainConfig(steps=4000, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=300),
+        controlnet_cfg=TrainConfig(steps=1500, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300),
         segmenter=dict(steps=500, batch_size=8, lr=3e-3, crop=(96, 128), channels=(16, 32, 64, 128)),
     ),
 }

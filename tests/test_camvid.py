@@ -166,3 +166,57 @@ def test_committed_camvid_zoo_is_small_and_has_no_machine_paths():
     here = str(REPO_ROOT.parent)  # no path of the machine that trained it
     assert not [p for p in files if p.suffix in (".json", ".md") and here in p.read_text()]
     assert sorted(p.name for p in (zoo / "pipeline" / "vae").iterdir()) == ["config.json"]  # TAEF2 not copied
+
+
+def test_readable_table_names_the_metric_and_shows_kid_times_1e3():
+    import pandas as pd
+
+    from scp_core.study import readable
+
+    df = pd.DataFrame([{"prior": "joint", "fd": 80.0, "fd_ci": [70.0, 90.0], "kid": 0.0123, "kid_se": 0.0011, "n": 101}])
+    out = readable(df, "FID", ["prior", "fd", "fd_ci", "n"])
+    assert list(out.columns) == ["prior", "FID", "FID 95% CI", "KID x1e3", "KID SE x1e3", "n"]
+    assert out["KID x1e3"].iloc[0] == pytest.approx(12.3) and out["KID SE x1e3"].iloc[0] == pytest.approx(1.1)
+    toy = readable(df.drop(columns=["kid", "kid_se"]), "FD-toy", ["prior", "fd", "fd_ci", "absent"])
+    assert list(toy.columns) == ["prior", "FD-toy", "FD-toy 95% CI"]
+
+
+def test_kid_score_is_the_full_u_statistic_with_its_standard_error():
+    from scp_core.metrics import kid_from_features
+    from scp_core.study import kid_score
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 16, generator=g, dtype=torch.float64), torch.randn(30, 16, generator=g, dtype=torch.float64) + 0.5
+    k, ref = kid_score(a, b), kid_from_features(a.numpy(), b.numpy(), n_subsets=1)
+    assert k == {"kid": pytest.approx(ref["kid_full"]), "kid_se": pytest.approx(ref["kid_se"])}
+    assert k["kid"] > 2 * k["kid_se"] > 0  # a shift of 0.5 per feature is clearly detected
+
+
+def test_camvid_batch_passes_its_counts_to_the_notebooks(tmp_path):
+    from scp_core.reproduce import PROFILE_PARAMS, notebook_params
+
+    p = notebook_params("camvid", "04_mu_sweep", False, tmp_path)
+    assert p == {"profile": "camvid", "smoke": False, "out_dir": str(tmp_path), **PROFILE_PARAMS["camvid"]["04_mu_sweep"]}
+    assert notebook_params("toy", "04_mu_sweep", True, tmp_path) == {"profile": "toy", "smoke": True, "out_dir": str(tmp_path)}
+
+
+def test_camvid_table1_smoke_has_fid_and_kid(tmp_path, monkeypatch):
+    """Notebook 03 on the camvid profile at smoke size: FID with KID on real frames, from the committed zoo."""
+    import json
+
+    from scp_core.data import REPO_ROOT
+    from scp_core.reproduce import reproduce
+
+    if not CAMVID.is_dir() or not (weights_dir() / "taef2_encoder.safetensors").is_file():
+        pytest.skip("needs ../shared/data/camvid and ../shared/weights (TAEF2, FID Inception)")
+    if not (REPO_ROOT / "zoo" / "camvid" / "pipeline" / "scp_pipeline.json").is_file():
+        pytest.skip("zoo/camvid not trained yet (scpdiff train --profile camvid)")
+    monkeypatch.setenv("SCP_DATA_ROOT", str(CAMVID))  # inherited by the notebook's kernel
+    run = reproduce("camvid", only=["03_prior_comparison"], smoke=True, out=tmp_path, jobs=1)
+    assert run["notebooks"]["03_prior_comparison"]["status"] == "ok", run["notebooks"]
+    m = json.loads((tmp_path / "metrics" / "prior_comparison.json").read_text())
+    rows = m["tables"]["camvid"]
+    assert {r["metric"] for r in rows} == {"FID"} and all(r["kid_se"] > 0 for r in rows)
+    assert "KID x1e3" in (tmp_path / "index.md").read_text()
+    ceiling = m["real_ceiling"]["camvid"]  # real training frames against the validation reference
+    assert ceiling["kid_se"] > 0 and ceiling["metric"] == "FID"

@@ -69,6 +69,20 @@ def test_frechet_matches_pytorch_fid_and_checks_shapes():
         M.frechet_distance(mu1, s1, np.zeros(5), s2[:5, :5])
 
 
+def test_frechet_few_features_form_equals_the_sqrtm_form():
+    from scp_core.metrics import feature_statistics, frechet_distance, frechet_distance_few
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(300, 16)) / 4
+    a = np.maximum(rng.normal(size=(60, 16)) @ basis.T + 0.05 * rng.normal(size=(60, 300)), 0)
+    b = np.maximum(rng.normal(size=(80, 16)) @ basis.T + 0.05 * rng.normal(size=(80, 300)) + 0.03, 0)
+    mu2, sigma2 = feature_statistics(b)
+    ref = frechet_distance(*feature_statistics(a), mu2, sigma2)   # 60 images, 300 features: singular sigma1
+    assert frechet_distance_few(a, mu2, sigma2) == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance_few(a[:1], mu2, sigma2)
+
+
 def test_streaming_stats_equal_numpy_cov_and_folder_equals_tensor(tmp_path):
     from PIL import Image
 

@@ -3,6 +3,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from scp_core import study
 
@@ -26,6 +27,15 @@ def test_profiles_refuse_unknown_names_and_real_scale_without_paths(monkeypatch)
     s = study.settings("cityscapes", smoke=False)
     assert s.pipeline == "/models/cs" and s.metric == "FID" and s.guidance == 4.0
     assert study.settings("ade20k", smoke=False, pipeline="/x").guidance == 7.5
+
+
+def test_the_environment_names_real_data_and_never_reaches_the_toy_profiles(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCP_DATA_ROOT", str(tmp_path / "camvid"))
+    monkeypatch.setenv("SCP_PIPELINE", str(tmp_path / "pipe"))
+    assert study.settings("camvid", smoke=False).data_root == str(tmp_path / "camvid")
+    for profile in ("toy", "toy-gv"):  # toy-city would generate its images into that folder
+        s = study.settings(profile, smoke=False)
+        assert s.data_root is None and s.pipeline == study.PROFILES[profile].pipeline
 
 
 def test_comparison_table_marks_our_rows(tmp_path):
@@ -85,3 +95,24 @@ def test_notebook_03_follows_its_profile_parameter(tmp_path):
     m = json.loads((tmp_path / "metrics" / "prior_comparison.json").read_text())
     assert set(m["tables"]) == {"toy-gv"} and m["settings"]["profile"] == "toy-gv"
     assert m["metric"] == "FD-toy" and all(r["metric"] == "FD-toy" for r in m["tables"]["toy-gv"])
+
+
+def test_reference_statistics_are_cached_per_report_and_invalidated_by_their_key(tmp_path, monkeypatch):
+    from scp_core import distributed, study
+
+    s = study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=24)
+    study._CACHE.clear()
+    first = study.build_priors(s)
+    assert (tmp_path / "priors" / "reference_statistics.safetensors").is_file()
+    study._CACHE.clear()  # a new kernel: the statistics come from the file, not from encoding again
+    original = distributed.reference_accumulator
+    monkeypatch.setattr(distributed, "reference_accumulator", lambda *a, **k: pytest.fail("re-encoded"))
+    again = study.build_priors(s)
+    torch.testing.assert_close(again["joint"].mean, first["joint"].mean)
+    assert again["joint"].num_images == first["joint"].num_images == 24
+    study._CACHE.clear()  # another reference set size does not reuse the file
+    calls = []
+    monkeypatch.setattr(distributed, "reference_accumulator", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert study.build_priors(study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=16))["joint"].num_images == 16
+    assert calls == [1]
+    study._CACHE.clear()

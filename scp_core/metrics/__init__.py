@@ -23,7 +23,8 @@ from ._common import (MissingWeightsError, bootstrap_ci, hub_checkpoint_dir, ite
                       to_unit_images)
 from .diversity import diversity, load_lpips, lpips_from_safetensors, ms_ssim, ms_ssim_config
 from .frechet import (FeatureStats, InceptionFeatures, SegmenterFeatures, compute_feature_stats, compute_features,
-                      fd_toy, feature_statistics, fid_from_images, frechet_distance, frechet_distance_from_images,
+                      fd_toy, feature_statistics, fid_from_images, frechet_distance, frechet_distance_few,
+                      frechet_distance_from_images,
                       load_or_compute_reference_stats)
 from .kid import kid_from_features, kid_from_images
 from .segmentation import HFSegmenter, SegmentationMeter, confusion_matrix, evaluate_segmentation
@@ -33,7 +34,7 @@ __all__ = [
     "diversity", "load_lpips", "lpips_from_safetensors", "ms_ssim", "ms_ssim_config",
     "FeatureStats", "InceptionFeatures", "SegmenterFeatures", "compute_feature_stats", "compute_features", "fd_toy",
     "kid_from_features", "kid_from_images",
-    "feature_statistics", "fid_from_images", "frechet_distance", "frechet_distance_from_images",
+    "feature_statistics", "fid_from_images", "frechet_distance", "frechet_distance_few", "frechet_distance_from_images",
     "load_or_compute_reference_stats",
     "HFSegmenter", "SegmentationMeter", "confusion_matrix", "evaluate_segmentation",
     "ToySegmenter", "load_toy_segmenter",
