@@ -229,6 +229,11 @@ def _table1(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _wall(w) -> str:
+    """A batch's wall time: seconds, or the note of a run that was not one batch."""
+    return f"{w} s" if isinstance(w, (int, float)) else str(w)
+
+
 def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
     lines = [f"# SCP-Diff study: profile `{run['profile']}`" + (" (smoke run)" if run["smoke"] else ""), "",
@@ -238,7 +243,7 @@ def write_index(out: Path, run: dict) -> Path:
              "(the standard TF-Inception network) with **KID** beside it (unbiased, the fair comparison at a "
              "hundred images, where FID is biased upwards).", "",
              f"Run: commit `{run['commit']}`, finished {run['finished']}, Python {run['python']}, "
-             f"batch wall time {run['batch_wall_s']} s.", "",
+             f"batch wall time {_wall(run['batch_wall_s'])}.", "",
              "Each notebook's executed copy (outputs included) is under `notebooks/`: read it on any "
              "notebook viewer without running anything.", "",
              "| notebook | what | status | wall time (s) | tables | figures |", "|---|---|---|---|---|---|"]
