@@ -93,12 +93,26 @@ class GaussianAccumulator:
         return self
 
 
+def _cov_root(cov: torch.Tensor) -> torch.Tensor:
+    """``root`` with ``cov = root @ root.T`` (``cov`` PSD, possibly singular: eigen-decomposition, not Cholesky).
+
+    Cached on the tensor itself (keyed by its storage and version), so a prior pays the decomposition
+    once, not at every draw.
+    """
+    key = (cov.data_ptr(), cov._version)
+    cached = getattr(cov, "_scp_root", None)
+    if cached is None or cached[0] != key:
+        evals, evecs = torch.linalg.eigh(cov.double())
+        cached = (key, evecs * evals.clamp(min=0).sqrt())
+        cov._scp_root = cached
+    return cached[1]
+
+
 def _mvn_draw(mean: torch.Tensor, cov: torch.Tensor, n: int, generator) -> torch.Tensor:
-    """``n`` draws of ``N(mean, cov)`` (``cov`` PSD, possibly singular: eigen-decomposition, not Cholesky)."""
-    evals, evecs = torch.linalg.eigh(cov.double())
-    root = (evecs * evals.clamp(min=0).sqrt()).to(mean.dtype)            # cov = root @ root.T
+    """``n`` draws of ``N(mean, cov)``: ``mean + z root^T`` with ``z ~ N(0, I)``."""
+    root = _cov_root(cov).to(mean.device, mean.dtype)
     z = torch.randn(n, len(mean), generator=generator, dtype=mean.dtype, device=mean.device)
-    return mean + z @ root.to(mean.device).T
+    return mean + z @ root.T
 
 
 def _joint_tensors(acc: PriorAccumulator, min_count: int, fallback: str):
@@ -344,11 +358,24 @@ class MixtureJointPrior(JointPrior):
 
     def sample(self, labels, generator: torch.Generator | None = None) -> torch.Tensor:
         labels = self.check_labels(labels)
-        means, stds = self._parts(labels)
-        eps = torch.randn(means[0].shape, generator=generator, device=means[0].device, dtype=means[0].dtype)
-        which = torch.multinomial(self.weights.double().cpu(), len(labels), replacement=True, generator=generator)
-        pick = lambda ts: torch.stack([ts[int(j)][i] for i, j in enumerate(which)])  # noqa: E731
-        return pick(means) + pick(stds) * eps                    # one cluster for every token of an image
+        B, H, W = labels.shape
+        eps = torch.randn(B, self.mean.shape[2], H, W, generator=generator, device=labels.device, dtype=self.mean.dtype)
+        which = torch.multinomial(self.weights.double().cpu(), B, replacement=True, generator=generator)
+        return (_cluster_lookup(self.mean, which, labels)            # one cluster for every token of an image
+                + _cluster_lookup(self.std, which, labels) * eps)
+
+
+def _cluster_lookup(table: torch.Tensor, which: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``table [k, K, C, H, W]`` read at ``(which[b], labels[b, y, x], :, y, x)``: ``[B, C, H, W]``.
+
+    :func:`cell_lookup` of cluster ``which[b]`` for image ``b``, without looking up the other clusters.
+    """
+    B, H, W = labels.shape
+    t = table.to(labels.device).permute(0, 1, 3, 4, 2)  # [k, K, H, W, C]
+    bb = which.to(labels.device)[:, None, None].expand(B, H, W)
+    yy = torch.arange(H, device=labels.device)[None, :, None].expand(B, H, W)
+    xx = torch.arange(W, device=labels.device)[None, None, :].expand(B, H, W)
+    return t[bb, labels, yy, xx].permute(0, 3, 1, 2).contiguous()
 
 
 # --------------------------------------------------------------------------- signal leak (Everaert et al.)

@@ -158,3 +158,28 @@ def test_mixture_chooses_its_centres_from_the_first_images_of_the_pass():
     assert a.provenance["clusters"]["k"] == info["k"] and a.provenance["clusters"]["fitted_on"] == 128
     few = MixtureJointAccumulator(K, SHAPE, n_fit=1000).update(x[:50], labels[:50]).prior(min_count=2)
     assert few.num_images == 50
+
+
+def test_cluster_lookup_reads_each_image_from_its_own_cluster():
+    from scp_core.priors import cell_lookup
+    from scp_core.priors_global import _cluster_lookup
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(3, 4, 2, 5, 6, generator=g)           # k=3 clusters, K=4 classes, C=2
+    labels = torch.randint(0, 4, (5, 5, 6), generator=g)
+    which = torch.tensor([2, 0, 1, 1, 2])
+    got = _cluster_lookup(table, which, labels)
+    want = torch.stack([cell_lookup(table[j], labels[i:i + 1])[0] for i, j in enumerate(which.tolist())])
+    assert torch.equal(got, want)
+
+
+def test_covariance_root_is_cached_and_follows_in_place_changes():
+    from scp_core.priors_global import _cov_root
+
+    a = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
+    cov = a @ a.T
+    root = _cov_root(cov)
+    assert _cov_root(cov) is root                              # decomposed once
+    torch.testing.assert_close(root @ root.T, cov.double(), rtol=1e-5, atol=1e-5)
+    cov.mul_(4.0)                                              # an in-place change invalidates the cache
+    torch.testing.assert_close(_cov_root(cov) @ _cov_root(cov).T, cov.double(), rtol=1e-5, atol=1e-5)
