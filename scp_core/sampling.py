@@ -33,6 +33,7 @@ sampler draws it directly. The normal prior always runs at ``mu = 1`` (plain Con
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -139,21 +140,60 @@ def ddim_denoise(latents: torch.Tensor, timesteps: torch.Tensor, *, unet, contro
         cond = torch.cat([_expand(negative_prompt_embeds, B), cond])
         control = torch.cat([control, control])
     cond, control = cond.to(latents.device, dtype), control.to(latents.device, dtype)
-    for i, t in enumerate(timesteps):
-        x_in = torch.cat([latents, latents]) if cfg else latents
-        x_in = scheduler.scale_model_input(x_in, t).to(dtype)
-        down, mid = controlnet(x_in, t, encoder_hidden_states=cond, controlnet_cond=control,
-                               conditioning_scale=controlnet_conditioning_scale, return_dict=False)
-        eps = unet(x_in, t, encoder_hidden_states=cond, down_block_additional_residuals=down,
-                   mid_block_additional_residual=mid, return_dict=False)[0]
-        if cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        latents = scheduler.step(eps.to(latents.dtype), t, latents, eta=eta, generator=generator,
-                                 return_dict=False)[0]
-        if callback is not None:
-            callback(i, int(t), latents)
+    with control_embedded_once(controlnet, control):
+        for i, t in enumerate(timesteps):
+            x_in = torch.cat([latents, latents]) if cfg else latents
+            x_in = scheduler.scale_model_input(x_in, t).to(dtype)
+            down, mid = controlnet(x_in, t, encoder_hidden_states=cond, controlnet_cond=control,
+                                   conditioning_scale=controlnet_conditioning_scale, return_dict=False)
+            eps = unet(x_in, t, encoder_hidden_states=cond, down_block_additional_residuals=down,
+                       mid_block_additional_residual=mid, return_dict=False)[0]
+            if cfg:
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+            latents = scheduler.step(eps.to(latents.dtype), t, latents, eta=eta, generator=generator,
+                                     return_dict=False)[0]
+            if callback is not None:
+                callback(i, int(t), latents)
     return latents
+
+
+class _EmbeddedOnce(torch.nn.Module):
+    """A ControlNet's conditioning embedding that returns its output for ``control`` computed once.
+
+    The embedding (a stack of convolutions at image resolution) depends on the control map
+    only, not on ``x_t`` or ``t``, yet diffusers' ``ControlNetModel.forward`` recomputes it at
+    every step; at small latent sizes it is the larger part of a step. Any other input goes
+    through the wrapped module as before.
+    """
+
+    def __init__(self, inner: torch.nn.Module, control: torch.Tensor):
+        super().__init__()
+        self.inner, self.control = inner, control
+        self.value = inner(control)
+
+    def forward(self, conditioning: torch.Tensor) -> torch.Tensor:
+        return self.value if conditioning is self.control else self.inner(conditioning)
+
+
+@contextmanager
+def control_embedded_once(controlnet, control: torch.Tensor):
+    """Within the block, ``controlnet`` embeds ``control`` once instead of at every step.
+
+    Bit-identical to the plain loop (the same module on the same input); a ControlNet without
+    diffusers' ``controlnet_cond_embedding`` is left as it is, and so is a compiled one (swapping
+    its submodule would make torch.compile trace it again at every call).
+    """
+    inner = getattr(controlnet, "controlnet_cond_embedding", None)
+    if (not isinstance(inner, torch.nn.Module) or isinstance(inner, _EmbeddedOnce)
+            or hasattr(controlnet, "_orig_mod")):
+        yield
+        return
+    controlnet.controlnet_cond_embedding = _EmbeddedOnce(inner, control)
+    try:
+        yield
+    finally:
+        controlnet.controlnet_cond_embedding = inner
 
 
 def start_latents(prior: Prior, labels_latent: torch.Tensor, alpha_bar_start: float,

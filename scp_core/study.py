@@ -605,10 +605,20 @@ def readable(df: pd.DataFrame, metric: str, columns) -> pd.DataFrame:
     return out.rename(columns={"fd": metric, "fd_ci": f"{metric} 95% CI"})
 
 
+def _interval_text(v, digits: int = 3):
+    """A ``(lo, hi)`` interval cell as ``[lo, hi]`` for reading; any other cell unchanged."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return f"[{v[0]:.{digits}f}, {v[1]:.{digits}f}]"
+    return v
+
+
 def save_table(df: pd.DataFrame, path_stem: Path) -> None:
-    """``<stem>.csv`` and ``<stem>.md`` (atomically)."""
+    """``<stem>.csv`` (full precision) and ``<stem>.md`` (3 decimals, intervals as ``[lo, hi]``), atomically."""
     write_text(Path(str(path_stem) + ".csv"), df.to_csv(index=False))
-    write_text(Path(str(path_stem) + ".md"), df.to_markdown(index=False, floatfmt=".3f") + "\n")
+    shown = df.copy()
+    for col in shown.columns[shown.dtypes == object]:
+        shown[col] = shown[col].map(_interval_text)
+    write_text(Path(str(path_stem) + ".md"), shown.to_markdown(index=False, floatfmt=".3f") + "\n")
 
 
 def colorized(labels: torch.Tensor, s: Settings) -> np.ndarray:

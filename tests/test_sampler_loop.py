@@ -55,6 +55,28 @@ def test_a_bad_output_type_is_refused_before_sampling(pipe):
     assert calls == []
 
 
+def test_the_control_map_is_embedded_once_per_batch_with_the_same_images(pipe, monkeypatch):
+    """The ControlNet's conditioning embedding does not depend on t: once per batch, not once per step."""
+    from contextlib import nullcontext
+    from scp_core import sampling
+
+    calls = []
+    h = pipe.controlnet.controlnet_cond_embedding.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    kw = dict(prior=_joint(pipe), mu=1.0, num_inference_steps=4, guidance_scale=2.0, seed=0, batch_size=2,
+              output_type="latent")
+    try:
+        once = pipe(_labels(3), **kw).latents
+        assert calls == [4, 2], "one embedding per batch (both guidance branches together), not one per step"
+        monkeypatch.setattr(sampling, "control_embedded_once", lambda controlnet, control: nullcontext())
+        calls.clear()
+        every_step = pipe(_labels(3), **kw).latents
+        assert calls == [4] * 4 + [2] * 4
+    finally:
+        h.remove()
+    assert torch.equal(once, every_step), "the same module on the same input: bit-identical latents"
+    assert not isinstance(pipe.controlnet.controlnet_cond_embedding, sampling._EmbeddedOnce), "restored after the loop"
+
+
 def _same_images_with(pipe, compile):
     prior, lab = _joint(pipe), _labels(2)
     kw = dict(prior=prior, mu=0.8, num_inference_steps=4, guidance_scale=2.0, seed=0, output_type="latent")

@@ -50,6 +50,14 @@ def test_comparison_table_marks_our_rows(tmp_path):
     assert pd.isna(ours.cityscapes).all(), "our FD-toy never lands in the paper's FID columns"
 
 
+def test_saved_tables_print_intervals_for_reading_and_keep_full_precision_in_csv(tmp_path):
+    df = pd.DataFrame([{"prior": "joint", "fd": 272.48312, "fd_ci": (266.331038451, 280.280269337), "note": ""}])
+    study.save_table(df, tmp_path / "t")
+    md = (tmp_path / "t.md").read_text()
+    assert "[266.331, 280.280]" in md and "272.483" in md and "266.331038451" not in md
+    assert "266.331038451" in (tmp_path / "t.csv").read_text()
+
+
 def test_fd_bootstrap_interval_covers_the_estimators_mean():
     """The bias-shifted bootstrap interval must cover E[FD_hat] at the stated rate; the raw one does not.
 
