@@ -176,10 +176,15 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
 
     # merge with the records on disk at write time: earlier (or concurrent) batches keep theirs
     previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
-    run = {"profile": profile, "smoke": smoke, "commit": git_commit(), "python": platform.python_version(),
-           "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "batch_wall_s": round(time.time() - t0, 1),
-           "profile_params": PROFILE_PARAMS.get(profile, {}),
-           "notebooks": {**previous.get("notebooks", {}), **records}}
+    finished, wall, commit = time.strftime("%Y-%m-%d %H:%M:%S %Z"), round(time.time() - t0, 1), git_commit()
+    run = {"profile": profile, "smoke": smoke, "commit": commit, "python": platform.python_version(),
+           "finished": finished, "batch_wall_s": wall, "profile_params": PROFILE_PARAMS.get(profile, {}),
+           "notebooks": {**previous.get("notebooks", {}), **{n: {**r, "commit": commit} for n, r in records.items()}}}
+    if only and set(names) != set(DEFAULT_BATCH) and "batch_wall_s" in previous:
+        # a partial run (--only) keeps the last whole batch's time and says what it re-ran
+        run.update({k: previous[k] for k in ("commit", "finished", "batch_wall_s") if k in previous})
+        run["partial_runs"] = previous.get("partial_runs", []) + [
+            {"notebooks": names, "commit": commit, "finished": finished, "wall_s": wall}]
     write_text(runs_path, json.dumps(run, indent=2, default=str) + "\n")
     write_index(out, run)
     return run
@@ -243,7 +248,9 @@ def write_index(out: Path, run: dict) -> Path:
              "(the standard TF-Inception network) with **KID** beside it (unbiased, the fair comparison at a "
              "hundred images, where FID is biased upwards).", "",
              f"Run: commit `{run['commit']}`, finished {run['finished']}, Python {run['python']}, "
-             f"batch wall time {_wall(run['batch_wall_s'])}.", "",
+             f"batch wall time {_wall(run['batch_wall_s'])}."
+             + "".join(f" Later re-run alone: {', '.join(p['notebooks'])} (commit `{p['commit']}`, "
+                       f"{p['finished']}, {p['wall_s']} s)." for p in run.get("partial_runs", [])), "",
              "Each notebook's executed copy (outputs included) is under `notebooks/`: read it on any "
              "notebook viewer without running anything.", "",
              "| notebook | what | status | wall time (s) | tables | figures |", "|---|---|---|---|---|---|"]

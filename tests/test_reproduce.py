@@ -50,6 +50,19 @@ def test_a_failing_notebook_does_not_stop_the_batch(tmp_path, fake_notebooks):
     assert (out / "notebooks" / "01_mismatch_study.failed.ipynb").is_file()
 
 
+def test_a_partial_run_keeps_the_whole_batchs_time_and_records_itself(tmp_path, fake_notebooks):
+    out = tmp_path / "report"
+    out.mkdir()
+    whole = {"commit": "abc1234", "finished": "earlier", "batch_wall_s": 1751.6,
+             "notebooks": {"02_noise_priors": {"name": "02_noise_priors", "status": "ok", "wall_s": 33.6}}}
+    (out / "runs.json").write_text(json.dumps(whole))
+    run = rp.reproduce("toy", only=["00_quickstart"], out=out)
+    assert (run["batch_wall_s"], run["commit"], run["finished"]) == (1751.6, "abc1234", "earlier")
+    assert [p["notebooks"] for p in run["partial_runs"]] == [["00_quickstart"]] and run["partial_runs"][0]["wall_s"] > 0
+    assert set(run["notebooks"]) == {"00_quickstart", "02_noise_priors"} and run["notebooks"]["00_quickstart"]["commit"]
+    assert "batch wall time 1751.6 s. Later re-run alone: 00_quickstart" in (out / "index.md").read_text()
+
+
 def test_a_missing_notebook_or_unwritable_report_is_recorded_not_raised(tmp_path, fake_notebooks):
     """run_notebook records the failure (it raised UnboundLocalError before) and the batch goes on."""
     rec = rp.run_notebook("05_diversity", tmp_path / "report", {"profile": "toy"})
