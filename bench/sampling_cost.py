@@ -12,17 +12,21 @@ factors (``scp_core.priors_global``: joint-global, joint-mixture, signal-leak, b
 same reference latents), and the VAE decode that follows sampling.
 
 Default: the committed toy stack (``zoo/toy/pipeline``) on the CPU, a joint prior from 200 toy-city
-training images, 8 toy-city validation maps. ``--device cuda`` (implies ``--real-size``) runs
+training images, 8 toy-city validation maps. ``--stack camvid``: the committed CamVid stack (TAEF2
+autoencoder, 192 x 256), priors from 200 CamVid training images, 8 validation maps (needs the data).
+Both also time the sampler with the ControlNet's conditioning embedding recomputed at every step
+(diffusers' ``ControlNetModel.forward``) against the sampler's once-per-batch embedding. ``--device cuda`` (implies ``--real-size``) runs
 the same measurement with an SD-2.1-size UNet, ControlNet and VAE (random weights: the cost
 does not depend on them) at Cityscapes' 512 x 1024, float16, CFG 4.0, and reports seconds per
 image beside the paper's 2.34 s per image on an A100 scaled by ``int(N mu) / N``.
 
-Usage: ``python bench/sampling_cost.py [--quick] [--device cuda] [--batch 8] [--repeats 3]``.
+Usage: ``python bench/sampling_cost.py [--quick] [--stack camvid] [--device cuda] [--batch 8] [--repeats 3]``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +41,7 @@ from scp_core.priors_global import (GlobalJointAccumulator, MixtureJointAccumula
 from scp_core.sampling import ddim_timesteps, start_latents  # noqa: E402
 
 MUS = [("normal", 1.0), ("joint", 0.5), ("joint", 0.8), ("joint", 0.9)]
+EVERY_STEP = ("normal, control embedded at every step", 1.0)  # diffusers' ControlNet.forward as it is
 PAPER_S_PER_IMAGE = 2.34  # SCP-Diff, A100, Cityscapes 512 x 1024
 
 
@@ -73,6 +78,29 @@ def toy_stack(device, n_ref: int, batch: int):
     info = {"stack": "toy (zoo/toy/pipeline)", "image_size": list(pipe.image_size),
             "latent_shape": list(pipe.latent_shape), "prior_reference_images": n_ref, "dtype": "float32"}
     return pipe, accs.priors(min_count=5), labels, info
+
+
+@torch.no_grad()
+def camvid_stack(device, n_ref: int, batch: int):
+    """The committed CamVid stack (TAEF2, ``zoo/camvid``) with priors from ``n_ref`` CamVid training images.
+
+    Needs the CamVid data and the TAEF2 weights (``--data-root`` / ``--weights-dir`` or the
+    ``SCP_DATA_ROOT`` / ``SCP_WEIGHTS_DIR`` environment, as for ``scpdiff``).
+    """
+    from scp_core import study
+    from scp_core.distributed import reference_batches
+
+    s = study.settings("camvid", n_ref=n_ref)
+    pipe = study.load_pipeline(s)
+    pipe.to(device)
+    train = study.load_data(s, "train")
+    accs = Accumulators(pipe.prior_num_classes, pipe.latent_shape)
+    for _, x0, lab in reference_batches(pipe, train, min(n_ref, len(train)), seed=0):
+        accs.update(x0.cpu(), lab)
+    _, labels = study.eval_set(s)
+    info = {"stack": "CamVid (zoo/camvid/pipeline, TAEF2 autoencoder)", "image_size": list(pipe.image_size),
+            "latent_shape": list(pipe.latent_shape), "prior_reference_images": min(n_ref, len(train)), "dtype": "float32"}
+    return pipe, accs.priors(min_count=5), labels[:batch], info
 
 
 class Accumulators:
@@ -168,16 +196,33 @@ def prior_draw(pipe, prior, labels, alpha_bar):
     return draw, plabels
 
 
+@contextmanager
+def patched_embedding():
+    """The sampler with diffusers' per-step conditioning embedding (no once-per-batch cache)."""
+    from scp_core import sampling
+
+    keep = sampling.control_embedded_once
+    sampling.control_embedded_once = lambda controlnet, control: nullcontext()
+    try:
+        yield
+    finally:
+        sampling.control_embedded_once = keep
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long run (batch 2, one repeat)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda; cuda implies --real-size")
     ap.add_argument("--real-size", action="store_true", help="SD-2.1-size models at 512 x 1024 instead of the toy stack")
+    ap.add_argument("--stack", choices=["toy", "camvid"], default="toy",
+                    help="the committed stack to time without --real-size: toy (default) or camvid (needs its data)")
+    ap.add_argument("--data-root", default=None, help="--stack camvid: the CamVid root (else SCP_DATA_ROOT)")
+    ap.add_argument("--weights-dir", default=None, help="--stack camvid: the TAEF2 weights' folder (else SCP_WEIGHTS_DIR)")
     ap.add_argument("--batch", type=int, default=None, help="label maps per batch (default 8; quick 2)")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps N of the full schedule")
     ap.add_argument("--repeats", type=int, default=None, help="timings per configuration (default 3; quick 1)")
     ap.add_argument("--guidance", type=float, default=None, help="CFG scale (default: toy 1.0, real size 4.0)")
-    ap.add_argument("--n-ref", type=int, default=200, help="toy-city images behind the joint prior")
+    ap.add_argument("--n-ref", type=int, default=200, help="training images behind the priors")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
@@ -193,20 +238,31 @@ def main(argv=None):
 
     if real:
         pipe, built, labels, info = real_size_stack(a.device, batch)
+    elif a.stack == "camvid":
+        import os
+
+        for env, value in (("SCP_DATA_ROOT", a.data_root), ("SCP_WEIGHTS_DIR", a.weights_dir)):
+            if value:
+                os.environ[env] = value
+        pipe, built, labels, info = camvid_stack(a.device, 50 if a.quick else a.n_ref, batch)
     else:
         pipe, built, labels, info = toy_stack(a.device, 50 if a.quick else a.n_ref, batch)
     joint = built["joint"]
     priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]), **built}
 
     def sample(kind, mu):
+        if (kind, mu) == EVERY_STEP:  # the sampler without its once-per-batch control embedding
+            with patched_embedding():
+                return sample("normal", mu)
         return pipe(labels, prior=priors[kind], mu=mu, num_inference_steps=N, guidance_scale=guidance, seed=0,
                     batch_size=batch, output_type="latent", progress=False)
 
+    configs = MUS + [EVERY_STEP]
     for kind, mu in MUS[:2]:  # warm-up (allocator, kernels, cuDNN autotuning)
         sample(kind, mu)
-    times = {cfg: [] for cfg in MUS}
+    times = {cfg: [] for cfg in configs}
     for r in range(repeats):
-        order = MUS[r % len(MUS):] + MUS[:r % len(MUS)]  # rotate so drift does not favour one config
+        order = configs[r % len(configs):] + configs[:r % len(configs)]  # rotate so drift does not favour one config
         for cfg in order:
             times[cfg].append(clock(a.device, sample, *cfg)[0])
     latents = sample("normal", 1.0).latents
@@ -232,7 +288,7 @@ def main(argv=None):
 
     base = median(times[("normal", 1.0)])
     rows, flat = [], []
-    for kind, mu in MUS:
+    for kind, mu in configs:
         n = int(round(N * mu, 6))
         med = median(times[(kind, mu)])
         expected = n / N
@@ -267,9 +323,12 @@ def main(argv=None):
 
 {where}; batch of {batch} label maps, N = {N} DDIM steps, CFG {guidance}, `output_type="latent"` (decode
 measured separately below). Median of {repeats} timed run(s) per configuration after one warm-up run,
-order rotated between repeats; all times: {', '.join(f"{k} {m}: " + ' / '.join(f'{t:.3f}' for t in times[(k, m)]) + ' s' for k, m in MUS)}.
+order rotated between repeats; all times: {', '.join(f"{k} {m}: " + ' / '.join(f'{t:.3f}' for t in times[(k, m)]) + ' s' for k, m in configs)}.
 "measured / expected" near 1 means the cost is the UNet steps alone; above 1, fixed costs (the prior draw,
-control map, scheduler setup) that do not shrink with mu."""),
+control map, scheduler setup) that do not shrink with mu. The last row runs the normal prior with the
+ControlNet's conditioning embedding recomputed at every step, as diffusers' `ControlNetModel.forward` does;
+the sampler embeds the control map once per batch (`scp_core.sampling.control_embedded_once`, bit-identical
+latents): **{median(times[EVERY_STEP]) / base:.2f}x** the time of the sampler's own mu = 1 run."""),
         ("Prior draw against one network call", md_table(draw_rows) + f"""
 
 Median of {n_draws} draws and {n_calls} calls on the same batch of {batch}. The draw costs
@@ -287,7 +346,7 @@ seconds per image beside the paper's 2.34 s per image on an A100, scaled by int(
             "distribution_map_s": t_map, "prior_labels_s": t_down, "draw_share_of_call": t_draw / t_call,
             "global_prior_draw_s": t_other, "global_prior_draw_share_of_call": {k: t / t_call for k, t in t_other.items()},
             "targets": {"draw_share_of_call_max": 0.01}}
-    name = "sampling_cost" if not real else f"sampling_cost_{'gpu' if a.device.startswith('cuda') else 'cpu'}_real_size"
+    name = ("sampling_cost" + ("_camvid" if a.stack == "camvid" else "")) if not real else f"sampling_cost_{'gpu' if a.device.startswith('cuda') else 'cpu'}_real_size"
     write_results(name, "Sampling cost against mu", sections, data,
                   out=Path(a.out) if a.out else (QUICK_OUT if a.quick else OUT))
 

@@ -47,3 +47,20 @@ def test_gpu_finetune_quick(bench_modules, tmp_path):
         assert len(r["step_s"]) == data["steps"] == 5 and min(r["step_s"]) > 0 and np.isfinite(r["final_loss"])
         assert r["peak_gib"] is None  # CPU: not measured, and said so
     assert "Not measured: this run had no GPU" in (tmp_path / "gpu_finetune.md").read_text()
+
+
+def test_sampling_cost_quick_times_the_embedding_cache_and_the_draws(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import sampling_cost
+        sampling_cost.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    finally:
+        sys.path.remove(str(BENCH))
+    data = json.loads((tmp_path / "sampling_cost.json").read_text())
+    rows = {(c["prior"], c["mu"]): c for c in data["configs"]}
+    assert set(rows) == {("normal", 1.0), ("joint", 0.5), ("joint", 0.8), ("joint", 0.9),
+                         ("normal, control embedded at every step", 1.0)}
+    assert all(min(c["times_s"]) > 0 for c in rows.values())
+    assert set(data["global_prior_draw_share_of_call"]) == {"joint-global", "joint-mixture", "signal-leak"}
+    md = (tmp_path / "sampling_cost.md").read_text()
+    assert "control embedded at every step" in md and "the sampler's own mu = 1 run" in md
