@@ -64,20 +64,16 @@ def brightness(u8: torch.Tensor) -> np.ndarray:
     return (u8.float() / 255).mean(dim=(1, 2, 3)).numpy()
 
 
-def reference_brightness(s: study.Settings, batch: int = 64) -> np.ndarray:
+def reference_brightness(s: study.Settings) -> np.ndarray:
     """Per-image brightness of the reference images the priors are fitted on (the first ``n_ref`` training images).
 
     A prior that keeps the global factor can only reproduce the lighting of *this* population;
     the evaluation maps may be a different mix of it (CamVid: val is one daylight sequence).
     """
-    from .distributed import _items
+    from .zoo import load_images
 
-    ds = study.load_data(s, "train")
-    n, out = min(s.n_ref, len(ds)), []
-    for i in range(0, n, batch):
-        img, _ = _items(ds, np.arange(i, min(i + batch, n)))
-        out.append(brightness(((img + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)))
-    return np.concatenate(out)
+    images, _, _ = load_images(study.load_data(s, "train"), limit=s.n_ref)
+    return brightness(torch.from_numpy(images))
 
 
 def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: int = 0):
