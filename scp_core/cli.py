@@ -147,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
     t.add_argument("--report-only", action="store_true", help="camvid: write REPORT.md again from a finished run")
     t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
-    t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"])
+    t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"],
+                   help="toy: the stages to (re)train, the others are read from runs/toy; without 'controlnet' "
+                        "the run stops after the base UNet (then `--stage controlnet` and `--profile toy-gv` "
+                        "can train the two ControlNets side by side)")
     t.add_argument("--out", default=None, help="toy: pipeline folder (default zoo/toy/pipeline; REPORT.md, report/ and "
                    "training_facts.json go beside it, in its parent folder); camvid: the zoo folder (default zoo/camvid)")
     t.set_defaults(fn=_cmd_train)

@@ -51,7 +51,7 @@ def test_pipeline_samples_on_cuda_and_leaves_the_callers_prior_where_it_was(dtyp
                output_type="latent")
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(one.latents, out.latents[1:2], atol=tol, rtol=tol)
-    plain = pipe(_labels(1), prior=NormalPrior(latent_channels=4), mu=1.0, num_inference_steps=4, seed=0,
+    plain = pipe(_labels(1), prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=4, seed=0,
                  output_type="np")
     assert plain.images.dtype == np.uint8
 

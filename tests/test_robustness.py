@@ -201,7 +201,7 @@ def _joint_for(pipe):
 @example(labels=np.ones((1, SIZE[0] - 4, SIZE[1]), np.int64), which="plain", kind="joint")
 def test_pipeline_call_works_or_raises_value_error(tiny_pipes, labels, which, kind):
     pipe = tiny_pipes[which]
-    prior = NormalPrior(latent_channels=4) if kind == "normal" else _joint_for(pipe)
+    prior = NormalPrior(latent_channels=pipe.latent_shape[0]) if kind == "normal" else _joint_for(pipe)
     integer, shape, ids = _facts(labels)
     bhw = (1, *shape) if len(shape) == 2 else shape
     extra = (255,) if pipe.ignore_index is not None else ()

@@ -89,7 +89,7 @@ def test_mu_defaults_normal_prior_runs_at_one_and_refuses_less(pipe):
     joint = pipe(lab, prior=_joint(pipe), num_inference_steps=20, seed=0, output_type="latent")
     assert len(joint.timesteps) == 16 and joint.timesteps[0] == 751
     with pytest.raises(ValueError, match="normal prior runs at mu = 1"):
-        pipe(lab, prior=NormalPrior(latent_channels=4), mu=0.8, num_inference_steps=4, seed=0)
+        pipe(lab, prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=0.8, num_inference_steps=4, seed=0)
 
 
 @pytest.mark.parametrize("steps,mu,cfg", [(4, 1.0, 1.0), (10, 0.8, 1.0), (10, 0.5, 3.0), (20, 0.9, 1.0)])
@@ -158,7 +158,7 @@ def test_mismatch_sampler_starts_from_noised_x0(pipe):
 
 def test_normal_prior_at_mu_one_is_plain_controlnet_sampling(pipe):
     lab = _labels(1)
-    out = pipe(lab, prior=NormalPrior(latent_channels=4), mu=1.0, num_inference_steps=4, seed=11,
+    out = pipe(lab, prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=4, seed=11,
                output_type="latent")
     z = torch.randn(1, *pipe.latent_shape, generator=torch.Generator().manual_seed(11))
     assert torch.equal(out.start_latents, z)  # x_T ~ N(0, I), as ControlNet starts

@@ -33,7 +33,7 @@ def test_samples_follow_the_masks(pipeline, dataset):
     """Plain ControlNet sampling (normal prior, mu = 1): the toy segmenter must find the input map."""
     pipe = load_toy_pipeline(pipeline)
     labels = torch.tensor(get_dataset(dataset, split="val").labels[:8], dtype=torch.long)
-    out = pipe(labels, prior=NormalPrior(latent_channels=4), mu=1.0, num_inference_steps=10, seed=0,
+    out = pipe(labels, prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=10, seed=0,
                output_type="pt", progress=False)
     seg = load_toy_segmenter()
     meter = SegmentationMeter(10, ignore_index=None)
