@@ -338,7 +338,9 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     model, unlocked = prepare_controlnet_training(controlnet_from_unet(unet), unet, unlock=True)
     r = fit(model, controlnet_loss_fn(cache, controls, make_scheduler("ddpm"), cond, uncond), len(images), cfg,
             work, resume=resume, desc="toy-gv ControlNet")
-    facts = {"base": str(base_work), "dataset": "toy-city-gv", "scale_factor": round(scale, 5), "steps": r["steps"],
+    base = base_work.resolve()
+    facts = {"base": str(base.relative_to(REPO_ROOT)) if base.is_relative_to(REPO_ROOT) else base.name,
+             "dataset": "toy-city-gv", "scale_factor": round(scale, 5), "steps": r["steps"],
              "wall_s": round(r["wall_s"], 1), "total_wall_s": round(time.time() - t0, 1),
              "final_loss": r["final_loss"], "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg)}
     model = r["model"]
