@@ -111,12 +111,12 @@ def make_scheduler(kind: str = "ddim"):
     return DDPMScheduler(**cfg)
 
 
-def toy_vae(seed: int = 0):
+def toy_vae(seed: int = 0, **overrides):
     """A tiny ``AutoencoderKL`` (4x downsampling, 8 latent channels), randomly initialised."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(**TOY_VAE_CONFIG)
+    return AutoencoderKL(**{**TOY_VAE_CONFIG, **overrides})
 
 
 def toy_unet(seed: int = 0, **overrides):

@@ -19,8 +19,11 @@ PALETTE = np.array([[70, 130, 180], [128, 64, 128], [0, 0, 142]], dtype=np.uint8
 def _tiny_pipeline(ignore_index=None):
     from diffusers import ControlNetModel
 
-    vae = toy_vae(0)
-    unet = toy_unet(0, block_out_channels=(32, 64), layers_per_block=1, sample_size=(8, 16))
+    # SD's 4 latent channels (the toy zoo has 8): diffusers' img2img pipeline, the reference
+    # below, takes a 4-channel `image` as latents
+    vae = toy_vae(0, latent_channels=4)
+    unet = toy_unet(0, block_out_channels=(32, 64), layers_per_block=1, sample_size=(8, 16),
+                    in_channels=4, out_channels=4)
     cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=TOY_CONTROLNET_EMBEDDING)
     # ControlNet's zero convolutions make a fresh one inert; perturb them so the control matters
     g = torch.Generator().manual_seed(1)
