@@ -216,7 +216,7 @@ def load_toy_pipeline(path: str | Path = PIPELINE_DIR, device="cpu", prior=None)
     path = Path(path)
     if not (path / "scp_pipeline.json").is_file():
         raise FileNotFoundError(f"no toy pipeline at {path}; train it with `scpdiff train --profile toy` "
-                                "(about 30 minutes on a 2-core CPU) or restore zoo/toy from git")
+                                "(about an hour on a 2-core CPU, zoo/toy/REPORT.md) or restore zoo/toy from git")
     return SCPDiffPipeline.from_pretrained(path, device=device, dtype=torch.float32, prior=prior)
 
 
