@@ -149,8 +149,8 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
         from diffusers import AutoencoderKL
         vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
         facts["vae"] = _stage_facts(work / "vae")
-    if _stage_facts(work / "vae" / "anneal"):
-        facts["vae_anneal"] = _stage_facts(work / "vae" / "anneal")
+    if anneal := _stage_facts(work / "vae" / "anneal"):
+        facts["vae_anneal"] = anneal
     vae.eval().requires_grad_(False)
     facts["vae_psnr_val_db"] = round(vae_psnr(vae, val.images[:256]), 2)
     facts["vae_psnr_val_gv_db"] = round(vae_psnr(vae, ToyCity(split="val", global_variation=1.0).images[:256]), 2)
