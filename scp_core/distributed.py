@@ -21,6 +21,7 @@ processes; see ``tests/test_distributed.py``). Results do not depend on N:
 """
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,21 @@ def _state(device=None):
 
     cpu = run_on_cpu(device)
     fresh_accelerate_state(cpu)
-    return PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu)
+    if state.num_processes > 1:
+        atexit.register(_close_process_group)  # registering twice is harmless: the hook checks first
+    return state
+
+
+def _close_process_group() -> None:
+    """Tear down the process group before the interpreter exits.
+
+    A rank that leaves with its gloo group still open can abort in C++ teardown
+    ("terminate called without an active exception", SIGABRT), which makes
+    ``accelerate launch`` report a failure after the work is done.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _dataset(pipe, dataset: str, root, split: str):
@@ -240,6 +255,7 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
             for i, f, r in zip(idx, seg.features(gen).double(), seg.features(real).double()):
                 feats[int(i)], real_feats[int(i)] = f, r
     parts = _gather_objects({"meter": meter, "feats": feats, "real": real_feats}, state)
+    state.wait_for_everyone()
     if not state.is_main_process:
         return {}
     total = parts[0]["meter"]
