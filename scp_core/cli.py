@@ -35,10 +35,16 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from .toy_zoo import GV_PIPELINE_DIR, PIPELINE_DIR, RUNS, SMALL, train_toy_gv, train_toy_stack
+    from .toy_zoo import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, SMALL, runs_dir,
+                          train_toy_gv, train_toy_stack)
 
+    if a.schedule != "sd" and a.profile not in ("toy", "toy-gv"):
+        print(f"scpdiff train: --schedule {a.schedule} is an experiment of the toy profiles (toy, toy-gv)", file=sys.stderr)
+        return 2
     if a.profile == "toy-gv":
-        print(json.dumps(train_toy_gv(out=a.out or GV_PIPELINE_DIR, resume=a.resume), indent=2))
+        out = a.out or (GV_PIPELINE_DIR if a.schedule == "sd" else GV_ZERO_SNR_PIPELINE_DIR)
+        print(json.dumps(train_toy_gv(out=out, resume=a.resume, schedule=a.schedule, base_work=runs_dir("toy", a.schedule),
+                                      vae_work=RUNS, work=runs_dir("toy-gv", a.schedule)), indent=2))
         return 0
     from .zoo import RECIPES, recipe_for, train_stack
 
@@ -64,9 +70,11 @@ def _cmd_train(a) -> int:
         return 2
 
     stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet")
-    facts = train_toy_stack(SMALL if a.small else None, out=a.out or (RUNS.with_name("toy-small") / "pipeline" if a.small else PIPELINE_DIR),
-                            resume=a.resume, stages=stages,
-                            work=RUNS.with_name("toy-small") if a.small else RUNS, report=not a.small)
+    work = runs_dir("toy-small" if a.small else "toy", a.schedule)
+    default_out = PIPELINE_DIR if (a.schedule == "sd" and not a.small) else work / "pipeline"
+    facts = train_toy_stack(SMALL if a.small else None, out=a.out or default_out, resume=a.resume, stages=stages,
+                            work=work, report=not a.small, schedule=a.schedule,
+                            vae_work=None if a.schedule == "sd" else work.with_name("toy-small" if a.small else "toy"))
     print(json.dumps(facts, indent=2))
     return 0
 
@@ -151,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="toy: the stages to (re)train, the others are read from runs/toy; without 'controlnet' "
                         "the run stops after the base UNet (then `--stage controlnet` and `--profile toy-gv` "
                         "can train the two ControlNets side by side)")
+    t.add_argument("--schedule", default="sd", choices=["sd", "zero-snr"],
+                   help="toy, toy-gv: the noise schedule of the UNet and ControlNet stages; zero-snr (Lin et al. 2024: "
+                        "alpha_bar(T) = 0, v-prediction, trailing DDIM steps) trains into runs/<profile>-zero-snr with "
+                        "the VAE of runs/toy, and toy-gv writes zoo/toy-gv-zero-snr")
     t.add_argument("--out", default=None, help="toy: pipeline folder (default zoo/toy/pipeline; REPORT.md, report/ and "
                    "training_facts.json go beside it, in its parent folder); camvid: the zoo folder (default zoo/camvid)")
     t.set_defaults(fn=_cmd_train)

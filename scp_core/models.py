@@ -27,6 +27,15 @@ SD_SCHEDULER_CONFIG = dict(
     prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     timestep_spacing="leading",
 )
+# Zero terminal SNR (Lin et al., WACV 2024, "Common diffusion noise schedules and sample steps are
+# flawed"): SD's betas rescaled so that alpha_bar(T) = 0, v-prediction (epsilon is undefined at
+# alpha_bar = 0) and DDIM steps that start at t = T ("trailing"). Under SD's schedule the noisiest
+# training input still holds sqrt(alpha_bar(999)) = 0.068 of the image, so a start from N(0, I)
+# asks for an image of average brightness; here the training input at T is pure noise, like the
+# start. Only the toy profile trains with it, as an experiment (``scpdiff train --schedule zero-snr``).
+ZERO_SNR_SCHEDULER_CONFIG = dict(SD_SCHEDULER_CONFIG, rescale_betas_zero_snr=True, prediction_type="v_prediction",
+                                 timestep_spacing="trailing")
+SCHEDULES = {"sd": SD_SCHEDULER_CONFIG, "zero-snr": ZERO_SNR_SCHEDULER_CONFIG}
 SD_SCALE_FACTOR = 0.18215  # SD 2.1's latent scale (the toy VAE is trained to match it)
 SD21_BASE = "stabilityai/stable-diffusion-2-1-base"
 
@@ -101,13 +110,20 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def make_scheduler(kind: str = "ddim"):
-    """SD's noise schedule as a diffusers scheduler (``ddim`` for sampling, ``ddpm`` for training)."""
+def make_scheduler(kind: str = "ddim", schedule: str = "sd"):
+    """A noise schedule as a diffusers scheduler (``ddim`` for sampling, ``ddpm`` for training).
+
+    ``schedule``: ``sd`` (SD's scaled-linear betas, epsilon prediction; the project's default)
+    or ``zero-snr`` (:data:`ZERO_SNR_SCHEDULER_CONFIG`).
+    """
     from diffusers import DDIMScheduler, DDPMScheduler
 
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {sorted(SCHEDULES)}")
+    config = SCHEDULES[schedule]
     if kind == "ddim":
-        return DDIMScheduler(**SD_SCHEDULER_CONFIG)
-    cfg = {k: v for k, v in SD_SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")}
+        return DDIMScheduler(**config)
+    cfg = {k: v for k, v in config.items() if k not in ("set_alpha_to_one", "steps_offset")}
     return DDPMScheduler(**cfg)
 
 

@@ -38,6 +38,19 @@ ZOO = REPO_ROOT / "zoo" / "toy"
 PIPELINE_DIR = ZOO / "pipeline"
 GV_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv" / "pipeline"
 RUNS = REPO_ROOT / "runs" / "toy"
+# The toy-gv stack retrained under zero terminal SNR (``models.ZERO_SNR_SCHEDULER_CONFIG``), same VAE:
+# the experiment that asks whether SD's schedule keeps plain ControlNet from painting night (issue 13).
+GV_ZERO_SNR_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv-zero-snr" / "pipeline"
+
+
+def runs_dir(name: str = "toy", schedule: str = "sd") -> Path:
+    """Checkpoint folder of a toy run: ``runs/<name>``, or ``runs/<name>-<schedule>`` for another schedule."""
+    return RUNS.with_name(name if schedule == "sd" else f"{name}-{schedule}")
+
+
+def base_schedule(base_work: Path) -> str:
+    """The noise schedule the base UNet under ``base_work`` was trained with (``sd`` for runs before the option)."""
+    return _stage_facts(Path(base_work) / "unet").get("schedule", "sd")
 
 # What the VAE and the base UNet are trained on: both regimes, so the base model can paint the
 # global factor that toy-city-gv varies (issue 13); each ControlNet then sees one regime.
@@ -54,11 +67,11 @@ SMALL = dict(vae=TrainConfig(steps=60, batch_size=8, lr=5e-4, log_every=5), vae_
              controlnet=TrainConfig(steps=60, batch_size=16, lr=2e-4, log_every=5))
 
 
-def _stage_facts(stage_dir: Path, r: dict | None = None) -> dict:
-    """Write (after training) or read (when a stage is reused) ``stage_dir/facts.json``."""
+def _stage_facts(stage_dir: Path, r: dict | None = None, **extra) -> dict:
+    """Write (after training, with ``extra`` facts) or read (when a stage is reused) ``stage_dir/facts.json``."""
     path = Path(stage_dir) / "facts.json"
     if r is not None:
-        write_json(path, {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"]})
+        write_json(path, {"steps": r["steps"], "wall_s": round(r["wall_s"], 1), "final_loss": r["final_loss"], **extra})
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -112,7 +125,8 @@ def vae_psnr(vae, images: np.ndarray, batch_size: int = 64) -> float:
 
 def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR, work: str | Path = RUNS,
                     resume: str | None = None, stages=("vae", "unet", "controlnet"), seed: int = 0,
-                    n_train: int = 4000, report: bool = True) -> dict:
+                    n_train: int = 4000, report: bool = True, schedule: str = "sd",
+                    vae_work: str | Path | None = None) -> dict:
     """Train the toy stack from scratch (or resume it) and write the pipeline folder.
 
     Args:
@@ -123,33 +137,39 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
         stages: which stages to (re)train; the VAE and base UNet are loaded from ``work``
             when not named. Without ``"controlnet"`` the run stops after the base UNet and
             writes no pipeline (so the two ControlNets can then train side by side).
+        schedule: the noise schedule of the UNet and ControlNet stages (``sd`` or ``zero-snr``,
+            :func:`scp_core.models.make_scheduler`); the VAE does not depend on it.
+        vae_work: where a VAE that is not retrained is read from (default ``work``), so a run
+            under another schedule shares the committed stack's VAE and latent space.
 
     Returns:
         dict of measured facts (steps, wall times, final losses, VAE PSNR, scale factor).
     """
     configs = {**FULL, **(configs or {})}
     work, out = Path(work), Path(out)
+    vae_work = Path(vae_work) if vae_work else work
     work.mkdir(parents=True, exist_ok=True)
     train = ToyCity(split="train")
     val = ToyCity(split="val")
     images = base_images(n_train)
     facts: dict = {"python": platform.python_version(), "torch": torch.__version__,
                    "threads": torch.get_num_threads(), "n_train": n_train, "base_datasets": list(BASE_DATASETS),
-                   "n_base_images": int(len(images))}
+                   "n_base_images": int(len(images)), "schedule": schedule}
     t_all = time.time()
 
     vae, unet = toy_models(seed)
     # 1. VAE
-    if "vae" in stages or not (work / "vae" / "final").is_dir():
+    if "vae" in stages or not (vae_work / "vae" / "final").is_dir():
+        vae_work = work
         r = fit(vae, vae_loss_fn(images), len(images), configs["vae"], work / "vae", resume=resume, desc="toy VAE")
         facts["vae"] = _stage_facts(work / "vae", r)
         vae = anneal_vae(r["model"], images, configs.get("vae_anneal"), work / "vae", resume=resume)
         vae.save_pretrained(work / "vae" / "final")
     else:
         from diffusers import AutoencoderKL
-        vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
-        facts["vae"] = _stage_facts(work / "vae")
-    if anneal := _stage_facts(work / "vae" / "anneal"):
+        vae = AutoencoderKL.from_pretrained(vae_work / "vae" / "final")
+        facts["vae"] = _stage_facts(vae_work / "vae")
+    if anneal := _stage_facts(vae_work / "vae" / "anneal"):
         facts["vae_anneal"] = anneal
     vae.eval().requires_grad_(False)
     facts["vae_psnr_val_db"] = round(vae_psnr(vae, val.images[:256]), 2)
@@ -161,7 +181,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
     cache.scale_factor = scale
     facts["scale_factor"] = round(scale, 5)
     cond, uncond = toy_text_conditioning(seed)
-    ddpm = make_scheduler("ddpm")
+    ddpm = make_scheduler("ddpm", schedule)
 
     # 3. base UNet
     if "unet" in stages or not (work / "unet" / "final").is_dir():
@@ -169,9 +189,10 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
                 resume=resume, desc="toy base UNet")
         unet = r["model"]
         unet.save_pretrained(work / "unet" / "final")
-        facts["unet"] = _stage_facts(work / "unet", r)
+        facts["unet"] = _stage_facts(work / "unet", r, schedule=schedule)
     else:
         from diffusers import UNet2DConditionModel
+        _same_schedule(work, schedule)
         unet = UNet2DConditionModel.from_pretrained(work / "unet" / "final")
         facts["unet"] = _stage_facts(work / "unet")
 
@@ -192,7 +213,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
     facts["total_wall_s"] = round(time.time() - t_all, 1)
 
     pipe = SCPDiffPipeline(vae, model.unet.eval().requires_grad_(False), model.controlnet.eval().requires_grad_(False),
-                           make_scheduler("ddim"), cond, uncond, num_classes=train.num_classes,
+                           make_scheduler("ddim", schedule), cond, uncond, num_classes=train.num_classes,
                            palette=train.palette, image_size=train.size, ignore_index=None, scale_factor=scale,
                            info={"profile": "toy", "dataset": "toy-city", "prompt": train.prompt,
                                  "trained": facts})
@@ -200,6 +221,15 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
     if report:
         write_report(load_toy_pipeline(out), facts, configs, work, report_dir=out.parent)
     return facts
+
+
+def _same_schedule(base_work: Path, schedule: str) -> None:
+    """Refuse to build on a base UNet trained under another noise schedule than the one asked for."""
+    trained = base_schedule(base_work)
+    if trained != schedule:
+        raise ValueError(f"the base UNet in {Path(base_work).name}/unet was trained with the {trained!r} schedule, "
+                         f"not {schedule!r}; train one first (`scpdiff train --profile toy --schedule {schedule} "
+                         "--stage unet`) or ask for its schedule")
 
 
 def save_half(pipe: SCPDiffPipeline, out: Path) -> None:
@@ -311,14 +341,15 @@ mu = 1) and the joint prior at mu = 0.8 (prior from 1,000 training images, min_c
 
 def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, out: str | Path = GV_PIPELINE_DIR,
                  work: str | Path = RUNS.with_name("toy-gv"), resume: str | None = None, n_train: int = 4000,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, schedule: str = "sd", vae_work: str | Path | None = None) -> dict:
     """The toy stack for toy-city-gv: the shared VAE and base UNet, a ControlNet fine-tuned on toy-city-gv.
 
     Stage 3 of :func:`train_toy_stack` with the same recipe (decoder unlocked, same steps)
     on the global-variation data, starting from the toy run's VAE and base UNet
     (``base_work/{vae,unet}/final``, trained on both regimes) and the same latent scale
     factor, so both settings share one latent space and differ only in what the
-    ControlNet stage saw.
+    ControlNet stage saw. ``schedule`` must be the one the base UNet was trained with;
+    ``vae_work`` (default ``base_work``) is where the VAE is read from.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -326,7 +357,8 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
 
     cfg = cfg or FULL["controlnet"]
     base_work = Path(base_work)
-    vae = AutoencoderKL.from_pretrained(base_work / "vae" / "final").eval().requires_grad_(False)
+    _same_schedule(base_work, schedule)
+    vae = AutoencoderKL.from_pretrained(Path(vae_work or base_work) / "vae" / "final").eval().requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(base_work / "unet" / "final")
     t0 = time.time()
     scale = fit_scale_factor(LatentCache.build(vae, base_images(n_train), scale_factor=1.0).mean)
@@ -336,17 +368,17 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     cond, uncond = toy_text_conditioning(seed)
     controls = lambda idx: control_map(torch.as_tensor(labels[idx]).long(), train.palette)  # noqa: E731
     model, unlocked = prepare_controlnet_training(controlnet_from_unet(unet), unet, unlock=True)
-    r = fit(model, controlnet_loss_fn(cache, controls, make_scheduler("ddpm"), cond, uncond), len(images), cfg,
-            work, resume=resume, desc="toy-gv ControlNet")
+    r = fit(model, controlnet_loss_fn(cache, controls, make_scheduler("ddpm", schedule), cond, uncond), len(images),
+            cfg, work, resume=resume, desc="toy-gv ControlNet")
     base = base_work.resolve()
     facts = {"base": str(base.relative_to(REPO_ROOT)) if base.is_relative_to(REPO_ROOT) else base.name,
-             "dataset": "toy-city-gv", "scale_factor": round(scale, 5), "steps": r["steps"],
+             "dataset": "toy-city-gv", "schedule": schedule, "scale_factor": round(scale, 5), "steps": r["steps"],
              "wall_s": round(r["wall_s"], 1), "total_wall_s": round(time.time() - t0, 1),
              "final_loss": r["final_loss"], "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg)}
     model = r["model"]
     pipe = SCPDiffPipeline(vae, model.unet.eval().requires_grad_(False), model.controlnet.eval().requires_grad_(False),
-                           make_scheduler("ddim"), cond, uncond, num_classes=train.num_classes, palette=train.palette,
-                           image_size=train.size, scale_factor=scale,
+                           make_scheduler("ddim", schedule), cond, uncond, num_classes=train.num_classes,
+                           palette=train.palette, image_size=train.size, scale_factor=scale,
                            info={"profile": "toy-gv", "dataset": "toy-city-gv", "prompt": train.prompt, "trained": facts})
     save_half(pipe, Path(out))
     write_json(Path(out).parent / "training_facts.json", facts)

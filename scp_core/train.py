@@ -330,22 +330,35 @@ def _noisy(x0, scheduler, gen):
     return scheduler.add_noise(x0, eps, t), eps, t
 
 
+def prediction_target(scheduler, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output: ``eps`` (epsilon prediction, SD's), or for a
+    v-prediction schedule ``v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return eps
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, eps, t)
+    raise ValueError(f"prediction_type {kind!r} is not supported; use 'epsilon' or 'v_prediction'")
+
+
 def eps_mse(predict: Callable, x0: torch.Tensor, scheduler, gen: torch.Generator, cond: torch.Tensor,
             uncond: torch.Tensor, p_uncond: float, device) -> torch.Tensor:
     """The DDPM loss ``|eps - eps_theta(x_t, t, c)|^2`` with ``x_t`` from Eq. 6 and prompt dropout.
 
     ``t``, ``eps`` and the dropout mask (the prompt becomes ``uncond`` with probability
     ``p_uncond``, which is what classifier-free guidance needs) are drawn from ``gen``.
-    ``predict(x_t, t, c)`` returns ``eps_theta``.
+    ``predict(x_t, t, c)`` returns ``eps_theta`` (``v_theta`` for a v-prediction schedule,
+    :func:`prediction_target`).
     """
     xt, eps, t = _noisy(x0, scheduler, gen)
     drop = torch.rand(x0.shape[0], generator=gen) < p_uncond
     c = torch.where(drop[:, None, None], uncond.cpu(), cond.cpu()).to(device)
-    return F.mse_loss(predict(xt.to(device), t.to(device), c).float(), eps.to(device))
+    target = prediction_target(scheduler, x0, eps, t)
+    return F.mse_loss(predict(xt.to(device), t.to(device), c).float(), target.to(device))
 
 
 def unet_loss_fn(cache: LatentCache, scheduler, cond: torch.Tensor, uncond: torch.Tensor, p_uncond: float = 0.1):
-    """Epsilon-prediction MSE of the base UNet on cached latents, with prompt dropout for CFG."""
+    """Epsilon- (or v-) prediction MSE of the base UNet on cached latents, with prompt dropout for CFG."""
     def loss_fn(unet, step, idx, gen):
         dev = next(unet.parameters()).device
         return eps_mse(lambda xt, t, c: unet(xt, t, encoder_hidden_states=c).sample,
@@ -382,7 +395,7 @@ class ControlNetWithUNet(torch.nn.Module):
 
 def controlnet_loss_fn(cache: LatentCache, controls: Callable[[np.ndarray], torch.Tensor], scheduler,
                        cond: torch.Tensor, uncond: torch.Tensor, p_uncond: float = 0.1):
-    """ControlNet fine-tuning loss: epsilon MSE with the control map; the prompt (not the control) drops."""
+    """ControlNet fine-tuning loss: epsilon (or v) MSE with the control map; the prompt (not the control) drops."""
     def loss_fn(model, step, idx, gen):
         dev = next(model.parameters()).device
         control = controls(np.sort(idx)).to(dev)
@@ -425,8 +438,9 @@ def make_ddpm_like(scheduler):
     """A DDPM scheduler with the same betas as ``scheduler`` (for ``add_noise`` in training)."""
     from diffusers import DDPMScheduler
 
-    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
-    return DDPMScheduler(**{k: scheduler.config[k] for k in keys})
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
+            "rescale_betas_zero_snr", "timestep_spacing")
+    return DDPMScheduler(**{k: scheduler.config[k] for k in keys if k in scheduler.config})
 
 
 def place_for_training(pipe, device, trainable_dtype: torch.dtype = torch.float32) -> torch.dtype:

@@ -66,6 +66,29 @@ def test_batch_order_is_a_function_of_step_and_seed():
     assert not np.array_equal(batch_indices(0, 10, 4, 3), batch_indices(0, 10, 4, 4))
 
 
+@pytest.mark.parametrize("schedule", ["sd", "zero-snr"])
+def test_the_training_target_follows_the_schedules_prediction_type(schedule):
+    """epsilon for SD's schedule; v = sqrt(ab) eps - sqrt(1 - ab) x0 under zero terminal SNR, from which
+    x0 = sqrt(ab) x_t - sqrt(1 - ab) v comes back, at t = 999 (ab = 0) too."""
+    from scp_core.train import make_ddpm_like, prediction_target
+
+    ddpm = make_scheduler("ddpm", schedule)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
+    t = torch.tensor([0, 500, 999])
+    target = prediction_target(ddpm, x0, eps, t)
+    if schedule == "sd":
+        assert torch.equal(target, eps)
+    else:
+        ab = ddpm.alphas_cumprod[t].view(-1, 1, 1, 1)
+        assert torch.allclose(target, ab.sqrt() * eps - (1 - ab).sqrt() * x0, atol=1e-6)
+        xt = ddpm.add_noise(x0, eps, t)
+        assert torch.allclose(ab.sqrt() * xt - (1 - ab).sqrt() * target, x0, atol=1e-5)
+    # fine-tuning rebuilds the training scheduler from the pipeline's DDIM one: the schedule survives
+    like = make_ddpm_like(make_scheduler("ddim", schedule))
+    assert torch.equal(like.alphas_cumprod, ddpm.alphas_cumprod) and like.config.prediction_type == ddpm.config.prediction_type
+
+
 def test_loss_is_finite_and_falls_when_overfitting_one_batch(tmp_path):
     pipe = tiny_pipeline()
     data = TinySet(4)

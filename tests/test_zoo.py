@@ -61,3 +61,14 @@ def test_write_report_writes_beside_its_own_pipeline_and_never_into_the_committe
     assert (tmp_path / "REPORT.md").is_file() and (tmp_path / "report" / "samples.png").is_file()
     assert json.loads((tmp_path / "training_facts.json").read_text()) == facts
     assert snapshot() == before, "the committed zoo report was touched"
+
+
+def test_a_toy_gv_run_refuses_a_base_unet_of_another_schedule(tmp_path):
+    """`scpdiff train --profile toy-gv --schedule zero-snr` on an SD-schedule base would mix two schedules."""
+    from scp_core.io import write_json
+    from scp_core.toy_zoo import train_toy_gv
+
+    write_json(tmp_path / "unet" / "facts.json", {"steps": 1, "wall_s": 0.0, "final_loss": 0.0})  # an older run: sd
+    with pytest.raises(ValueError, match="'sd' schedule, not 'zero-snr'"):
+        train_toy_gv(base_work=tmp_path, schedule="zero-snr", out=tmp_path / "out", work=tmp_path / "w")
+    assert not (tmp_path / "out").exists()
