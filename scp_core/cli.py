@@ -69,7 +69,8 @@ def _cmd_train(a) -> int:
               file=sys.stderr)
         return 2
 
-    stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet")
+    # another schedule shares the committed stack's VAE (runs/toy): by default it trains UNet and ControlNet only
+    stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet") if a.schedule == "sd" else ("unet", "controlnet")
     work = runs_dir("toy-small" if a.small else "toy", a.schedule)
     default_out = PIPELINE_DIR if (a.schedule == "sd" and not a.small) else work / "pipeline"
     facts = train_toy_stack(SMALL if a.small else None, out=a.out or default_out, resume=a.resume, stages=stages,
@@ -161,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "can train the two ControlNets side by side)")
     t.add_argument("--schedule", default="sd", choices=["sd", "zero-snr"],
                    help="toy, toy-gv: the noise schedule of the UNet and ControlNet stages; zero-snr (Lin et al. 2024: "
-                        "alpha_bar(T) = 0, v-prediction, trailing DDIM steps) trains into runs/<profile>-zero-snr with "
-                        "the VAE of runs/toy, and toy-gv writes zoo/toy-gv-zero-snr")
+                        "alpha_bar(T) = 0, v-prediction, trailing DDIM steps) trains base UNet and ControlNet into "
+                        "runs/<profile>-zero-snr on the VAE of runs/toy; toy-gv then writes zoo/toy-gv-zero-snr")
     t.add_argument("--out", default=None, help="toy: pipeline folder (default zoo/toy/pipeline; REPORT.md, report/ and "
                    "training_facts.json go beside it, in its parent folder); camvid: the zoo folder (default zoo/camvid)")
     t.set_defaults(fn=_cmd_train)

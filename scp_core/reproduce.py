@@ -22,8 +22,9 @@ from .data import REPO_ROOT
 from .io import atomic_path, write_text
 
 NOTEBOOKS = ["00_quickstart", "01_mismatch_study", "02_noise_priors", "03_prior_comparison", "04_mu_sweep",
-             "05_diversity", "06_comparison_table", "07_training", "08_global_factors"]
+             "05_diversity", "06_comparison_table", "07_training", "08_global_factors", "09_zero_snr"]
 DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
+TOY_ONLY = {"09_zero_snr"}  # experiments on the toy stacks (their retrained models exist for toy-city only)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 TITLES = {
     "00_quickstart": "Quickstart: one label map, four priors",
@@ -35,6 +36,7 @@ TITLES = {
     "06_comparison_table": "Table 2: the paper's rows and ours",
     "07_training": "Training the toy stack (small)",
     "08_global_factors": "Beyond the paper: priors that keep global factors",
+    "09_zero_snr": "Is the schedule the bottleneck? Zero terminal SNR",
 }
 
 # Counts a profile's batch passes to the notebooks (on top of profile, smoke, out_dir), fixed before the
@@ -145,6 +147,10 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {NOTEBOOKS}")
+    if profile != "toy":
+        if only and TOY_ONLY & set(names):
+            raise ValueError(f"{sorted(TOY_ONLY & set(names))} run on the toy profile only (--profile toy)")
+        names = [n for n in names if n not in TOY_ONLY]
     out = report_dir(profile, smoke, out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -310,6 +316,16 @@ def write_index(out: Path, run: dict) -> Path:
             lines += [f"**{setting}** ({_metric(m)}; verdict: {m['verdict'][setting]})", "",
                       df[cols].to_markdown(index=False, floatfmt=".3f"), ""]
         lines += ["![global factors](figures/08_global_factors.png)"]
+    m = _load(out, "09_zero_snr")
+    if m:
+        df = pd.DataFrame(m["table"])
+        df["fd_ci"] = df["fd_ci"].map(lambda c: _fmt_ci(c, 3))
+        df["spread_ratio_ci"] = df["spread_ratio_ci"].map(lambda c: _fmt_ci(c, 2))
+        lines += ["", "## Is the schedule the bottleneck? Zero terminal SNR", "",
+                  f"toy-city-gv, {m['n_eval']} validation maps: the committed stack (SD's schedule) against the same "
+                  f"stack retrained under zero terminal SNR. {m['check']}. {m['priors']}.", "",
+                  df[["schedule", "prior", "mu", "fd", "fd_ci", "miou", "spread_ratio", "spread_ratio_ci", "n"]].to_markdown(
+                      index=False, floatfmt=".3f"), "", "![zero-SNR samples](figures/09_samples.png)"]
     m = _load(out, "06_comparison_table")
     if m:
         lines += ["", "## Table 2: the paper's rows and ours", "",

@@ -98,6 +98,8 @@ PROFILES = {
                        dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the daylight zoo fine-tuned on toy-city-gv (scp_core.toy_zoo.train_toy_gv)
     "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
+    # the same toy-gv stack with base UNet and ControlNet retrained under zero terminal SNR (notebook 09)
+    "toy-gv-zero-snr": Settings(profile="toy-gv-zero-snr", dataset="toy-city-gv", pipeline="zoo/toy-gv-zero-snr/pipeline"),
 }
 SMOKE = dict(n_ref=64, n_eval=16, steps=4, batch_size=16)
 # Table 1 on the toy profile runs both toy-city settings side by side (daylight and global variation).
@@ -240,7 +242,7 @@ def build_priors(s: Settings, save: bool = True) -> dict:
     """
     from .distributed import reference_accumulator, reference_provenance
 
-    key = ("priors", s.profile, s.dataset, s.data_root, s.n_ref, s.min_count, s.fallback, s.seed)
+    key = ("priors", s.profile, s.pipeline, s.dataset, s.data_root, s.n_ref, s.min_count, s.fallback, s.seed)
     if key in _CACHE:
         return _CACHE[key]
     pipe = load_pipeline(s)

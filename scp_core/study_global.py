@@ -34,7 +34,7 @@ def global_priors(s: study.Settings, save: bool = True) -> dict:
     """
     from .distributed import reference_batches, reference_provenance
 
-    key = ("global_priors", s.profile, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed)
+    key = ("global_priors", s.profile, s.pipeline, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed)
     if key in study._CACHE:
         return study._CACHE[key]
     base = study.build_priors(s)
@@ -87,7 +87,12 @@ def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: in
 
 def comparison(s: study.Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict]:
     """Each prior on the first ``n_eval`` evaluation maps: distance, mIoU, brightness spread; and the images."""
-    priors = global_priors(s)
+    from .priors import NormalPrior
+
+    if set(kinds) == {"normal"}:  # plain ControlNet needs no reference pass
+        priors = {"normal": NormalPrior(latent_channels=study.load_pipeline(s).latent_shape[0])}
+    else:
+        priors = global_priors(s)
     real, labels = study.eval_set(s)
     b_real = brightness(real)
     rows, images = [], {}

@@ -358,7 +358,13 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     cfg = cfg or FULL["controlnet"]
     base_work = Path(base_work)
     _same_schedule(base_work, schedule)
-    vae = AutoencoderKL.from_pretrained(Path(vae_work or base_work) / "vae" / "final").eval().requires_grad_(False)
+    # the VAE the base UNet was trained on: vae_work's, or base_work's own when that run trained one
+    vae_dir = next((d for d in (Path(vae_work or base_work) / "vae" / "final", base_work / "vae" / "final") if d.is_dir()),
+                   None)
+    if vae_dir is None:
+        raise FileNotFoundError(f"no trained toy VAE under {Path(vae_work or base_work).name}/vae/final or "
+                                f"{base_work.name}/vae/final; train the toy stack first (`scpdiff train --profile toy`)")
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(base_work / "unet" / "final")
     t0 = time.time()
     scale = fit_scale_factor(LatentCache.build(vae, base_images(n_train), scale_factor=1.0).mean)
@@ -374,7 +380,8 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     facts = {"base": str(base.relative_to(REPO_ROOT)) if base.is_relative_to(REPO_ROOT) else base.name,
              "dataset": "toy-city-gv", "schedule": schedule, "scale_factor": round(scale, 5), "steps": r["steps"],
              "wall_s": round(r["wall_s"], 1), "total_wall_s": round(time.time() - t0, 1),
-             "final_loss": r["final_loss"], "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg)}
+             "final_loss": r["final_loss"], "unlocked_unet_tensors": len(unlocked), "config": asdict(cfg),
+             "base_unet": _stage_facts(base_work / "unet")}
     model = r["model"]
     pipe = SCPDiffPipeline(vae, model.unet.eval().requires_grad_(False), model.controlnet.eval().requires_grad_(False),
                            make_scheduler("ddim", schedule), cond, uncond, num_classes=train.num_classes,
@@ -385,6 +392,10 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     import shutil
     shutil.copy(Path(work) / "loss.png", Path(out).parent / "loss_controlnet.png")
     shutil.copy(Path(work) / "loss.csv", Path(out).parent / "loss_controlnet.csv")
+    if schedule != "sd":  # this run's base UNet is not the committed toy zoo's: keep its loss curve beside it
+        for ext in ("png", "csv"):
+            if (base_work / "unet" / f"loss.{ext}").is_file():
+                shutil.copy(base_work / "unet" / f"loss.{ext}", Path(out).parent / f"loss_base_unet.{ext}")
     return facts
 
 

@@ -175,3 +175,10 @@ def test_committed_reference_runs_include_their_executed_notebooks():
             nb = nbformat.read(path, as_version=4)
             assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has no outputs"
             assert path.stat().st_size < 3 * 2**20, f"{name}: executed notebook over 3 MB"
+
+
+def test_toy_only_notebooks_leave_the_batch_of_other_profiles(tmp_path):
+    """09_zero_snr needs the zero-SNR toy-gv stack: `--profile camvid` skips it, and asking for it says why."""
+    with pytest.raises(ValueError, match="toy profile only"):
+        rp.reproduce("camvid", only=["09_zero_snr"], out=tmp_path)
+    assert rp.TOY_ONLY <= set(rp.DEFAULT_BATCH) and not list(tmp_path.iterdir())
