@@ -8,7 +8,7 @@ import torch
 from scp_core.data import get_dataset
 from scp_core.metrics import SegmentationMeter, load_toy_segmenter
 from scp_core.priors import NormalPrior
-from scp_core.toy_zoo import GV_PIPELINE_DIR, PIPELINE_DIR, ZOO, load_toy_pipeline
+from scp_core.toy_zoo import GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, ZOO, load_toy_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,8 @@ def test_toy_stack_weights_fit_the_budget_and_have_a_report():
         assert (ZOO / "report" / f"loss_{stage}.png").is_file()
 
 
-@pytest.mark.parametrize("pipeline,dataset", [(PIPELINE_DIR, "toy-city"), (GV_PIPELINE_DIR, "toy-city-gv")])
+@pytest.mark.parametrize("pipeline,dataset", [(PIPELINE_DIR, "toy-city"), (GV_PIPELINE_DIR, "toy-city-gv"),
+                                              (GV_ZERO_SNR_PIPELINE_DIR, "toy-city-gv")])
 def test_samples_follow_the_masks(pipeline, dataset):
     """Plain ControlNet sampling (normal prior, mu = 1): the toy segmenter must find the input map."""
     pipe = load_toy_pipeline(pipeline)
