@@ -24,6 +24,7 @@ from .io import atomic_path, write_text
 NOTEBOOKS = ["00_quickstart", "01_mismatch_study", "02_noise_priors", "03_prior_comparison", "04_mu_sweep",
              "05_diversity", "06_comparison_table", "07_training", "08_global_factors", "09_zero_snr"]
 DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
+LONGEST = ["03_prior_comparison", "08_global_factors", "04_mu_sweep", "09_zero_snr", "01_mismatch_study"]
 TOY_ONLY = {"09_zero_snr"}  # experiments on the toy stacks (their retrained models exist for toy-city only)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 TITLES = {
@@ -165,7 +166,8 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
               flush=True)
 
     last = [n for n in names if n == "06_comparison_table"]
-    first = sorted((n for n in names if n not in last), key=lambda n: n != "03_prior_comparison")  # longest first
+    # longest first (by the toy batch's wall times, reports/toy/runs.json), so the two lanes end together
+    first = sorted((n for n in names if n not in last), key=lambda n: LONGEST.index(n) if n in LONGEST else len(LONGEST))
     if jobs > 1 and len(first) > 1:
         import os
         from concurrent.futures import ThreadPoolExecutor
