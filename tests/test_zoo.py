@@ -73,3 +73,10 @@ def test_a_toy_gv_run_refuses_a_base_unet_of_another_schedule(tmp_path):
     with pytest.raises(ValueError, match="'sd' schedule, not 'zero-snr'"):
         train_toy_gv(base_work=tmp_path, schedule="zero-snr", out=tmp_path / "out", work=tmp_path / "w")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_zero_snr_option_is_refused_outside_the_toy_profiles(capsys):
+    from scp_core.cli import main
+
+    assert main(["train", "--profile", "camvid", "--schedule", "zero-snr"]) == 2
+    assert "experiment of the toy profiles" in capsys.readouterr().err
