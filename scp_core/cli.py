@@ -71,11 +71,11 @@ def _cmd_train(a) -> int:
 
     # another schedule shares the committed stack's VAE (runs/toy): by default it trains UNet and ControlNet only
     stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet") if a.schedule == "sd" else ("unet", "controlnet")
-    work = runs_dir("toy-small" if a.small else "toy", a.schedule)
+    name = "toy-small" if a.small else "toy"
+    work = runs_dir(name, a.schedule)
     default_out = PIPELINE_DIR if (a.schedule == "sd" and not a.small) else work / "pipeline"
     facts = train_toy_stack(SMALL if a.small else None, out=a.out or default_out, resume=a.resume, stages=stages,
-                            work=work, report=not a.small, schedule=a.schedule,
-                            vae_work=None if a.schedule == "sd" else work.with_name("toy-small" if a.small else "toy"))
+                            work=work, report=not a.small, schedule=a.schedule, vae_work=runs_dir(name))
     print(json.dumps(facts, indent=2))
     return 0
 

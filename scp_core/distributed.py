@@ -255,7 +255,6 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
             for i, f, r in zip(idx, seg.features(gen).double(), seg.features(real).double()):
                 feats[int(i)], real_feats[int(i)] = f, r
     parts = _gather_objects({"meter": meter, "feats": feats, "real": real_feats}, state)
-    state.wait_for_everyone()
     if not state.is_main_process:
         return {}
     total = parts[0]["meter"]

@@ -208,6 +208,12 @@ def _fmt_ci(ci, digits: int = 2) -> str:
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
 
 
+def _spread_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A notebook 08 / 09 table with its distance and brightness-spread intervals as ``[lo, hi]`` text."""
+    return df.assign(fd_ci=df["fd_ci"].map(lambda c: _fmt_ci(c, 3)),
+                     spread_ratio_ci=df["spread_ratio_ci"].map(lambda c: _fmt_ci(c, 2)))
+
+
 def _metric(m: dict) -> str:
     """The distance a metrics file was measured with: FD-toy on the toy profiles, FID at real scale."""
     return m.get("settings", {}).get("metric", "FD-toy")
@@ -312,17 +318,14 @@ def write_index(out: Path, run: dict) -> Path:
                   "brightness, generated over real (1 is right).", ""]
         for setting, rows in m["tables"].items():
             df = pd.DataFrame(rows)
-            df["fd_ci"] = df["fd_ci"].map(lambda c: _fmt_ci(c, 3))
-            df["spread_ratio_ci"] = df["spread_ratio_ci"].map(lambda c: _fmt_ci(c, 2))
+            df = _spread_table(df)
             cols = [c for c in ("prior", "mu", "fd", "fd_ci", "kid", "miou", "spread_ratio", "spread_ratio_ci", "n") if c in df]
             lines += [f"**{setting}** ({_metric(m)}; verdict: {m['verdict'][setting]})", "",
                       df[cols].to_markdown(index=False, floatfmt=".3f"), ""]
         lines += ["![global factors](figures/08_global_factors.png)"]
     m = _load(out, "09_zero_snr")
     if m:
-        df = pd.DataFrame(m["table"])
-        df["fd_ci"] = df["fd_ci"].map(lambda c: _fmt_ci(c, 3))
-        df["spread_ratio_ci"] = df["spread_ratio_ci"].map(lambda c: _fmt_ci(c, 2))
+        df = _spread_table(pd.DataFrame(m["table"]))
         lines += ["", "## Is the schedule the bottleneck? Zero terminal SNR", "",
                   f"toy-city-gv, {m['n_eval']} validation maps: the committed stack (SD's schedule) against the same "
                   f"stack retrained under zero terminal SNR. {m['check']}. {m['priors']}.", "",
