@@ -180,9 +180,9 @@ def run_synthetic(ns, repeats: int) -> dict:
 @torch.no_grad()
 def run_toy_city(ns, repeats: int) -> dict:
     from scp_core.data import ToyCity
-    from scp_core.toy_zoo import load_toy_pipeline
+    from scp_core.pipeline import load_pipeline
 
-    pipe = load_toy_pipeline()
+    pipe = load_pipeline()
     train = ToyCity(split="train")
     K = pipe.prior_num_classes
     g = torch.Generator().manual_seed(0)

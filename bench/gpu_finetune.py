@@ -1,6 +1,6 @@
 """Benchmark: ControlNet fine-tuning at SD 2.1 base shapes, with and without gradient checkpointing.
 
-``scp_core.train.finetune_controlnet`` (the code ``scpdiff finetune`` runs: frozen VAE encoding,
+``scp_core.training.loop.finetune_controlnet`` (the code ``scpdiff finetune`` runs: frozen VAE encoding,
 ControlNet + unlocked UNet decoder, AdamW, fp16 mixed precision, grad clipping) on randomly
 initialised SD 2.1 base modules (the cost does not depend on the weights), Cityscapes-size
 512 x 1024 images, global batch 8, with ``gradient_checkpointing`` off and on. Reported: seconds
@@ -29,7 +29,7 @@ from sampling_cost import sync  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import scp_core.train as T  # noqa: E402
+import scp_core.training.loop as T  # noqa: E402
 
 
 class BlockyScenes(torch.utils.data.Dataset):

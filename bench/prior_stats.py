@@ -44,9 +44,9 @@ REAL_SHAPE, REAL_K = (4, 64, 128), 20
 @torch.no_grad()
 def throughput(batch_size: int, n_batches: int, seed: int = 0) -> dict:
     from scp_core.data import ToyCity
-    from scp_core.toy_zoo import load_toy_pipeline
+    from scp_core.pipeline import load_pipeline
 
-    pipe = load_toy_pipeline()
+    pipe = load_pipeline()
     train = ToyCity(split="train")
     acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
     g = torch.Generator().manual_seed(seed)

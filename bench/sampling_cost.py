@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from scp_core.priors import NormalPrior, PriorAccumulator  # noqa: E402
-from scp_core.priors_global import (GlobalJointAccumulator, MixtureJointAccumulator,  # noqa: E402
+from scp_core.priors.global_factor import (GlobalJointAccumulator, MixtureJointAccumulator,  # noqa: E402
                                     SignalLeakAccumulator)
 from scp_core.sampling import ddim_timesteps, start_latents  # noqa: E402
 
@@ -64,9 +64,9 @@ def clock(device, fn, *a, **kw):
 @torch.no_grad()
 def toy_stack(device, n_ref: int, batch: int):
     from scp_core.data import ToyCity
-    from scp_core.toy_zoo import load_toy_pipeline
+    from scp_core.pipeline import load_pipeline
 
-    pipe = load_toy_pipeline(device=device)
+    pipe = load_pipeline(device=device)
     train, val = ToyCity(split="train"), ToyCity(split="val")
     accs = Accumulators(pipe.prior_num_classes, pipe.latent_shape)
     g = torch.Generator(pipe.device).manual_seed(0)

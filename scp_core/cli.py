@@ -35,7 +35,7 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from .toy_zoo import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, SMALL, runs_dir,
+    from .training.toy import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, SMALL, runs_dir,
                           train_toy_gv, train_toy_stack)
 
     if a.schedule != "sd" and a.profile not in ("toy", "toy-gv"):
@@ -46,14 +46,14 @@ def _cmd_train(a) -> int:
         print(json.dumps(train_toy_gv(out=out, resume=a.resume, schedule=a.schedule, base_work=runs_dir("toy", a.schedule),
                                       vae_work=RUNS, work=runs_dir("toy-gv", a.schedule)), indent=2))
         return 0
-    from .zoo import RECIPES, recipe_for, train_stack
+    from .training.camvid import RECIPES, recipe_for, train_stack
 
     if a.profile in RECIPES:  # real images: base UNet, ControlNet and segmenter on the pretrained TAEF2
         from .data import REPO_ROOT
 
         small = REPO_ROOT / "runs" / f"{a.profile}-small"
         if a.report_only:
-            from .zoo import rewrite_report
+            from .training.camvid import rewrite_report
 
             print(rewrite_report(a.profile, out=a.out or (small / "zoo" if a.small else None),
                                  work=small if a.small else None, data_root=a.data_root,
@@ -86,7 +86,7 @@ def _cmd_finetune(a) -> int:
     from .data import get_dataset
     from .models import load_sd_components
     from .pipeline import SCPDiffPipeline
-    from .train import TrainConfig, finetune_controlnet, make_accelerator
+    from .training.loop import TrainConfig, finetune_controlnet, make_accelerator
 
     cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, checkpoint_every=a.checkpoint_every,
                       mixed_precision=a.mixed_precision, gradient_checkpointing=a.gradient_checkpointing, seed=a.seed)

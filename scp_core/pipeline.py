@@ -26,13 +26,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .io import portable
+from .io import REPO_ROOT, portable
 from .models import SD_SCALE_FACTOR, default_device, default_dtype, make_scheduler
-from .priors import NormalPrior, Prior, _as_label_tensor, downsample_labels, load_prior, map_ignore
+from .labels import as_label_tensor, downsample_labels, map_ignore
+from .priors import NormalPrior, Prior, load_prior
 from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, mismatch_start_latents, resolve_mu,
                        start_latents)
 
 CONFIG_NAME = "scp_pipeline.json"
+TOY_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy" / "pipeline"  # the committed toy stack (the default pipeline)
 
 
 @dataclass
@@ -170,7 +172,7 @@ class SCPDiffPipeline:
         return [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
     def _prepare(self, labels, prior: Prior | None, mu: float | None, num_inference_steps: int, x0=None):
-        labels = _as_label_tensor(labels)
+        labels = as_label_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
         if labels.dim() != 3:
@@ -442,13 +444,19 @@ def _read_config(path: Path) -> dict:
     return cfg
 
 
-def build_toy_pipeline(num_classes: int, palette, image_size=(64, 128), seed: int = 0) -> SCPDiffPipeline:
-    """A randomly initialised toy pipeline (for tests and as the start of toy training)."""
-    from .models import controlnet_from_unet, toy_text_conditioning, toy_unet, toy_vae
+def load_pipeline(path: str | os.PathLike | None = None, device="cpu", dtype=torch.float32,
+                  prior=None) -> SCPDiffPipeline:
+    """The pipeline folder ``path`` (default: the committed toy stack); a relative path is taken from the repository.
 
-    vae, unet = toy_vae(seed), toy_unet(seed)
-    cn = controlnet_from_unet(unet)
-    cond, uncond = toy_text_conditioning(seed)
-    return SCPDiffPipeline(vae.eval(), unet.eval(), cn.eval(), make_scheduler("ddim"), cond, uncond,
-                           num_classes=num_classes, palette=palette, image_size=image_size,
-                           info={"profile": "toy"})
+    The default, float32 on the CPU, is what the toy stacks run at; ``device=None`` / ``dtype=None``
+    take :meth:`SCPDiffPipeline.from_pretrained`'s choice (CUDA + float16 where available).
+    """
+    path = Path(path) if path is not None else TOY_PIPELINE_DIR
+    path = path if path.is_absolute() else REPO_ROOT / path
+    try:
+        return SCPDiffPipeline.from_pretrained(path, device=device, dtype=dtype, prior=prior)
+    except FileNotFoundError as e:
+        if path != TOY_PIPELINE_DIR:
+            raise
+        raise FileNotFoundError(f"{e}; the toy stack is trained with `scpdiff train --profile toy` (about an hour "
+                                "on a 2-core CPU, zoo/toy/REPORT.md), or restore zoo/toy from git") from e

@@ -18,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import _tv_compat  # noqa: F401
-from .data import REPO_ROOT
-from .io import atomic_path, write_text
+from .io import REPO_ROOT, atomic_path, write_text
 
 NOTEBOOKS = ["00_quickstart", "01_mismatch_study", "02_noise_priors", "03_prior_comparison", "04_mu_sweep",
              "05_diversity", "06_comparison_table", "07_training", "08_global_factors", "09_zero_snr"]

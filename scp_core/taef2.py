@@ -18,7 +18,7 @@ the decoder), and an index without keys is a parameter-free layer: the decoder's
 (index 0), its ReLU after the first convolution, and the nearest upsamplings.
 
 Latents are raw (not unit variance); the pipeline rescales them with a factor fitted from
-data (``scp_core.train.fit_scale_factor``). Weights: ``taef2_encoder.safetensors`` and
+data (``scp_core.training.loop.fit_scale_factor``). Weights: ``taef2_encoder.safetensors`` and
 ``taef2_decoder.safetensors`` in the weights folder (:func:`scp_core.weights.weights_dir`).
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .data.base import REPO_ROOT
+from .io import REPO_ROOT
 
 __all__ = ["weights_dir", "weight_file", "has_weight"]
 

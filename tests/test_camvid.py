@@ -94,7 +94,7 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
         pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
     from scp_core.data import REPO_ROOT
     from scp_core.pipeline import SCPDiffPipeline
-    from scp_core.zoo import recipe_for, rewrite_report, train_stack
+    from scp_core.training.camvid import recipe_for, rewrite_report, train_stack
 
     zoo = REPO_ROOT / "zoo" / "camvid"
     before = sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) if zoo.exists() else []
@@ -136,7 +136,7 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
 def test_train_stack_missing_dataset_root(tmp_path):
     if not (weights_dir() / "taef2_encoder.safetensors").is_file():
         pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
-    from scp_core.zoo import recipe_for, train_stack
+    from scp_core.training.camvid import recipe_for, train_stack
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
         train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w", data_root=tmp_path / "nowhere",

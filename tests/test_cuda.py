@@ -11,7 +11,7 @@ import torch
 
 from scp_core.priors import NormalPrior, PriorAccumulator
 from scp_core.sampling import ddim_denoise, ddim_timesteps
-from scp_core.train import TrainConfig, finetune_controlnet
+from scp_core.training.loop import TrainConfig, finetune_controlnet
 from test_sampling import _joint, _labels, _tiny_pipeline
 from test_train import TinySet, tiny_pipeline
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from scp_core import priors_reference as ref
+from scp_core.priors import definitions as ref
 from scp_core.priors import (NormalPrior, PriorAccumulator, downsample_labels, load_prior, map_ignore, noise_to_step)
 
 K, C, H, W = 3, 4, 3, 5

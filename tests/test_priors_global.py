@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scp_core.priors import JointPrior, PriorAccumulator, load_prior
-from scp_core.priors_global import (GaussianAccumulator, GlobalJointAccumulator, GlobalJointPrior,
+from scp_core.priors.global_factor import (GaussianAccumulator, GlobalJointAccumulator, GlobalJointPrior,
                                     MixtureJointAccumulator, MixtureJointPrior, SignalLeakAccumulator,
                                     SignalLeakPrior, choose_centres, global_factor)
 
@@ -162,7 +162,7 @@ def test_mixture_chooses_its_centres_from_the_first_images_of_the_pass():
 
 def test_cluster_lookup_reads_each_image_from_its_own_cluster():
     from scp_core.priors import cell_lookup
-    from scp_core.priors_global import _cluster_lookup
+    from scp_core.priors.global_factor import _cluster_lookup
 
     g = torch.Generator().manual_seed(0)
     table = torch.randn(3, 4, 2, 5, 6, generator=g)           # k=3 clusters, K=4 classes, C=2
@@ -174,7 +174,7 @@ def test_cluster_lookup_reads_each_image_from_its_own_cluster():
 
 
 def test_covariance_root_is_cached_and_follows_in_place_changes():
-    from scp_core.priors_global import _cov_root
+    from scp_core.priors.global_factor import _cov_root
 
     a = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
     cov = a @ a.T

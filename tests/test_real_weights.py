@@ -124,7 +124,7 @@ def test_taef2_round_trip_psnr_on_camvid():
     _need_camvid()
     from scp_core.data import get_dataset
     from scp_core.study import PROFILES
-    from scp_core.zoo import load_images, taef2_psnr
+    from scp_core.training.camvid import load_images, taef2_psnr
 
     vae = TAEF2.from_weights()
     assert vae.latent_channels == 32 and vae.downsample_factor == 8

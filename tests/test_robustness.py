@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import scp_core  # noqa: F401  (before diffusers: the torchvision shim)
 from scp_core.pipeline import SCPDiffPipeline
 from scp_core.priors import NormalPrior, PriorAccumulator, downsample_labels
-from scp_core.train import TrainConfig, finetune_controlnet
+from scp_core.training.loop import TrainConfig, finetune_controlnet
 
 from test_sampling import K, SIZE, _tiny_pipeline
 from test_train import TinySet, tiny_pipeline
@@ -376,7 +376,7 @@ from pathlib import Path
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 import scp_core, torch
 torch.set_num_threads(1)
-from scp_core.train import TrainConfig, finetune_controlnet
+from scp_core.training.loop import TrainConfig, finetune_controlnet
 from test_train import TinySet, tiny_pipeline
 
 mode, out = sys.argv[1], Path(sys.argv[2])

@@ -74,7 +74,7 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
     d, n, reps = 16, 60, 40
     ref = torch.randn(2000, d, generator=g, dtype=torch.float64)
     draws = [torch.randn(n, d, generator=g, dtype=torch.float64) + 0.2 for _ in range(reps)]
-    values = [study._fd(x, ref) for x in draws]
+    values = [study.frechet_distance_of(x, ref) for x in draws]
     target = float(np.mean(values))
     shifted, raw = 0, 0
     for i, x in enumerate(draws):
@@ -82,7 +82,7 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
         shifted += lo <= target <= hi
         bias = hi - value  # raw interval = shifted interval + bias; rebuild it from the same draws
         rng = np.random.default_rng(i)
-        boots = np.array([study._fd(x[rng.integers(0, n, n)], ref) for _ in range(100)])
+        boots = np.array([study.frechet_distance_of(x[rng.integers(0, n, n)], ref) for _ in range(100)])
         rlo, rhi = np.percentile(boots, [2.5, 97.5])
         raw += rlo <= target <= rhi
     assert shifted / reps >= 0.8, f"bias-shifted interval covered E[FD_hat] in {shifted}/{reps} replicates"
@@ -106,21 +106,22 @@ def test_notebook_03_follows_its_profile_parameter(tmp_path):
 
 
 def test_reference_statistics_are_cached_per_report_and_invalidated_by_their_key(tmp_path, monkeypatch):
-    from scp_core import distributed, study
+    from scp_core import study
+    from scp_core.study import context
 
     s = study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=24)
-    study._CACHE.clear()
+    study.CONTEXT.clear()
     first = study.build_priors(s)
     assert (tmp_path / "priors" / "reference_statistics.safetensors").is_file()
-    study._CACHE.clear()  # a new kernel: the statistics come from the file, not from encoding again
-    original = distributed.reference_accumulator
-    monkeypatch.setattr(distributed, "reference_accumulator", lambda *a, **k: pytest.fail("re-encoded"))
+    study.CONTEXT.clear()  # a new kernel: the statistics come from the file, not from encoding again
+    original = context.reference_accumulator
+    monkeypatch.setattr(context, "reference_accumulator", lambda *a, **k: pytest.fail("re-encoded"))
     again = study.build_priors(s)
     torch.testing.assert_close(again["joint"].mean, first["joint"].mean)
     assert again["joint"].num_images == first["joint"].num_images == 24
-    study._CACHE.clear()  # another reference set size does not reuse the file
+    study.CONTEXT.clear()  # another reference set size does not reuse the file
     calls = []
-    monkeypatch.setattr(distributed, "reference_accumulator", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(context, "reference_accumulator", lambda *a, **k: calls.append(1) or original(*a, **k))
     assert study.build_priors(study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=16))["joint"].num_images == 16
     assert calls == [1]
-    study._CACHE.clear()
+    study.CONTEXT.clear()

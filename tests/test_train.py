@@ -11,7 +11,7 @@ import torch
 
 from scp_core.models import TOY_CONTROLNET_EMBEDDING, make_scheduler, toy_text_conditioning, toy_unet, toy_vae
 from scp_core.pipeline import SCPDiffPipeline
-from scp_core.train import (DECODER_PREFIXES, TrainConfig, batch_indices, finetune_controlnet, fit)
+from scp_core.training.loop import (DECODER_PREFIXES, TrainConfig, batch_indices, finetune_controlnet, fit)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_batch_order_is_a_function_of_step_and_seed():
 def test_the_training_target_follows_the_schedules_prediction_type(schedule):
     """epsilon for SD's schedule; v = sqrt(ab) eps - sqrt(1 - ab) x0 under zero terminal SNR, from which
     x0 = sqrt(ab) x_t - sqrt(1 - ab) v comes back, at t = 999 (ab = 0) too."""
-    from scp_core.train import make_ddpm_like, prediction_target
+    from scp_core.training.loop import make_ddpm_like, prediction_target
 
     ddpm = make_scheduler("ddpm", schedule)
     g = torch.Generator().manual_seed(0)
@@ -161,7 +161,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
 import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
 import scp_core, torch
 from scp_core.pipeline import SCPDiffPipeline
-from scp_core.train import TrainConfig, finetune_controlnet
+from scp_core.training.loop import TrainConfig, finetune_controlnet
 from test_train import TinySet
 pipe = SCPDiffPipeline.from_pretrained({str(tmp_path / 'pipe')!r}, device='cpu')
 r = finetune_controlnet(pipe, TinySet(8), TrainConfig(steps=3, batch_size=4, lr=1e-4), {str(tmp_path / 'run')!r},
@@ -236,7 +236,7 @@ def test_fit_refuses_half_precision_trainable_weights(tmp_path):
 
 
 def test_mixed_precision_bf16_on_the_cpu_and_fp16_refused_there(tmp_path):
-    from scp_core.train import make_accelerator
+    from scp_core.training.loop import make_accelerator
 
     r = finetune_controlnet(tiny_pipeline(), TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3, mixed_precision="bf16"),
                             tmp_path, device="cpu")

@@ -8,7 +8,8 @@ import torch
 from scp_core.data import get_dataset
 from scp_core.metrics import SegmentationMeter, load_toy_segmenter
 from scp_core.priors import NormalPrior
-from scp_core.toy_zoo import GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, ZOO, load_toy_pipeline
+from scp_core.training.toy import GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, ZOO
+from scp_core.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_toy_stack_weights_fit_the_budget_and_have_a_report():
                                               (GV_ZERO_SNR_PIPELINE_DIR, "toy-city-gv")])
 def test_samples_follow_the_masks(pipeline, dataset):
     """Plain ControlNet sampling (normal prior, mu = 1): the toy segmenter must find the input map."""
-    pipe = load_toy_pipeline(pipeline)
+    pipe = load_pipeline(pipeline)
     labels = torch.tensor(get_dataset(dataset, split="val").labels[:8], dtype=torch.long)
     out = pipe(labels, prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=10, seed=0,
                output_type="pt", progress=False)
@@ -46,13 +47,13 @@ def test_samples_follow_the_masks(pipeline, dataset):
 
 def test_write_report_writes_beside_its_own_pipeline_and_never_into_the_committed_zoo(tmp_path, monkeypatch):
     """`scpdiff train --profile toy --out X` must not replace zoo/toy/REPORT.md (it did before)."""
-    from scp_core import toy_zoo
+    from scp_core.training import toy as toy_zoo
 
     def snapshot():
         return {p: p.stat().st_mtime_ns for p in ZOO.rglob("*") if p.is_file() and "pipeline" not in p.parts}
 
     before = snapshot()
-    pipe = load_toy_pipeline()
+    pipe = load_pipeline()
     toy_zoo.save_half(pipe, tmp_path / "pipeline")
     facts = json.loads((ZOO / "training_facts.json").read_text())
     real_prior = toy_zoo.toy_joint_prior
@@ -67,7 +68,7 @@ def test_write_report_writes_beside_its_own_pipeline_and_never_into_the_committe
 def test_a_toy_gv_run_refuses_a_base_unet_of_another_schedule(tmp_path):
     """`scpdiff train --profile toy-gv --schedule zero-snr` on an SD-schedule base would mix two schedules."""
     from scp_core.io import write_json
-    from scp_core.toy_zoo import train_toy_gv
+    from scp_core.training.toy import train_toy_gv
 
     write_json(tmp_path / "unet" / "facts.json", {"steps": 1, "wall_s": 0.0, "final_loss": 0.0})  # an older run: sd
     with pytest.raises(ValueError, match="'sd' schedule, not 'zero-snr'"):

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..io import REPO_ROOT
+
 __all__ = ["REPO_ROOT", "resolve_root", "SegDataset", "DATA_README"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder above scp_core
 DATA_README = "data/README.md"
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..priors import downsample_labels
+from ..labels import downsample_labels
 
 __all__ = ["control_map", "one_hot", "colorize", "resize_image", "resize_labels"]
 
@@ -141,7 +141,7 @@ def resize_image(img, size: int | Sequence[int]):
 def resize_labels(labels, size: int | Sequence[int]):
     """Nearest resize of label maps (``[H, W]`` or ``[B, H, W]``); never creates a new id.
 
-    Uses the same "nearest-exact" rule as :func:`scp_core.priors.downsample_labels` (the
+    Uses the same "nearest-exact" rule as :func:`scp_core.labels.downsample_labels` (the
     pixel at the centre of each output cell), for down- and upsampling. Returns the input's
     kind and dtype (numpy array, tensor or PIL image).
     """

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .scp import MIN_COUNT
+
 __all__ = ["spatial_prior", "categorical_prior", "joint_prior"]
 
 
@@ -48,7 +50,7 @@ def categorical_prior(x0: np.ndarray, M: np.ndarray, num_classes: int) -> tuple[
     return mean, std, count
 
 
-def joint_prior(x0: np.ndarray, M: np.ndarray, num_classes: int, min_count: int = 5,
+def joint_prior(x0: np.ndarray, M: np.ndarray, num_classes: int, min_count: int = MIN_COUNT,
                 fallback: str = "class") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eq. 8: ``m_c(y, x)`` and ``sigma_c^2(y, x)`` over the images whose label at ``(y, x)`` is ``c``.
 

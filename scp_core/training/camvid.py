@@ -13,7 +13,7 @@ autoencoder in place of a trained VAE (:mod:`scp_core.taef2`):
 4. train a segmenter with the toy segmenter's recipe on the same training images and report
    its mIoU / accuracy on the real validation images (the ceiling of generated images).
 
-Each stage uses :func:`scp_core.train.fit` (checkpoints; ``resume="latest"`` continues a
+Each stage uses :func:`scp_core.training.loop.fit` (checkpoints; ``resume="latest"`` continues a
 stage and skips finished ones). The pipeline goes to ``<out>/pipeline`` (float16 weights;
 the autoencoder's weights are not copied: its folder holds only its config and it loads
 from the weights folder), the segmenter to ``<out>/segmenter``, the report to
@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _tv_compat  # noqa: F401
-from .data import REPO_ROOT, colorize, control_map, get_dataset
-from .io import atomic_path, write_json, write_text
-from .train import TrainConfig
+from .. import _tv_compat  # noqa: F401
+from ..data import REPO_ROOT, colorize, control_map, get_dataset
+from ..io import atomic_path, write_json, write_text
+from .loop import TrainConfig
 
 __all__ = ["StackRecipe", "RECIPES", "train_stack", "train_segmenter", "rewrite_report", "load_images", "LatentSet"]
 
@@ -91,7 +91,7 @@ SMALL = dict(unet_cfg=TrainConfig(steps=4, batch_size=2, lr=3e-4, checkpoint_eve
 
 
 def _profile_dataset(profile: str, split: str, data_root=None, limit: int | None = None):
-    from .study import settings
+    from ..study import settings
 
     s = settings(profile, smoke=False)
     ds = get_dataset(s.dataset, root=data_root or s.data_root, split=split, **s.dataset_options)
@@ -139,7 +139,7 @@ class LatentSet:
 @torch.no_grad()
 def taef2_psnr(vae, images: np.ndarray, batch_size: int = 8) -> list[float]:
     """Per-image round-trip PSNR (dB) of uint8 images through the autoencoder."""
-    from .toy_zoo import psnr
+    from .toy import psnr
 
     vals = []
     for s in range(0, len(images), batch_size):
@@ -175,13 +175,13 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     """
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from .models import controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet
-    from .taef2 import TAEF2
-    from .train import (LatentCache, controlnet_loss_fn, fit, fit_scale_factor, prepare_controlnet_training,
+    from ..models import controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet
+    from ..taef2 import TAEF2
+    from .loop import (LatentCache, controlnet_loss_fn, fit, fit_scale_factor, prepare_controlnet_training,
                         unet_loss_fn)
 
     if recipe is None and profile not in RECIPES:
-        raise ValueError(f"no training recipe for profile {profile!r}; known: {sorted(RECIPES)} (toy: scp_core.toy_zoo)")
+        raise ValueError(f"no training recipe for profile {profile!r}; known: {sorted(RECIPES)} (toy: scp_core.training.toy)")
     recipe = recipe or RECIPES[profile]
     out = Path(out) if out else REPO_ROOT / "zoo" / profile
     work = Path(work) if work else REPO_ROOT / "runs" / profile
@@ -258,8 +258,8 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     facts["total_wall_s"] = round(time.time() - t_all, 1)
 
     # 5. the pipeline, the segmenter and the report, all under ``out``
-    from .pipeline import SCPDiffPipeline
-    from .toy_zoo import save_half
+    from ..pipeline import SCPDiffPipeline
+    from .toy import save_half
 
     pipe = SCPDiffPipeline(vae, unet.eval().requires_grad_(False), cn.eval().requires_grad_(False),
                            make_scheduler("ddim"), cond, uncond, num_classes=train.num_classes,
@@ -301,7 +301,7 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
 
 def _segmenter_stage(images, labels, train, recipe: StackRecipe, seg_dir: Path, resume: str | None):
     """Train (or, resuming, load) the segmenter with the toy segmenter's recipe on the training images."""
-    from .metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
+    from ..metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
 
     if resume and (seg_dir / "model.safetensors").is_file() and (seg_dir / "config.json").is_file():
         return ToySegmenter.from_pretrained(seg_dir), json.loads((seg_dir / "training_log.json").read_text())
@@ -352,7 +352,7 @@ def _facts(stage_dir: Path) -> dict:
 
 
 def _evaluate_segmenter(seg, images, labels, ds) -> dict:
-    from .metrics.segmentation import evaluate_segmentation
+    from ..metrics.segmentation import evaluate_segmentation
 
     return evaluate_segmentation(images, labels.astype(np.int64), seg, ds.num_classes, ignore_index=ds.ignore_index,
                                  class_names=list(ds.class_names), batch_size=16, keep_per_sample=True,
@@ -382,8 +382,8 @@ def write_report(out: Path, work: Path, facts: dict, recipe: StackRecipe, val_la
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from .pipeline import SCPDiffPipeline
-    from .priors import NormalPrior, PriorAccumulator
+    from ..pipeline import SCPDiffPipeline
+    from ..priors import NormalPrior, PriorAccumulator
 
     fig_dir = out / "report"
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The toy model zoo: train the toy stack on toy-city from scratch, and load it.
 
 ``scpdiff train --profile toy`` (or :func:`train_toy_stack`) runs three stages, each with
-:func:`scp_core.train.fit` (checkpoints and ``--resume latest`` included):
+:func:`scp_core.training.loop.fit` (checkpoints and ``--resume latest`` included):
 
 1. the VAE on the images of both toy regimes, daylight toy-city and toy-city-gv (the same
    layouts under a per-image global lighting factor), then LDM's scale factor ``1 / std``
@@ -25,17 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _tv_compat  # noqa: F401
-from .data import REPO_ROOT, ToyCity, colorize, control_map
-from .io import atomic_path, write_json, write_text
-from .models import (controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet, toy_vae)
-from .pipeline import SCPDiffPipeline
-from .priors import NormalPrior
-from .train import (LatentCache, TrainConfig, controlnet_loss_fn, fit, fit_scale_factor,
+from .. import _tv_compat  # noqa: F401
+from ..data import REPO_ROOT, ToyCity, colorize, control_map
+from ..io import atomic_path, write_json, write_text
+from ..models import (controlnet_from_unet, make_scheduler, toy_text_conditioning, toy_unet, toy_vae)
+from ..pipeline import TOY_PIPELINE_DIR, SCPDiffPipeline, load_pipeline
+from ..priors import MIN_COUNT, NormalPrior
+from ..reference import reference_accumulator
+from .loop import (LatentCache, TrainConfig, controlnet_loss_fn, fit, fit_scale_factor,
                     prepare_controlnet_training, unet_loss_fn, vae_loss_fn)
 
 ZOO = REPO_ROOT / "zoo" / "toy"
-PIPELINE_DIR = ZOO / "pipeline"
+PIPELINE_DIR = TOY_PIPELINE_DIR
 GV_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv" / "pipeline"
 RUNS = REPO_ROOT / "runs" / "toy"
 # The toy-gv stack retrained under zero terminal SNR (``models.ZERO_SNR_SCHEDULER_CONFIG``), same VAE:
@@ -78,7 +79,7 @@ def _stage_facts(stage_dir: Path, r: dict | None = None, **extra) -> dict:
 def base_images(n_train: int = 4000, datasets=BASE_DATASETS) -> np.ndarray:
     """The first ``n_train`` training images of each of ``datasets``, concatenated (uint8 ``[N, H, W, 3]``):
     what the toy VAE, its latent scale factor and the base UNet are fitted on."""
-    from .data import get_dataset
+    from ..data import get_dataset
 
     return np.concatenate([get_dataset(name, split="train").images[:n_train] for name in datasets])
 
@@ -219,7 +220,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
                                  "trained": facts})
     save_half(pipe, out)
     if report:
-        write_report(load_toy_pipeline(out), facts, configs, work, report_dir=out.parent)
+        write_report(load_pipeline(out, device="cpu", dtype=torch.float32), facts, configs, work, report_dir=out.parent)
     return facts
 
 
@@ -241,20 +242,9 @@ def save_half(pipe: SCPDiffPipeline, out: Path) -> None:
         pipe.to(dtype=torch.float32)
 
 
-def load_toy_pipeline(path: str | Path = PIPELINE_DIR, device="cpu", prior=None) -> SCPDiffPipeline:
-    """The committed toy pipeline (float32 on the CPU by default)."""
-    path = Path(path)
-    if not (path / "scp_pipeline.json").is_file():
-        raise FileNotFoundError(f"no toy pipeline at {path}; train it with `scpdiff train --profile toy` "
-                                "(about an hour on a 2-core CPU, zoo/toy/REPORT.md) or restore zoo/toy from git")
-    return SCPDiffPipeline.from_pretrained(path, device=device, dtype=torch.float32, prior=prior)
-
-
-def toy_joint_prior(pipe: SCPDiffPipeline, n: int = 1000, seed: int = 0, min_count: int = 5):
+def toy_joint_prior(pipe: SCPDiffPipeline, n: int = 1000, seed: int = 0, min_count: int = MIN_COUNT):
     """A joint prior from the first ``n`` toy-city training images (for the report), by the
-    project's one reference-set convention (:func:`scp_core.distributed.reference_accumulator`)."""
-    from .distributed import reference_accumulator
-
+    project's one reference-set convention (:func:`scp_core.reference.reference_accumulator`)."""
     return reference_accumulator(pipe, ToyCity(split="train"), n, seed=seed).joint(min_count=min_count)
 
 
@@ -353,7 +343,7 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from .data import get_dataset
+    from ..data import get_dataset
 
     cfg = cfg or FULL["controlnet"]
     base_work = Path(base_work)
@@ -397,21 +387,3 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
             if (base_work / "unet" / f"loss.{ext}").is_file():
                 shutil.copy(base_work / "unet" / f"loss.{ext}", Path(out).parent / f"loss_base_unet.{ext}")
     return facts
-
-
-if __name__ == "__main__":  # python -m scp_core.toy_zoo [--small] [--resume] [--gv]
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--small", action="store_true", help="a few-minute run (not the committed zoo)")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--gv", action="store_true", help="fine-tune the toy-city-gv variant from the daylight zoo")
-    a = ap.parse_args()
-    if a.gv:
-        print(json.dumps(train_toy_gv(out=a.out or GV_PIPELINE_DIR, resume="latest" if a.resume else None), indent=2))
-        raise SystemExit(0)
-    a.out = a.out or str(RUNS.with_name("toy-small") / "pipeline" if a.small else PIPELINE_DIR)
-    f = train_toy_stack(SMALL if a.small else None, out=a.out, resume="latest" if a.resume else None,
-                        work=RUNS if not a.small else RUNS.with_name("toy-small"), report=not a.small)
-    print(json.dumps(f, indent=2))

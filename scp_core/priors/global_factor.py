@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .priors import JointPrior, Prior, PriorAccumulator, cell_lookup, register_prior
+from .scp import MIN_COUNT, JointPrior, Prior, PriorAccumulator, cell_lookup
 
 __all__ = ["global_factor", "GaussianAccumulator", "GlobalJointAccumulator", "GlobalJointPrior",
            "MixtureJointAccumulator", "MixtureJointPrior", "choose_centres", "kmeans",
@@ -140,7 +140,7 @@ class GlobalJointAccumulator:
         self.glob.merge(other.glob)
         return self
 
-    def prior(self, min_count: int = 5, fallback: str = "class", provenance: dict | None = None) -> "GlobalJointPrior":
+    def prior(self, min_count: int = MIN_COUNT, fallback: str = "class", provenance: dict | None = None) -> "GlobalJointPrior":
         mean, std, count = _joint_tensors(self.residual, min_count, fallback)
         r = self.residual
         return GlobalJointPrior(mean=mean, std=std, count=count, g_mean=self.glob.mean.float(),
@@ -149,7 +149,6 @@ class GlobalJointAccumulator:
                                 provenance=provenance or {})
 
 
-@register_prior
 @dataclass(eq=False, repr=False)
 class GlobalJointPrior(JointPrior):
     """The joint prior of residuals ``x0 - g`` plus one draw of the global factor ``g`` per image.
@@ -309,7 +308,7 @@ class MixtureJointAccumulator:
             a.merge(b)
         return self
 
-    def prior(self, min_count: int = 5, fallback: str = "class", provenance: dict | None = None) -> "MixtureJointPrior":
+    def prior(self, min_count: int = MIN_COUNT, fallback: str = "class", provenance: dict | None = None) -> "MixtureJointPrior":
         if self.centres is None and self._buffer:  # fewer images than n_fit: choose on all of them
             self._fit_from_buffer()
         used = [acc for acc in self.parts if acc.num_images > 0]
@@ -326,7 +325,6 @@ class MixtureJointAccumulator:
                                  provenance={**(provenance or {}), "clusters": self.choice})
 
 
-@register_prior
 @dataclass(eq=False, repr=False)
 class MixtureJointPrior(JointPrior):
     """``k`` joint priors, one per cluster of images' global factors, mixed by cluster frequency.
@@ -421,7 +419,6 @@ class SignalLeakAccumulator:
                                provenance=provenance or {})
 
 
-@register_prior
 @dataclass(eq=False, repr=False)
 class SignalLeakPrior(Prior):
     """Everaert et al.'s signal leak: low frequencies from a fitted Gaussian, the rest white noise.

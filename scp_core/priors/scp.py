@@ -20,14 +20,13 @@ so one scatter per batch serves all three priors and shards merge without loss.
 
 Variances are population variances (divide by the count), the maximum-likelihood Gaussian.
 Names: ``mean`` / ``std`` are a Gaussian's; ``mu`` in this project is always the step
-fraction of Eq. 6 (DDIM starts at step ``mu T``), never a mean. ``priors_reference`` holds
+fraction of Eq. 6 (DDIM starts at step ``mu T``), never a mean. ``priors.definitions`` holds
 the same three priors written as their definitions, for reading and for the tests.
 """
 from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +34,10 @@ from typing import Sequence
 
 import torch
 
-from .io import atomic_path
+from ..io import atomic_path
+from ..labels import as_label_tensor, check_ids
 
 __all__ = [
-    "downsample_labels",
-    "map_ignore",
     "noise_to_step",
     "PriorAccumulator",
     "Prior",
@@ -47,103 +45,13 @@ __all__ = [
     "SpatialPrior",
     "CategoricalPrior",
     "JointPrior",
-    "load_prior",
-    "register_prior",
     "FALLBACKS",
+    "MIN_COUNT",
 ]
 
 FALLBACKS = ("class", "spatial")
-_WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
+MIN_COUNT = 5  # joint cells seen fewer times than this fall back to the class (or spatial) statistics
 FORMAT_VERSION = "1"
-
-
-# --------------------------------------------------------------------------- label helpers
-def _as_label_tensor(labels, name: str = "labels") -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor):
-        try:
-            labels = torch.as_tensor(labels)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{name} must be an integer tensor or array, got {type(labels).__name__}") from e
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(
-            f"{name} must hold integer class ids, got dtype {labels.dtype}; "
-            "if these are ids stored as floats, convert them with .long() first")
-    if labels.dtype in _WIDE_UNSIGNED:  # torch has no min / max / comparisons for these: use int64
-        labels = labels.long()  # uint64 ids >= 2**63 wrap to negative ids and are refused as out of range
-    return labels
-
-
-def _as_size(size) -> tuple[int, int]:
-    """``(h, w)`` from one int or a pair of ints; ``ValueError`` for anything else."""
-    try:
-        h, w = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
-        if int(h) != h or int(w) != w:
-            raise TypeError
-        return int(h), int(w)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"size must be one int or a pair of ints (h, w), got {size!r}") from e
-
-
-def downsample_labels(labels, size: int | Sequence[int]) -> torch.Tensor:
-    """Nearest selection of label maps to latent size; never invents an id.
-
-    Each output cell takes the input pixel at the centre of its footprint
-    (``src = floor((dst + 0.5) * in / out)``), the "nearest-exact" rule. Unlike bilinear
-    resampling this only ever copies ids that exist in the input.
-
-    Args:
-        labels: integer map ``[H, W]`` or batch ``[B, H, W]`` (tensor or numpy array).
-        size: ``(h, w)`` of the output, or one int for a square output.
-
-    Returns:
-        ``[h, w]`` or ``[B, h, w]`` int64 tensor, on the input's device.
-    """
-    labels = _as_label_tensor(labels)
-    if labels.dim() not in (2, 3):
-        raise ValueError(f"labels must be [H, W] or [B, H, W], got shape {tuple(labels.shape)}")
-    h, w = _as_size(size)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"size must be positive, got {(h, w)}")
-    H, W = labels.shape[-2:]
-    if H == 0 or W == 0:
-        raise ValueError(f"labels are empty (shape {tuple(labels.shape)})")
-    dev = labels.device
-    rows = ((torch.arange(h, device=dev, dtype=torch.float64) + 0.5) * (H / h)).floor().long().clamp_(max=H - 1)
-    cols = ((torch.arange(w, device=dev, dtype=torch.float64) + 0.5) * (W / w)).floor().long().clamp_(max=W - 1)
-    return labels[..., rows[:, None], cols[None, :]].long()
-
-
-def map_ignore(labels, ignore_index: int = 255, to: int | None = None) -> torch.Tensor:
-    """Give an ignore id (Cityscapes / COCO-Stuff 255) a class of its own.
-
-    The priors need a distribution for every id that appears at inference, ignored ones
-    included, so they are treated as one extra class.
-
-    Args:
-        labels: integer label maps.
-        ignore_index: the id to remap.
-        to: the new id (default: one past the largest other id, usually ``num_classes``).
-    """
-    labels = _as_label_tensor(labels).long().clone()
-    mask = labels == ignore_index
-    if to is None:
-        rest = labels[~mask]
-        to = int(rest.max()) + 1 if rest.numel() else 0
-    labels[mask] = int(to)
-    return labels
-
-
-def _check_ids(labels: torch.Tensor, num_classes: int) -> None:
-    if labels.numel() == 0:
-        return
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_classes:
-        bad = torch.unique(labels[(labels < 0) | (labels >= num_classes)])
-        shown = ", ".join(str(int(b)) for b in bad[:10]) + (" ..." if bad.numel() > 10 else "")
-        raise ValueError(
-            f"label ids outside [0, {num_classes}): {shown}. Ignore ids such as 255 need a class "
-            f"of their own: remap them with scp_core.priors.map_ignore(labels, 255, to={num_classes}) "
-            f"and build the prior with num_classes={num_classes + 1}")
 
 
 def noise_to_step(x: torch.Tensor, alpha_bar_t, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -218,7 +126,7 @@ class PriorAccumulator:
         if not isinstance(latents, torch.Tensor) or latents.dim() != 4:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"latents must be a [B, C, H, W] tensor, got {shape}")
-        labels = _as_label_tensor(labels)
+        labels = as_label_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
         if tuple(latents.shape[1:]) != self.latent_shape:
@@ -234,7 +142,7 @@ class PriorAccumulator:
         if not torch.isfinite(x).all():
             raise ValueError("latents contain NaN or Inf; check the VAE encoding (half precision overflow?)")
         labels = labels.to(self.mean.device).long()
-        _check_ids(labels, K)
+        check_ids(labels, K)
 
         B = x.shape[0]
         HW = H * W
@@ -357,7 +265,7 @@ class PriorAccumulator:
         return CategoricalPrior(mean=mean.float(), std=var.sqrt().float(), class_counts=n.float(),
                                 provenance=provenance, **self._meta())
 
-    def joint(self, min_count: int = 5, fallback: str = "class", provenance: dict | None = None) -> "JointPrior":
+    def joint(self, min_count: int = MIN_COUNT, fallback: str = "class", provenance: dict | None = None) -> "JointPrior":
         """The joint spatial-categorical prior (Eq. 8) with a fallback for rare cells.
 
         Args:
@@ -388,7 +296,7 @@ class PriorAccumulator:
                           provenance=provenance, **self._meta())
 
 
-    def priors(self, min_count: int = 5, fallback: str = "class", provenance: dict | None = None) -> dict:
+    def priors(self, min_count: int = MIN_COUNT, fallback: str = "class", provenance: dict | None = None) -> dict:
         """The three SCP priors of these statistics: ``{"spatial", "categorical", "joint"}``."""
         return {"spatial": self.spatial(provenance), "categorical": self.categorical(provenance),
                 "joint": self.joint(min_count, fallback, provenance)}
@@ -430,7 +338,7 @@ class Prior:
     # ---- checks
     def check_labels(self, labels) -> torch.Tensor:
         """Validate label maps against this prior; returns them as ``[B, H, W]`` int64."""
-        labels = _as_label_tensor(labels)
+        labels = as_label_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
         if labels.dim() != 3:
@@ -442,7 +350,7 @@ class Prior:
                 f"{tuple(self.latent_shape)}: downsample the maps with downsample_labels(labels, ({h}, {w})), "
                 "or build a prior for this resolution")
         if self.num_classes is not None:
-            _check_ids(labels, self.num_classes)
+            check_ids(labels, self.num_classes)
         return labels.long()
 
     def check_compatible(self, num_classes: int | None = None, latent_shape: Sequence[int] | None = None) -> None:
@@ -609,74 +517,3 @@ def cell_lookup(table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     yy = torch.arange(H, device=labels.device)[None, :, None].expand(B, H, W)
     xx = torch.arange(W, device=labels.device)[None, None, :].expand(B, H, W)
     return t[labels, yy, xx].permute(0, 3, 1, 2).contiguous()
-
-
-_KINDS = {cls.kind: cls for cls in (NormalPrior, SpatialPrior, CategoricalPrior, JointPrior)}
-
-
-def register_prior(cls: type) -> type:
-    """Make :func:`load_prior` know a :class:`Prior` subclass by its ``kind`` (a class decorator)."""
-    _KINDS[cls.kind] = cls
-    return cls
-
-
-def _known_kinds() -> dict:
-    from . import priors_global  # noqa: F401  (registers the global-factor priors)
-
-    return _KINDS
-
-
-def load_prior(path: str | os.PathLike, num_classes: int | None = None,
-               latent_shape: Sequence[int] | None = None, device: str | torch.device = "cpu") -> Prior:
-    """Load a prior written by :meth:`Prior.save`, checking it against the intended use.
-
-    Args:
-        path: the ``.safetensors`` file.
-        num_classes, latent_shape: if given, the prior must match them (else ``ValueError``
-            saying what differs).
-        device: where to put the tensors.
-    """
-    from safetensors import safe_open
-    from safetensors import SafetensorError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"prior file {path} does not exist; build one with `scpdiff priors` "
-                         "or PriorAccumulator(...).joint().save(path)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"prior file {path} is not a readable safetensors file (corrupt or truncated?): "
-                         f"{e}. Re-create it with `scpdiff priors`.") from e
-    if meta.get("format") != "scp-prior" or meta.get("kind") not in _known_kinds():
-        raise ValueError(f"{path} is a safetensors file but not an SCP prior (metadata format="
-                         f"{meta.get('format')!r}, kind={meta.get('kind')!r})")
-    try:
-        cls = _KINDS[meta["kind"]]
-        shape = json.loads(meta["latent_shape"])
-        kw = dict(num_classes=json.loads(meta["num_classes"]),
-                  latent_shape=tuple(shape) if shape is not None else None,
-                  num_images=int(meta["num_images"]), provenance=json.loads(meta["provenance"]))
-        kw.update(cls._meta_kwargs(meta))
-        for name in cls.TENSORS:
-            kw[name] = tensors[name].to(device)
-    except (KeyError, json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"prior file {path} has incomplete metadata or tensors ({e!r}); re-create it") from e
-    prior = cls(**kw)
-    _validate_tensors(prior, path)
-    prior.check_compatible(num_classes=num_classes, latent_shape=latent_shape)
-    return prior
-
-
-def _validate_tensors(prior: Prior, path) -> None:
-    if prior.latent_shape is None:
-        return
-    for name, shape in prior.expected_shapes().items():
-        t = getattr(prior, name)
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"prior file {path}: tensor {name!r} has shape {tuple(t.shape)}, "
-                             f"metadata says {tuple(shape)}; the file is inconsistent, re-create it")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"prior file {path}: tensor {name!r} has NaN or Inf values; re-create it")

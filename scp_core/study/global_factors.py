@@ -9,13 +9,20 @@ from training images only (the mixture's ``k`` by BIC on the first ``N_FIT`` ref
 from __future__ import annotations
 
 import time
+
 import numpy as np
 import pandas as pd
 import torch
 
-from . import study
-from .sampling import resolve_mu
-from .priors_global import GlobalJointAccumulator, MixtureJointAccumulator, SignalLeakAccumulator
+from ..data import images_labels
+from ..priors import NormalPrior
+from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator, SignalLeakAccumulator
+from ..reference import reference_batches, reference_provenance
+from ..sampling import resolve_mu
+from .context import CONTEXT, build_priors, eval_set, load_data, load_pipeline
+from .evaluation import score
+from .experiments import generate
+from .settings import Settings, settings
 
 GLOBAL_KINDS = ("normal", "joint", "joint-global", "joint-mixture", "signal-leak")
 N_FIT = 128          # reference images that choose the mixture's clusters
@@ -26,37 +33,34 @@ GOAL_SPREAD = 0.25   # brightness spread within 25 % of real
 HARNESS = {"n_fit": N_FIT, "k_max": K_MAX, "leak_grid": list(LEAK_GRID), "goal_spread": GOAL_SPREAD}
 
 
-def global_priors(s: study.Settings, save: bool = True) -> dict:
+def global_priors(s: Settings, save: bool = True) -> dict:
     """The joint prior of :func:`study.build_priors` and the three new ones from the same reference latents.
 
-    One pass over the reference batches of :func:`scp_core.distributed.reference_batches` (the
+    One pass over the reference batches of :func:`scp_core.reference.reference_batches` (the
     latents the joint prior was built from) feeds the three accumulators.
     """
-    from .distributed import reference_batches, reference_provenance
-
-    key = ("global_priors", s.profile, s.pipeline, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed)
-    if key in study._CACHE:
-        return study._CACHE[key]
-    base = study.build_priors(s)
-    pipe, ds = study.load_pipeline(s), study.load_data(s, "train")
-    n = min(s.n_ref, len(ds))
-    K, shape = pipe.prior_num_classes, pipe.latent_shape
-    accs = {"joint-global": GlobalJointAccumulator(K, shape),
-            "joint-mixture": MixtureJointAccumulator(K, shape, n_fit=min(N_FIT, n), k_max=K_MAX, seed=s.seed),
-            "signal-leak": SignalLeakAccumulator(shape, grid=LEAK_GRID)}
-    for _, x0, lab in reference_batches(pipe, ds, n, seed=s.seed):
-        for acc in accs.values():
-            acc.update(x0, lab)
-    prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", n, s.seed)
-    priors = {"normal": base["normal"], "joint": base["joint"],
-              "joint-global": accs["joint-global"].prior(s.min_count, s.fallback, prov),
-              "joint-mixture": accs["joint-mixture"].prior(s.min_count, s.fallback, prov),
-              "signal-leak": accs["signal-leak"].prior(K, prov)}
-    if save:
-        for k in ("joint-global", "joint-mixture", "signal-leak"):
-            priors[k].save(s.reports / "priors" / f"{k}.safetensors")
-    study._CACHE[key] = priors
-    return priors
+    def make():
+        base = build_priors(s)
+        pipe, ds = load_pipeline(s), load_data(s, "train")
+        n = min(s.n_ref, len(ds))
+        K, shape = pipe.prior_num_classes, pipe.latent_shape
+        accs = {"joint-global": GlobalJointAccumulator(K, shape),
+                "joint-mixture": MixtureJointAccumulator(K, shape, n_fit=min(N_FIT, n), k_max=K_MAX, seed=s.seed),
+                "signal-leak": SignalLeakAccumulator(shape, grid=LEAK_GRID)}
+        for _, x0, lab in reference_batches(pipe, ds, n, seed=s.seed):
+            for acc in accs.values():
+                acc.update(x0, lab)
+        prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", n, s.seed)
+        priors = {"normal": base["normal"], "joint": base["joint"],
+                  "joint-global": accs["joint-global"].prior(s.min_count, s.fallback, prov),
+                  "joint-mixture": accs["joint-mixture"].prior(s.min_count, s.fallback, prov),
+                  "signal-leak": accs["signal-leak"].prior(K, prov)}
+        if save:
+            for k in ("joint-global", "joint-mixture", "signal-leak"):
+                priors[k].save(s.reports / "priors" / f"{k}.safetensors")
+        return priors
+    return CONTEXT.get(("global_priors", s.profile, s.pipeline, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed),
+                       make)
 
 
 def brightness(u8: torch.Tensor) -> np.ndarray:
@@ -64,16 +68,14 @@ def brightness(u8: torch.Tensor) -> np.ndarray:
     return (u8.float() / 255).mean(dim=(1, 2, 3)).numpy()
 
 
-def reference_brightness(s: study.Settings) -> np.ndarray:
+def reference_brightness(s: Settings) -> np.ndarray:
     """Per-image brightness of the reference images the priors are fitted on (the first ``n_ref`` training images).
 
     A prior that keeps the global factor can only reproduce the lighting of *this* population;
     the evaluation maps may be a different mix of it (CamVid: val is one daylight sequence).
     """
-    from .zoo import load_images
-
-    images, _, _ = load_images(study.load_data(s, "train"), limit=s.n_ref)
-    return brightness(torch.from_numpy(images))
+    ds = load_data(s, "train")
+    return brightness(images_labels(ds, np.arange(min(s.n_ref, len(ds))))[0])
 
 
 def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: int = 0):
@@ -85,22 +87,20 @@ def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: in
     return value, tuple(np.percentile(boots, [2.5, 97.5]).tolist())
 
 
-def comparison(s: study.Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict]:
+def comparison(s: Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict]:
     """Each prior on the first ``n_eval`` evaluation maps: distance, mIoU, brightness spread; and the images."""
-    from .priors import NormalPrior
-
     if set(kinds) == {"normal"}:  # plain ControlNet needs no reference pass
-        priors = {"normal": NormalPrior(latent_channels=study.load_pipeline(s).latent_shape[0])}
+        priors = {"normal": NormalPrior(latent_channels=load_pipeline(s).latent_shape[0])}
     else:
         priors = global_priors(s)
-    real, labels = study.eval_set(s)
+    real, labels = eval_set(s)
     b_real = brightness(real)
     rows, images = [], {}
     for k in kinds:
         mu = resolve_mu(priors[k], default=s.mu)    # the normal prior at 1 (plain ControlNet), the others at s.mu
         t = time.time()
-        gen = study.generate(s, labels, prior=priors[k], mu=mu)
-        r = study.score(s, gen, labels)
+        gen = generate(s, labels, prior=priors[k], mu=mu)
+        r = score(s, gen, labels)
         ratio, ratio_ci = spread_ratio(brightness(gen), b_real, seed=s.seed)
         rows.append({"prior": k, "mu": mu, **r, "brightness_std": float(brightness(gen).std()),
                      "real_brightness_std": float(b_real.std()), "spread_ratio": ratio, "spread_ratio_ci": list(ratio_ci),
@@ -130,7 +130,7 @@ def verdict(table: pd.DataFrame, daylight: bool) -> str:
             + ("goal met" if beats and spread_ok else "goal NOT met"))
 
 
-def evaluation_settings(profile: str, **kw) -> study.Settings:
+def evaluation_settings(profile: str, **kw) -> Settings:
     """Settings of notebook 08 for a profile.
 
     CamVid evaluates on val (daylight, sequence ``0016E5``) plus the 12 dusk frames of
@@ -138,4 +138,4 @@ def evaluation_settings(profile: str, **kw) -> study.Settings:
     """
     if profile == "camvid":
         kw = {**kw, "eval_splits": ("val", "holdout"), "n_eval": 113}
-    return study.settings(profile, **kw)
+    return settings(profile, **kw)

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import _tv_compat  # noqa: F401
-from .io import atomic_path, write_json
-from .models import fresh_accelerate_state, run_on_cpu
+from .. import _tv_compat  # noqa: F401
+from ..io import atomic_path, write_json
+from ..models import fresh_accelerate_state, run_on_cpu
 
 DECODER_PREFIXES = ("up_blocks.", "conv_norm_out.", "conv_out.")
 

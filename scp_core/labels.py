@@ -1,0 +1,100 @@
+"""Label maps: checked integer ids, downsampled to latent size, ignore ids given a class.
+
+The one place that says what a label map is; the priors, the datasets and the pipeline read it.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import torch
+
+_WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
+
+
+def as_label_tensor(labels, name: str = "labels") -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{name} must be an integer tensor or array, got {type(labels).__name__}") from e
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(
+            f"{name} must hold integer class ids, got dtype {labels.dtype}; "
+            "if these are ids stored as floats, convert them with .long() first")
+    if labels.dtype in _WIDE_UNSIGNED:  # torch has no min / max / comparisons for these: use int64
+        labels = labels.long()  # uint64 ids >= 2**63 wrap to negative ids and are refused as out of range
+    return labels
+
+
+def _as_size(size) -> tuple[int, int]:
+    """``(h, w)`` from one int or a pair of ints; ``ValueError`` for anything else."""
+    try:
+        h, w = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        if int(h) != h or int(w) != w:
+            raise TypeError
+        return int(h), int(w)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"size must be one int or a pair of ints (h, w), got {size!r}") from e
+
+
+def downsample_labels(labels, size: int | Sequence[int]) -> torch.Tensor:
+    """Nearest selection of label maps to latent size; never invents an id.
+
+    Each output cell takes the input pixel at the centre of its footprint
+    (``src = floor((dst + 0.5) * in / out)``), the "nearest-exact" rule. Unlike bilinear
+    resampling this only ever copies ids that exist in the input.
+
+    Args:
+        labels: integer map ``[H, W]`` or batch ``[B, H, W]`` (tensor or numpy array).
+        size: ``(h, w)`` of the output, or one int for a square output.
+
+    Returns:
+        ``[h, w]`` or ``[B, h, w]`` int64 tensor, on the input's device.
+    """
+    labels = as_label_tensor(labels)
+    if labels.dim() not in (2, 3):
+        raise ValueError(f"labels must be [H, W] or [B, H, W], got shape {tuple(labels.shape)}")
+    h, w = _as_size(size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {(h, w)}")
+    H, W = labels.shape[-2:]
+    if H == 0 or W == 0:
+        raise ValueError(f"labels are empty (shape {tuple(labels.shape)})")
+    dev = labels.device
+    rows = ((torch.arange(h, device=dev, dtype=torch.float64) + 0.5) * (H / h)).floor().long().clamp_(max=H - 1)
+    cols = ((torch.arange(w, device=dev, dtype=torch.float64) + 0.5) * (W / w)).floor().long().clamp_(max=W - 1)
+    return labels[..., rows[:, None], cols[None, :]].long()
+
+
+def map_ignore(labels, ignore_index: int = 255, to: int | None = None) -> torch.Tensor:
+    """Give an ignore id (Cityscapes / COCO-Stuff 255) a class of its own.
+
+    The priors need a distribution for every id that appears at inference, ignored ones
+    included, so they are treated as one extra class.
+
+    Args:
+        labels: integer label maps.
+        ignore_index: the id to remap.
+        to: the new id (default: one past the largest other id, usually ``num_classes``).
+    """
+    labels = as_label_tensor(labels).long().clone()
+    mask = labels == ignore_index
+    if to is None:
+        rest = labels[~mask]
+        to = int(rest.max()) + 1 if rest.numel() else 0
+    labels[mask] = int(to)
+    return labels
+
+
+def check_ids(labels: torch.Tensor, num_classes: int) -> None:
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = torch.unique(labels[(labels < 0) | (labels >= num_classes)])
+        shown = ", ".join(str(int(b)) for b in bad[:10]) + (" ..." if bad.numel() > 10 else "")
+        raise ValueError(
+            f"label ids outside [0, {num_classes}): {shown}. Ignore ids such as 255 need a class "
+            f"of their own: remap them with scp_core.labels.map_ignore(labels, 255, to={num_classes}) "
+            f"and build the prior with num_classes={num_classes + 1}")

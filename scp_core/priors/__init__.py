@@ -1,0 +1,90 @@
+"""Noise priors: the paper's (Eqs. 5-8), those that keep global factors, their numpy definitions, their files.
+
+* :mod:`.scp` -- the streaming accumulator and the normal, spatial, categorical and joint priors
+  (Eqs. 5-8), and the step-muT noising of Eq. 6.
+* :mod:`.global_factor` -- priors that keep each image's global factor (joint + global factor,
+  mixture of joint priors) and the signal-leak initialisation (notebook 08).
+* :mod:`.definitions` -- the three SCP priors as their few-line numpy definitions (the reference
+  the accumulator is tested against).
+
+This ``__init__`` owns :data:`KINDS`, the table from a file's ``kind`` to its class, and
+:func:`load_prior`, which reads any of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..labels import downsample_labels, map_ignore
+from .global_factor import GlobalJointPrior, MixtureJointPrior, SignalLeakPrior
+from .scp import (FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, NormalPrior, Prior, PriorAccumulator,
+                  SpatialPrior, cell_lookup, noise_to_step)
+
+__all__ = [
+    "downsample_labels", "map_ignore", "noise_to_step", "cell_lookup", "FALLBACKS", "MIN_COUNT", "KINDS",
+    "PriorAccumulator", "Prior", "NormalPrior", "SpatialPrior", "CategoricalPrior", "JointPrior",
+    "GlobalJointPrior", "MixtureJointPrior", "SignalLeakPrior", "load_prior",
+]
+
+KINDS: dict[str, type[Prior]] = {cls.kind: cls for cls in (
+    NormalPrior, SpatialPrior, CategoricalPrior, JointPrior, GlobalJointPrior, MixtureJointPrior, SignalLeakPrior)}
+
+
+def load_prior(path: str | os.PathLike, num_classes: int | None = None,
+               latent_shape: Sequence[int] | None = None, device: str | torch.device = "cpu") -> Prior:
+    """Load a prior written by :meth:`Prior.save`, checking it against the intended use.
+
+    Args:
+        path: the ``.safetensors`` file.
+        num_classes, latent_shape: if given, the prior must match them (else ``ValueError``
+            saying what differs).
+        device: where to put the tensors.
+    """
+    from safetensors import safe_open
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prior file {path} does not exist; build one with `scpdiff priors` "
+                         "or PriorAccumulator(...).joint().save(path)")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"prior file {path} is not a readable safetensors file (corrupt or truncated?): "
+                         f"{e}. Re-create it with `scpdiff priors`.") from e
+    if meta.get("format") != "scp-prior" or meta.get("kind") not in KINDS:
+        raise ValueError(f"{path} is a safetensors file but not an SCP prior (metadata format="
+                         f"{meta.get('format')!r}, kind={meta.get('kind')!r})")
+    try:
+        cls = KINDS[meta["kind"]]
+        shape = json.loads(meta["latent_shape"])
+        kw = dict(num_classes=json.loads(meta["num_classes"]),
+                  latent_shape=tuple(shape) if shape is not None else None,
+                  num_images=int(meta["num_images"]), provenance=json.loads(meta["provenance"]))
+        kw.update(cls._meta_kwargs(meta))
+        for name in cls.TENSORS:
+            kw[name] = tensors[name].to(device)
+    except (KeyError, json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"prior file {path} has incomplete metadata or tensors ({e!r}); re-create it") from e
+    prior = cls(**kw)
+    _validate_tensors(prior, path)
+    prior.check_compatible(num_classes=num_classes, latent_shape=latent_shape)
+    return prior
+
+
+def _validate_tensors(prior: Prior, path) -> None:
+    if prior.latent_shape is None:
+        return
+    for name, shape in prior.expected_shapes().items():
+        t = getattr(prior, name)
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"prior file {path}: tensor {name!r} has shape {tuple(t.shape)}, "
+                             f"metadata says {tuple(shape)}; the file is inconsistent, re-create it")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"prior file {path}: tensor {name!r} has NaN or Inf values; re-create it")

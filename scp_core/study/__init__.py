@@ -1,0 +1,36 @@
+"""The study: what each notebook shows, as functions that return tables (DataFrames) and images.
+
+Notebooks stay thin: they take their :class:`Settings` from :func:`settings`, call the functions
+here, plot, and write their numbers with :func:`write_metrics`. Everything is seeded; every number
+carries the sample count it rests on and, where affordable, a 95 % bootstrap interval.
+
+* :mod:`.settings` -- profiles and their defaults (one table);
+* :mod:`.context` -- what a kernel loads once (pipelines, datasets, segmenters, priors);
+* :mod:`.evaluation` -- mIoU / accuracy, FD-toy or FID, KID, with intervals;
+* :mod:`.experiments` -- Table 1, Fig. 3, Fig. 8, Table 3, Table 2;
+* :mod:`.global_factors` -- notebook 08's priors that keep global factors, in the same harness;
+* :mod:`.output` -- figures, tables and metrics files.
+
+Profiles: ``toy`` (the embedded default: toy-city and the committed toy zoo, FD-toy in place of
+FID), ``toy-gv`` (toy-city with strong per-image global variation), ``camvid`` (real photographs on
+the CPU) and the real-scale ``cityscapes`` / ``ade20k`` (a pipeline folder, a dataset root and a
+segmenter; FID through pytorch-fid's Inception).
+"""
+from ..data import images_labels, to_float
+from .context import CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter
+from .evaluation import frechet_bootstrap, frechet_distance_of, kid_score, real_ceiling, reference_features, score
+from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, comparison_table, diversity_study, generate,
+                          global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary)
+from .output import (colorized, git_commit, image_grid, readable, records, save_figure, save_table,
+                     write_metrics)
+from .settings import COMPANIONS, PRIOR_KINDS, PROFILES, SMOKE, Settings, comparison_profiles, settings
+
+__all__ = [
+    "images_labels", "to_float",
+    "CONTEXT", "build_priors", "eval_set", "feature_extractor", "load_data", "load_pipeline", "load_segmenter",
+    "frechet_bootstrap", "frechet_distance_of", "kid_score", "real_ceiling", "reference_features", "score",
+    "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "comparison_table", "diversity_study", "generate",
+    "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary",
+    "colorized", "git_commit", "image_grid", "readable", "records", "save_figure", "save_table", "write_metrics",
+    "COMPANIONS", "PRIOR_KINDS", "PROFILES", "SMOKE", "Settings", "comparison_profiles", "settings",
+]

@@ -1,0 +1,132 @@
+"""What one kernel loads once, keyed by the settings that make it: pipelines, datasets, segmenters, priors.
+
+:data:`CONTEXT` is the study's cache; every loader below goes through it, and a test (or a notebook
+that changed files on disk) empties it with ``CONTEXT.clear()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data import get_dataset, images_labels
+from ..io import REPO_ROOT
+from ..metrics import HFSegmenter, InceptionFeatures, SegmenterFeatures
+from ..metrics.toy_segmenter import load_toy_segmenter
+from ..models import default_device
+from ..pipeline import load_pipeline as load_pipeline_folder
+from ..priors import NormalPrior
+from ..reference import cached_accumulator, reference_accumulator, reference_provenance
+from .settings import Settings
+
+
+class Context:
+    """A dictionary of loaded objects: :meth:`get` makes an object once per key."""
+
+    def __init__(self) -> None:
+        self._store: dict = {}
+
+    def get(self, key, make: Callable):
+        if key not in self._store:
+            self._store[key] = make()
+        return self._store[key]
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+CONTEXT = Context()
+
+
+def _folder(path) -> Path | None:
+    """A settings path as an absolute path (relative ones are taken from the repository); ``None`` stays ``None``."""
+    if not path:
+        return None
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def load_pipeline(s: Settings):
+    """The profile's pipeline (the committed toy zoo by default): float32 on the CPU for the toy
+    profiles, the default device and dtype at real scale."""
+    def make():
+        torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("SCP_THREADS", "2"))))
+        if s.metric == "FD-toy":
+            return load_pipeline_folder(_folder(s.pipeline), device="cpu", dtype=torch.float32)
+        return load_pipeline_folder(_folder(s.pipeline), device=default_device(), dtype=None)
+    return CONTEXT.get(("pipe", s.pipeline), make)
+
+
+def load_data(s: Settings, split: str):
+    """The dataset of a split with the profile's options (real scale: at the pipeline's image size)."""
+    def make():
+        options = dict(s.dataset_options)
+        if s.metric != "FD-toy" and "size" not in options:
+            # real scale: the images at the size the pipeline was fine-tuned at (the loaders resize)
+            options["size"] = tuple(load_pipeline(s).image_size)
+        return get_dataset(s.dataset, root=s.data_root, split=split, **options)
+    key = ("data", s.dataset, s.data_root, split, json.dumps(s.dataset_options, sort_keys=True, default=str))
+    return CONTEXT.get(key, make)
+
+
+def load_segmenter(s: Settings | None = None):
+    """The toy segmenter, a segmenter trained with the toy recipe (zoo/camvid), or a transformers model folder."""
+    folder = s.segmenter if s is not None else None
+
+    def make():
+        path = _folder(folder)
+        cfg = path / "config.json" if path is not None else None
+        if cfg is not None and cfg.is_file() and "channels" in json.loads(cfg.read_text()):
+            return load_toy_segmenter(path)
+        return HFSegmenter(folder) if folder else load_toy_segmenter()
+    return CONTEXT.get(("seg", folder), make)
+
+
+def feature_extractor(s: Settings):
+    """Features for the Frechet distance: the toy segmenter's (FD-toy) or Inception's (FID)."""
+    return CONTEXT.get(("extractor", s.metric), lambda: (
+        SegmenterFeatures(load_segmenter()) if s.metric == "FD-toy" else InceptionFeatures(device=default_device())))
+
+
+def eval_set(s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_eval`` evaluation images (uint8) and label maps: the splits ``s.eval_splits`` in order."""
+    imgs, labs, left = [], [], s.n_eval
+    for split in s.eval_splits:
+        ds = load_data(s, split)
+        img, lab = images_labels(ds, np.arange(min(left, len(ds))))
+        imgs.append(img), labs.append(lab)
+        left -= len(img)
+        if left <= 0:
+            break
+    return torch.cat(imgs), torch.cat(labs)
+
+
+def build_priors(s: Settings, save: bool = True) -> dict:
+    """Spatial, categorical and joint priors (Eqs. 5, 7, 8) from ``n_ref`` training images.
+
+    The statistics come from :mod:`scp_core.reference` (the one convention every entry point uses,
+    so ``scpdiff priors`` with the same pipeline, dataset, ``n`` and seed writes the same prior
+    files), cached in ``<reports>/priors/reference_statistics.safetensors``.
+
+    Returns:
+        ``{"normal": NormalPrior, "spatial": ..., "categorical": ..., "joint": ...,
+        "_accumulator": PriorAccumulator}``; the files go to ``<reports>/priors/*.safetensors`` (git-ignored).
+    """
+    def make():
+        pipe = load_pipeline(s)
+        ds = load_data(s, "train")
+        prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", min(s.n_ref, len(ds)), s.seed)
+        acc = cached_accumulator(s.reports / "priors" / "reference_statistics.safetensors", prov, s.dataset_options,
+                                 lambda: reference_accumulator(pipe, ds, s.n_ref, seed=s.seed))
+        priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]),
+                  **acc.priors(s.min_count, s.fallback, prov), "_accumulator": acc}
+        if save:
+            for k in ("spatial", "categorical", "joint"):
+                priors[k].save(s.reports / "priors" / f"{k}.safetensors")
+        return priors
+    key = ("priors", s.profile, s.pipeline, s.dataset, s.data_root, s.n_ref, s.min_count, s.fallback, s.seed)
+    return CONTEXT.get(key, make)

@@ -1,0 +1,169 @@
+"""The experiments the notebooks show: Table 1, Fig. 3, Fig. 8, Table 3, Table 2, and what they rest on.
+
+Each function samples with the study's settings, scores with :mod:`.evaluation` and returns a
+DataFrame (and the images where a notebook shows them).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import to_float
+from ..metrics import diversity
+from ..priors import NormalPrior
+from ..sampling import resolve_mu
+from .context import build_priors, eval_set, load_pipeline
+from .evaluation import score
+from .settings import PRIOR_KINDS, Settings
+
+# The paper's numbers (docs/method.md, section 2), for the tables that set ours beside them.
+PAPER_TABLE1 = pd.DataFrame(
+    [("normal", 65.14, 94.14, 23.35, 20.73, 61.14, 20.58), ("spatial", 66.77, 94.29, 12.83, 20.86, 64.46, 16.03),
+     ("categorical", 66.86, 94.54, 11.63, 21.86, 66.63, 16.56), ("joint", 67.92, 94.65, 10.53, 25.61, 71.79, 12.66)],
+    columns=["prior", "cityscapes_miou", "cityscapes_acc", "cityscapes_fid", "ade20k_miou", "ade20k_acc", "ade20k_fid"])
+
+PAPER_TABLE2 = pd.DataFrame([("ControlNet", 20.7, 20.6, 28.4), ("SCP-Diff", 10.5, 13.0, 17.6)],
+                            columns=["method", "cityscapes_fid", "ade20k_fid", "coco_stuff_fid"])
+
+PAPER_TABLE3 = pd.DataFrame([("OASIS", 0.35, 0.65), ("ControlNet", 0.59, 0.17), ("SCP-Diff", 0.56, 0.21)],
+                            columns=["method", "lpips", "ms_ssim"])
+
+def prior_summary(priors: dict, class_names) -> pd.DataFrame:
+    """Per class: reference tokens, the class mean and std (first four latent channels), joint cells using the fallback."""
+    cat, joint = priors["categorical"], priors["joint"]
+    names = list(class_names) + ["(ignore)"] * (cat.num_classes - len(class_names))
+    rows = []
+    for c in range(cat.num_classes):
+        seen = joint.count[c] > 0
+        rows.append({"class": names[c], "tokens": int(cat.class_counts[c]),
+                     "mean (ch 0-3)": np.round(cat.mean[c, :4].numpy(), 3).tolist(),
+                     "std (ch 0-3)": np.round(cat.std[c, :4].numpy(), 3).tolist(),
+                     "cells seen": int(seen.sum()),
+                     "cells with fallback among seen": int((joint.fallback_mask[c] & seen).sum())})
+    return pd.DataFrame(rows)
+
+def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = None, x0=None,
+             seed_offset: int = 0, steps: int | None = None) -> torch.Tensor:
+    """uint8 images ``[n, H, W, 3]`` for label maps; sample ``i`` uses seed ``seed + seed_offset + i``.
+
+    ``mu=None``: the prior's step fraction by :func:`scp_core.sampling.resolve_mu` (the normal
+    prior at 1, the others at ``s.mu``); with ``x0`` (Fig. 3), ``mu`` is the start level.
+    """
+    pipe = load_pipeline(s)
+    if x0 is None:
+        mu = resolve_mu(prior, mu, default=s.mu)
+    out = pipe(labels, prior=prior, mu=mu, num_inference_steps=steps or s.steps,
+               guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
+               output_type="np", x0=x0, progress=True)
+    return torch.as_tensor(out.images)
+
+def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict]:
+    """Table 1: each prior at ``s.mu`` (normal at mu = 1, plain ControlNet) on ``n_eval`` maps."""
+    priors = build_priors(s)
+    _, labels = eval_set(s)
+    rows, images = [], {}
+    for k in kinds:
+        mu = resolve_mu(priors[k], default=s.mu)
+        t = time.time()
+        gen = generate(s, labels, prior=priors[k], mu=mu)
+        r = score(s, gen, labels)
+        rows.append({"prior": k, "mu": mu, **r, "sample_s": round(time.time() - t, 1)})
+        images[k] = gen
+    return pd.DataFrame(rows), images
+
+def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100,
+                      images: dict | None = None) -> pd.DataFrame:
+    """The global-factor diagnostic (docs/method.md, section 4): the spread of per-image mean brightness.
+
+    The priors draw latent tokens independently, so a prior sample averages per-image global
+    factors (lighting) away; if the model keeps the low frequencies of its start, generated
+    images vary less in brightness than real ones. Returns the std (and mean) over ``n`` maps.
+    ``images``: ``{kind: uint8 images}`` already generated for the first ``n`` (or more)
+    evaluation maps with the same seeds (e.g. by :func:`prior_comparison`), used instead of
+    sampling them again.
+    """
+    priors = build_priors(s)
+    img, labels = eval_set(replace(s, n_eval=n))
+    def row(name, mu, u8):
+        b = (u8.float() / 255).mean(dim=(1, 2, 3))
+        return {"images": name, "mu": mu, "brightness std": float(b.std()), "brightness mean": float(b.mean()),
+                "n": int(len(u8))}
+    rows = [row("real", None, img)]
+    for k in kinds:
+        mu = resolve_mu(priors[k], default=s.mu)
+        gen = images[k][:len(labels)] if images and k in images else generate(s, labels, prior=priors[k], mu=mu)
+        rows.append(row(f"{k} prior", mu, gen))
+    return pd.DataFrame(rows)
+
+def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> pd.DataFrame:
+    """Fig. 3: denoise from N(sqrt(a_muT) x0, (1 - a_muT) I) with real x0, against N(0, I)."""
+    pipe = load_pipeline(s)
+    img, labels = eval_set(s)
+    x0 = pipe.encode(to_float(img), generator=torch.Generator().manual_seed(s.seed))
+    rows = []
+    base = score(s, generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1])), labels)
+    for mu in mus:
+        r = score(s, generate(s, labels, x0=x0, mu=mu), labels)
+        rows.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": mu, **r})
+    rows.append({"start": "N(0, I)", "mu": 1.0, **base})
+    return pd.DataFrame(rows)
+
+def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"), mus=(0.5, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
+    """Fig. 8: the metrics against mu for the priors; the normal prior at mu = 1 as reference."""
+    priors = build_priors(s)
+    _, labels = eval_set(s)
+    rows = []
+    for k in kinds:
+        for mu in mus:
+            rows.append({"prior": k, "mu": mu, **score(s, generate(s, labels, prior=priors[k], mu=mu), labels)})
+    rows.append({"prior": "normal", "mu": 1.0, **score(s, generate(s, labels, prior=priors["normal"]), labels)})
+    return pd.DataFrame(rows)
+
+def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", "joint"),
+                    priors: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Table 3: K samples per label map, mean pairwise LPIPS and MS-SSIM, averaged over maps.
+
+    ``priors``: ``{kind: Prior}`` to draw from (default: :func:`build_priors`).
+    """
+    priors = priors or build_priors(s)
+    _, labels = eval_set(replace(s, n_eval=n_maps))
+    rows, grids = [], {}
+    for kind in kinds:
+        mu = resolve_mu(priors[kind], default=s.mu)
+        lab = labels.repeat_interleave(k, 0)
+        gen = generate(s, lab, prior=priors[kind], mu=mu, seed_offset=10_000)
+        groups = to_float(gen).view(len(labels), k, 3, *gen.shape[1:3])
+        d = diversity(groups, lpips_net=None, progress=False)
+        rows.append({"prior": kind, "mu": mu, "lpips": d["lpips"], "lpips_ci": d.get("lpips_ci"),
+                     "ms_ssim": d["ms_ssim"], "ms_ssim_ci": d.get("ms_ssim_ci"), "maps": d["n_maps"], "k": k,
+                     "lpips_note": d.get("lpips_unavailable_reason")})
+        grids[kind] = gen.view(len(labels), k, *gen.shape[1:])
+    return pd.DataFrame(rows), grids
+
+def comparison_table(metrics_dir: Path) -> pd.DataFrame:
+    """Table 2: the paper's FID rows and ours (read from ``prior_comparison.json``), ours marked.
+
+    Our numbers go to the column ``ours`` with the metric they were measured with in
+    ``ours_metric`` (FD-toy on the toy profiles, FID at real scale), never into the paper's FID
+    columns: a toy distance is not comparable with the paper's FID.
+    """
+    rows = [{"method": r.method, "source": "paper", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
+             "coco_stuff": r.coco_stuff_fid, "ours": None, "ours_metric": "FID"} for r in PAPER_TABLE2.itertuples()]
+    path = Path(metrics_dir) / "prior_comparison.json"
+    if path.is_file():
+        ours = json.loads(path.read_text())
+        metric = ours.get("settings", {}).get("metric", "FD-toy")
+        for setting, tab in ours.get("tables", {}).items():
+            by = {r["prior"]: r for r in tab}
+            for method, kind in (("ControlNet", "normal"), ("SCP-Diff", "joint")):
+                if kind in by:
+                    rows.append({"method": method, "source": f"this project, {setting} profile (n={by[kind]['n']})",
+                                 "cityscapes": None, "ade20k": None, "coco_stuff": None, "ours": by[kind]["fd"],
+                                 "ours_metric": by[kind].get("metric", metric)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,88 @@
+"""What the notebooks write: figures, tables (CSV and markdown), metrics JSON with their settings."""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import matplotlib.pyplot as plt
+
+from ..data import colorize
+from ..io import REPO_ROOT, atomic_path, write_json, write_text
+from .context import load_data
+from .settings import Settings
+
+
+def image_grid(rows: dict, titles=None, path: Path | None = None, scale: float = 1.6):
+    """A matplotlib grid: one row per entry of ``rows`` (``name -> uint8 [n, H, W, 3]``)."""
+    n = max(len(v) for v in rows.values())
+    h, w = next(iter(rows.values())).shape[1:3]
+    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n * w / h / 1.2, scale * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(imgs):
+                ax.imshow(np.asarray(imgs[c]))
+            if r == 0 and titles:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+def save_figure(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    return Path(path)
+
+def readable(df: pd.DataFrame, metric: str, columns) -> pd.DataFrame:
+    """``columns`` of a results table for reading: ``fd`` named by its metric, KID (if any) times 10^3.
+
+    KID and its standard error follow the distance's interval (they exist where the metric is FID).
+    """
+    cols = [c for c in columns if c in df]
+    out = df[cols].copy()
+    if "kid" in df:
+        at = cols.index("fd_ci") + 1 if "fd_ci" in cols else len(cols)
+        out.insert(at, "KID x1e3", df["kid"] * 1e3)
+        out.insert(at + 1, "KID SE x1e3", df["kid_se"] * 1e3)
+    return out.rename(columns={"fd": metric, "fd_ci": f"{metric} 95% CI"})
+
+def _interval_text(v, digits: int = 3):
+    """A ``(lo, hi)`` interval cell as ``[lo, hi]`` for reading; any other cell unchanged."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return f"[{v[0]:.{digits}f}, {v[1]:.{digits}f}]"
+    return v
+
+def save_table(df: pd.DataFrame, path_stem: Path) -> None:
+    """``<stem>.csv`` (full precision) and ``<stem>.md`` (3 decimals, intervals as ``[lo, hi]``), atomically."""
+    write_text(Path(str(path_stem) + ".csv"), df.to_csv(index=False))
+    shown = df.copy()
+    for col in shown.columns[shown.dtypes == object]:
+        shown[col] = shown[col].map(_interval_text)
+    write_text(Path(str(path_stem) + ".md"), shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+
+def colorized(labels: torch.Tensor, s: Settings) -> np.ndarray:
+    return colorize(labels.numpy(), load_data(s, "val").palette)
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+def write_metrics(s: Settings, name: str, payload: dict) -> Path:
+    """``<reports>/metrics/<name>.json``: the notebook's numbers with the settings they rest on."""
+    return write_json(s.reports / "metrics" / f"{name}.json",
+                      {"name": name, "settings": asdict(s), "commit": git_commit(), **payload})
+
+def records(df: pd.DataFrame) -> list:
+    return json.loads(df.to_json(orient="records"))
