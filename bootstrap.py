@@ -3,7 +3,8 @@
 
 Only the standard library is used, so this works on a fresh machine that has nothing but
 Python. ``python3 bootstrap.py study`` renders the whole toy study into ``reports/``;
-``python3 bootstrap.py test`` runs the test suite (extra arguments go to pytest);
+``python3 bootstrap.py test`` checks the style with ruff and runs the test suite (extra arguments
+go to pytest);
 ``python3 bootstrap.py lab`` opens JupyterLab on ``notebooks/`` with the project's kernel
 (installing it on first use); ``python3 bootstrap.py setup`` only installs. The environment
 lives in ``.venv`` and is reinstalled when ``pyproject.toml`` changes.
@@ -62,8 +63,8 @@ def main(argv: list[str]) -> int:
     py = setup()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONHASHSEED="0", MPLBACKEND="Agg")
-    if job == "test":
-        return _run([py, "-m", "pytest", *rest], env=env)
+    if job == "test":  # the style first (seconds), then the tests
+        return _run([py, "-m", "ruff", "check", "."], env=env) or _run([py, "-m", "pytest", *rest], env=env)
     if job == "study":
         return _run([py, "-m", "scp_core.cli", "reproduce", "--profile", "toy", *rest], env=env)
     if job == "lab":

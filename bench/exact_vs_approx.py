@@ -179,7 +179,7 @@ def run_synthetic(ns, repeats: int) -> dict:
 
 @torch.no_grad()
 def run_toy_city(ns, repeats: int) -> dict:
-    from scp_core.data import ToyCity
+    from scp_core.data import ToyCity, to_float
     from scp_core.pipeline import load_pipeline
 
     pipe = load_pipeline()
@@ -188,7 +188,7 @@ def run_toy_city(ns, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     xs = []
     for s in range(0, len(train), 200):
-        img = torch.from_numpy(train.images[s:s + 200].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        img = to_float(train.images[s:s + 200])
         xs.append(pipe.encode(img, generator=g))
     x_all = torch.cat(xs)
     lab_all = pipe.prior_labels(torch.from_numpy(train.labels.copy()))
@@ -257,7 +257,8 @@ At N = {n:,} (synthetic, known truth):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long run (one N, two seeds, no toy-city part)")
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
     ns, repeats = ([200], 2) if a.quick else ([200, 1000, 2000], 5)
     syn = run_synthetic(ns, repeats)

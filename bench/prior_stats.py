@@ -43,7 +43,7 @@ REAL_SHAPE, REAL_K = (4, 64, 128), 20
 # ----------------------------------------------------------------------------- 1. throughput
 @torch.no_grad()
 def throughput(batch_size: int, n_batches: int, seed: int = 0) -> dict:
-    from scp_core.data import ToyCity
+    from scp_core.data import ToyCity, to_float
     from scp_core.pipeline import load_pipeline
 
     pipe = load_pipeline()
@@ -53,7 +53,7 @@ def throughput(batch_size: int, n_batches: int, seed: int = 0) -> dict:
     rows = []
     for b in range(n_batches + 1):  # batch 0 warms up (allocator, kernels) and is not counted
         sl = slice(b * batch_size, (b + 1) * batch_size)
-        x = torch.from_numpy(train.images[sl].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        x = to_float(train.images[sl])
         lab = torch.from_numpy(train.labels[sl].copy())
         t_enc, z = timed(pipe.encode, x, generator=g)
         t_down, plab = timed(pipe.prior_labels, lab)
@@ -85,7 +85,8 @@ CHILD = textwrap.dedent("""
     N, B, K, shape = {n}, {batch}, {k}, {shape!r}
     g = torch.Generator().manual_seed(0)
     # warm up torch's kernels on a throwaway accumulator so the run measures only the accumulator
-    PriorAccumulator(K, shape).update(torch.randn(B, *shape, generator=g), torch.randint(0, K, (B, *shape[1:]), generator=g))
+    PriorAccumulator(K, shape).update(torch.randn(B, *shape, generator=g),
+                                      torch.randint(0, K, (B, *shape[1:]), generator=g))
     try:
         open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS (VmHWM) to the current RSS
         reset = True
@@ -161,7 +162,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long run (small batches and N)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -180,7 +182,8 @@ def main(argv=None):
              "share of encoding": tp["median_downsample_s"] / tp["median_encode_s"]},
             {"step": "PriorAccumulator.update", "s / batch": tp["median_update_s"],
              "images / s": tp["update_images_per_s"], "share of encoding": tp["ratio_update"]},
-            {"step": "statistics total (downsample + update)", "s / batch": tp["median_downsample_s"] + tp["median_update_s"],
+            {"step": "statistics total (downsample + update)",
+             "s / batch": tp["median_downsample_s"] + tp["median_update_s"],
              "images / s": tp["batch_size"] / (tp["median_downsample_s"] + tp["median_update_s"]),
              "share of encoding": tp["ratio_downsample_plus_update"]}]
     verdict = "meets" if tp["ratio_downsample_plus_update"] <= 0.02 else "misses"
@@ -209,13 +212,16 @@ the RSS before the run, with glibc's mmap threshold at 64 KiB so freed tensors l
 by {spread:.2f} MiB across N = {', '.join(f'{n:,}' for n in ns)}: a fixed {mem[0]['state_bytes'] / mb:.2f} MiB
 state (count, mean, M2 per (class, y, x)) plus one batch's temporaries, and the RSS left after the run is
 the state alone. With glibc's default allocator (column 5) the peak ranges from {min(dflt) / mb:.1f} to
-{max(dflt) / mb:.1f} MiB: it drifts with the heap's fragmentation by the freed per-batch temporaries (the same runs with freed memory returned at once are flat,
+{max(dflt) / mb:.1f} MiB: it drifts with the heap's fragmentation by the freed per-batch temporaries \
+(the same runs with freed memory returned at once are flat,
 so no tensor memory is retained). The last column is what keeping the raw latents would take (the authors'
 spatial prior keeps such a dump): computed, not measured."""))
     if real:
         sections.append(("Real-scale latent shape", md_table([
-            {"step": "PriorAccumulator.update, synthetic 4 x 64 x 128, 20 classes", "s / image": real["update_s_per_image"]},
-            {"step": "encode 1 x 3 x 512 x 1024, SD-2.1-architecture VAE (random weights)", "s / image": real["encode_s_per_image"]},
+            {"step": "PriorAccumulator.update, synthetic 4 x 64 x 128, 20 classes",
+             "s / image": real["update_s_per_image"]},
+            {"step": "encode 1 x 3 x 512 x 1024, SD-2.1-architecture VAE (random weights)",
+             "s / image": real["encode_s_per_image"]},
             {"step": "ratio", "s / image": real["ratio_update"]}]) + f"""
 
 Both on this CPU with {threads} thread(s): update median over {real['update_batches']} batches of

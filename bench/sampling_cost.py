@@ -8,17 +8,18 @@ one run, each configuration repeated (median), the order rotated between repeats
 Also measured: the prior draw as the pipeline does it (per label map: ``distribution_map`` +
 ``sample`` + ``noise_to_step``, i.e. ``sampling.start_latents``) against one UNet + ControlNet
 call on the same batch (target: under 1 %), for the joint prior and the priors that keep global
-factors (``scp_core.priors_global``: joint-global, joint-mixture, signal-leak, built from the
+factors (``scp_core.priors.global_factor``: joint-global, joint-mixture, signal-leak, built from the
 same reference latents), and the VAE decode that follows sampling.
 
 Default: the committed toy stack (``zoo/toy/pipeline``) on the CPU, a joint prior from 200 toy-city
 training images, 8 toy-city validation maps. ``--stack camvid``: the committed CamVid stack (TAEF2
 autoencoder, 192 x 256), priors from 200 CamVid training images, 8 validation maps (needs the data).
 Both also time the sampler with the ControlNet's conditioning embedding recomputed at every step
-(diffusers' ``ControlNetModel.forward``) against the sampler's once-per-batch embedding. ``--device cuda`` (implies ``--real-size``) runs
-the same measurement with an SD-2.1-size UNet, ControlNet and VAE (random weights: the cost
-does not depend on them) at Cityscapes' 512 x 1024, float16, CFG 4.0, and reports seconds per
-image beside the paper's 2.34 s per image on an A100 scaled by ``int(N mu) / N``.
+(diffusers' ``ControlNetModel.forward``) against the sampler's once-per-batch embedding.
+``--device cuda`` (implies ``--real-size``) runs the same measurement with an SD-2.1-size UNet,
+ControlNet and VAE (random weights: the cost does not depend on them) at Cityscapes' 512 x 1024,
+float16, CFG 4.0, and reports seconds per image beside the paper's 2.34 s per image on an A100
+scaled by ``int(N mu) / N``.
 
 Usage: ``python bench/sampling_cost.py [--quick] [--stack camvid] [--device cuda] [--batch 8] [--repeats 3]``.
 """
@@ -35,9 +36,11 @@ from _common import OUT, QUICK_OUT, command_line, md_table, median, write_result
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from scp_core.priors import NormalPrior, PriorAccumulator  # noqa: E402
-from scp_core.priors.global_factor import (GlobalJointAccumulator, MixtureJointAccumulator,  # noqa: E402
-                                    SignalLeakAccumulator)
+from scp_core import study  # noqa: E402
+from scp_core.priors import MIN_COUNT, NormalPrior, PriorAccumulator  # noqa: E402
+from scp_core.priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator  # noqa: E402
+from scp_core.priors.signal_leak import SignalLeakAccumulator  # noqa: E402
+from scp_core.reference import reference_batches  # noqa: E402
 from scp_core.sampling import ddim_timesteps, start_latents  # noqa: E402
 
 MUS = [("normal", 1.0), ("joint", 0.5), ("joint", 0.8), ("joint", 0.9)]
@@ -61,46 +64,37 @@ def clock(device, fn, *a, **kw):
 
 
 # ----------------------------------------------------------------------------- stacks
-@torch.no_grad()
-def toy_stack(device, n_ref: int, batch: int):
-    from scp_core.data import ToyCity
-    from scp_core.pipeline import load_pipeline
-
-    pipe = load_pipeline(device=device)
-    train, val = ToyCity(split="train"), ToyCity(split="val")
+def reference_stack(s, device, batch: int):
+    """The pipeline of settings ``s`` with the joint and global-factor priors of its reference set
+    (:mod:`scp_core.reference`, the study's convention) and ``batch`` evaluation label maps."""
+    pipe = study.load_pipeline(s)
+    pipe.to(device)
+    train = study.load_data(s, "train")
+    n_ref = min(s.n_ref, len(train))
     accs = Accumulators(pipe.prior_num_classes, pipe.latent_shape)
-    g = torch.Generator(pipe.device).manual_seed(0)
-    for s in range(0, n_ref, 100):
-        img = torch.from_numpy(train.images[s:min(s + 100, n_ref)].copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        lab = torch.from_numpy(train.labels[s:min(s + 100, n_ref)].copy())
-        accs.update(pipe.encode(img, generator=g).cpu(), pipe.prior_labels(lab))
-    labels = torch.from_numpy(val.labels[:batch].astype(np.int64))
-    info = {"stack": "toy (zoo/toy/pipeline)", "image_size": list(pipe.image_size),
-            "latent_shape": list(pipe.latent_shape), "prior_reference_images": n_ref, "dtype": "float32"}
-    return pipe, accs.priors(min_count=5), labels, info
+    with torch.no_grad():
+        for _, x0, lab in reference_batches(pipe, train, n_ref, seed=s.seed):
+            accs.update(x0.cpu(), lab)
+    _, labels = study.eval_set(s)
+    info = {"image_size": list(pipe.image_size), "latent_shape": list(pipe.latent_shape),
+            "prior_reference_images": n_ref, "dtype": "float32"}
+    return pipe, accs.priors(min_count=MIN_COUNT), labels[:batch], info
 
 
-@torch.no_grad()
+def toy_stack(device, n_ref: int, batch: int):
+    """The committed toy stack (``zoo/toy``) with priors from ``n_ref`` toy-city training images."""
+    pipe, priors, labels, info = reference_stack(study.settings("toy", smoke=False, n_ref=n_ref), device, batch)
+    return pipe, priors, labels, {"stack": "toy (zoo/toy/pipeline)", **info}
+
+
 def camvid_stack(device, n_ref: int, batch: int):
     """The committed CamVid stack (TAEF2, ``zoo/camvid``) with priors from ``n_ref`` CamVid training images.
 
     Needs the CamVid data and the TAEF2 weights (``--data-root`` / ``--weights-dir`` or the
     ``SCP_DATA_ROOT`` / ``SCP_WEIGHTS_DIR`` environment, as for ``scpdiff``).
     """
-    from scp_core import study
-    from scp_core.distributed import reference_batches
-
-    s = study.settings("camvid", n_ref=n_ref)
-    pipe = study.load_pipeline(s)
-    pipe.to(device)
-    train = study.load_data(s, "train")
-    accs = Accumulators(pipe.prior_num_classes, pipe.latent_shape)
-    for _, x0, lab in reference_batches(pipe, train, min(n_ref, len(train)), seed=0):
-        accs.update(x0.cpu(), lab)
-    _, labels = study.eval_set(s)
-    info = {"stack": "CamVid (zoo/camvid/pipeline, TAEF2 autoencoder)", "image_size": list(pipe.image_size),
-            "latent_shape": list(pipe.latent_shape), "prior_reference_images": min(n_ref, len(train)), "dtype": "float32"}
-    return pipe, accs.priors(min_count=5), labels[:batch], info
+    pipe, priors, labels, info = reference_stack(study.settings("camvid", smoke=False, n_ref=n_ref), device, batch)
+    return pipe, priors, labels, {"stack": "CamVid (zoo/camvid/pipeline, TAEF2 autoencoder)", **info}
 
 
 class Accumulators:
@@ -213,18 +207,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long run (batch 2, one repeat)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda; cuda implies --real-size")
-    ap.add_argument("--real-size", action="store_true", help="SD-2.1-size models at 512 x 1024 instead of the toy stack")
+    ap.add_argument("--real-size", action="store_true",
+                    help="SD-2.1-size models at 512 x 1024 instead of the toy stack")
     ap.add_argument("--stack", choices=["toy", "camvid"], default="toy",
                     help="the committed stack to time without --real-size: toy (default) or camvid (needs its data)")
     ap.add_argument("--data-root", default=None, help="--stack camvid: the CamVid root (else SCP_DATA_ROOT)")
-    ap.add_argument("--weights-dir", default=None, help="--stack camvid: the TAEF2 weights' folder (else SCP_WEIGHTS_DIR)")
+    ap.add_argument("--weights-dir", default=None,
+                    help="--stack camvid: the TAEF2 weights' folder (else SCP_WEIGHTS_DIR)")
     ap.add_argument("--batch", type=int, default=None, help="label maps per batch (default 8; quick 2)")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps N of the full schedule")
     ap.add_argument("--repeats", type=int, default=None, help="timings per configuration (default 3; quick 1)")
     ap.add_argument("--guidance", type=float, default=None, help="CFG scale (default: toy 1.0, real size 4.0)")
     ap.add_argument("--n-ref", type=int, default=200, help="training images behind the priors")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=None, help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default reports/bench; with --quick reports/_scratch/bench)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -307,9 +304,11 @@ def main(argv=None):
         {"what": "prior draw: start_latents per map (distribution_map + sample + noise_to_step)",
          "median s": t_draw, "share of one call": t_draw / t_call},
         {"what": "  of which distribution_map, whole batch", "median s": t_map, "share of one call": t_map / t_call},
-        *({"what": f"prior draw, {kind} (scp_core.priors_global), same way", "median s": t, "share of one call": t / t_call}
+        *({"what": f"prior draw, {kind} (scp_core.priors.global_factor), same way", "median s": t,
+           "share of one call": t / t_call}
           for kind, t in t_other.items()),
-        {"what": "label downsampling for the prior (prior_labels)", "median s": t_down, "share of one call": t_down / t_call},
+        {"what": "label downsampling for the prior (prior_labels)", "median s": t_down,
+         "share of one call": t_down / t_call},
         {"what": "VAE decode of the batch (after sampling)", "median s": median(decode),
          "share of one call": median(decode) / t_call},
     ]
@@ -318,12 +317,13 @@ def main(argv=None):
     verdict_other = "meet" if t_other[worst] / t_call < 0.01 else "miss"
     where = (f"{info['stack']}, {a.device}, {info['dtype']}, images {info['image_size'][0]} x {info['image_size'][1]}, "
              f"latents {' x '.join(map(str, info['latent_shape']))}")
+    all_times = ', '.join(f"{k} {m}: " + ' / '.join(f'{t:.3f}' for t in times[(k, m)]) + ' s' for k, m in configs)
     sections = [
         ("Wall time against mu", md_table(rows) + f"""
 
 {where}; batch of {batch} label maps, N = {N} DDIM steps, CFG {guidance}, `output_type="latent"` (decode
 measured separately below). Median of {repeats} timed run(s) per configuration after one warm-up run,
-order rotated between repeats; all times: {', '.join(f"{k} {m}: " + ' / '.join(f'{t:.3f}' for t in times[(k, m)]) + ' s' for k, m in configs)}.
+order rotated between repeats; all times: {all_times}.
 "measured / expected" near 1 means the cost is the UNet steps alone; above 1, fixed costs (the prior draw,
 control map, scheduler setup) that do not shrink with mu. The last row runs the normal prior with the
 ControlNet's conditioning embedding recomputed at every step, as diffusers' `ControlNetModel.forward` does;
@@ -337,16 +337,21 @@ per sample, against int(N mu) calls. The priors that keep global factors {verdic
 {worst}, costs **{100 * t_other[worst] / t_call:.3f} %**."""),
     ]
     if not real:
-        sections.append(("GPU", """Not measured: no GPU was available to this run. `python bench/sampling_cost.py --device cuda`
+        sections.append(("GPU", """Not measured: no GPU was available to this run. \
+`python bench/sampling_cost.py --device cuda`
 runs the same benchmark with SD-2.1-size UNet, ControlNet and VAE at 512 x 1024 (float16, CFG 4.0) and adds
 seconds per image beside the paper's 2.34 s per image on an A100, scaled by int(N mu)/N."""))
     data = {"command": command_line(), "quick": a.quick, "device": a.device, "batch": batch, "steps": N,
             "guidance": guidance, "repeats": repeats, "stack": info, "configs": flat,
             "decode_s": decode, "unet_controlnet_call_s": t_call, "prior_draw_s": t_draw,
             "distribution_map_s": t_map, "prior_labels_s": t_down, "draw_share_of_call": t_draw / t_call,
-            "global_prior_draw_s": t_other, "global_prior_draw_share_of_call": {k: t / t_call for k, t in t_other.items()},
+            "global_prior_draw_s": t_other,
+            "global_prior_draw_share_of_call": {k: t / t_call for k, t in t_other.items()},
             "targets": {"draw_share_of_call_max": 0.01}}
-    name = ("sampling_cost" + ("_camvid" if a.stack == "camvid" else "")) if not real else f"sampling_cost_{'gpu' if a.device.startswith('cuda') else 'cpu'}_real_size"
+    if not real:
+        name = "sampling_cost" + ("_camvid" if a.stack == "camvid" else "")
+    else:
+        name = f"sampling_cost_{'gpu' if a.device.startswith('cuda') else 'cpu'}_real_size"
     write_results(name, "Sampling cost against mu", sections, data,
                   out=Path(a.out) if a.out else (QUICK_OUT if a.quick else OUT))
 

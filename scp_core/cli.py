@@ -1,14 +1,17 @@
 """``scpdiff``: the study's command line.
 
-    scpdiff reproduce --profile toy [--only NAME ...] [--smoke] [--with-training]
+    scpdiff reproduce --profile toy [--only NAME ...] [--smoke] [--with-training] [--eval-splits SPLIT ...]
     scpdiff train --profile toy [--small] [--resume latest]
     scpdiff finetune --base DIR --dataset cityscapes --root data/cityscapes --out DIR [...]
-    scpdiff priors --pipeline DIR --dataset toy-city --n 2000 --out DIR
-    scpdiff sample --pipeline DIR --prior FILE --dataset toy-city --split val --n 100 --out DIR
+    scpdiff priors --profile toy --out DIR [--n 2000]
+    scpdiff sample --profile toy --prior FILE --out DIR [--split val] [--n 100]
 
-``priors`` and ``sample`` shard their work across processes under ``accelerate launch``;
-``finetune`` splits every global batch across them. ``--device auto|cpu|cuda`` picks where
-each runs (``SCP_DEVICE`` sets the default; ``SCP_DTYPE`` the sampling dtype).
+``priors``, ``sample`` and the notebooks that ``reproduce`` runs read their dataset, dataset options
+(CamVid's hold-out), pipeline, splits and counts from one table, :mod:`scp_core.study.settings`; a flag
+left out takes the table's value, so ``scpdiff priors --profile camvid`` builds its priors from the
+study's reference set. ``priors`` and ``sample`` shard their work across processes under
+``accelerate launch``; ``finetune`` splits every global batch across them. ``--device auto|cpu|cuda``
+picks where each runs (``SCP_DEVICE`` sets the default; ``SCP_DTYPE`` the sampling dtype).
 """
 from __future__ import annotations
 
@@ -16,18 +19,21 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from . import _tv_compat  # noqa: F401
+from .io import REPO_ROOT
 
 
 def _cmd_reproduce(a) -> int:
-    from .reproduce import reproduce
+    from .reproduce import reproduce  # papermill, nbconvert and pandas: loaded for this command only
 
     for flag, var in (("pipeline", "SCP_PIPELINE"), ("data_root", "SCP_DATA_ROOT"), ("segmenter", "SCP_SEGMENTER")):
         if getattr(a, flag):  # the notebook kernels inherit these
             os.environ[var] = os.path.abspath(getattr(a, flag))
 
-    run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out, jobs=a.jobs)
+    run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out, jobs=a.jobs,
+                    eval_splits=a.eval_splits)
     failed = [n for n, r in run["notebooks"].items() if r["status"] != "ok"]
     print(f"[scpdiff] report: {a.out or 'reports/' + ('_smoke/' if a.smoke else '') + a.profile}/index.md"
           + (f"; FAILED: {', '.join(failed)}" if failed else "; all notebooks ran"))
@@ -35,26 +41,26 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from .training.toy import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, SMALL, runs_dir,
-                          train_toy_gv, train_toy_stack)
+    # the training stacks load diffusers and the models: for this command only
+    from .training.recipes import RECIPES, TOY_SMALL, recipe_for
+    from .training.toy import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, runs_dir, train_toy_gv,
+                               train_toy_stack)
 
     if a.schedule != "sd" and a.profile not in ("toy", "toy-gv"):
-        print(f"scpdiff train: --schedule {a.schedule} is an experiment of the toy profiles (toy, toy-gv)", file=sys.stderr)
+        print(f"scpdiff train: --schedule {a.schedule} is an experiment of the toy profiles (toy, toy-gv)",
+              file=sys.stderr)
         return 2
     if a.profile == "toy-gv":
         out = a.out or (GV_PIPELINE_DIR if a.schedule == "sd" else GV_ZERO_SNR_PIPELINE_DIR)
-        print(json.dumps(train_toy_gv(out=out, resume=a.resume, schedule=a.schedule, base_work=runs_dir("toy", a.schedule),
-                                      vae_work=RUNS, work=runs_dir("toy-gv", a.schedule)), indent=2))
+        facts = train_toy_gv(out=out, resume=a.resume, schedule=a.schedule, base_work=runs_dir("toy", a.schedule),
+                             vae_work=RUNS, work=runs_dir("toy-gv", a.schedule))
+        print(json.dumps(facts, indent=2))
         return 0
-    from .training.camvid import RECIPES, recipe_for, train_stack
-
     if a.profile in RECIPES:  # real images: base UNet, ControlNet and segmenter on the pretrained TAEF2
-        from .data import REPO_ROOT
+        from .training.camvid import rewrite_report, train_stack  # also loads the study and its metrics
 
         small = REPO_ROOT / "runs" / f"{a.profile}-small"
         if a.report_only:
-            from .training.camvid import rewrite_report
-
             print(rewrite_report(a.profile, out=a.out or (small / "zoo" if a.small else None),
                                  work=small if a.small else None, data_root=a.data_root,
                                  recipe=recipe_for(a.profile, small=a.small)))
@@ -70,11 +76,12 @@ def _cmd_train(a) -> int:
         return 2
 
     # another schedule shares the committed stack's VAE (runs/toy): by default it trains UNet and ControlNet only
-    stages = tuple(a.stage) if a.stage else ("vae", "unet", "controlnet") if a.schedule == "sd" else ("unet", "controlnet")
+    default_stages = ("vae", "unet", "controlnet") if a.schedule == "sd" else ("unet", "controlnet")
+    stages = tuple(a.stage) if a.stage else default_stages
     name = "toy-small" if a.small else "toy"
     work = runs_dir(name, a.schedule)
     default_out = PIPELINE_DIR if (a.schedule == "sd" and not a.small) else work / "pipeline"
-    facts = train_toy_stack(SMALL if a.small else None, out=a.out or default_out, resume=a.resume, stages=stages,
+    facts = train_toy_stack(TOY_SMALL if a.small else None, out=a.out or default_out, resume=a.resume, stages=stages,
                             work=work, report=not a.small, schedule=a.schedule, vae_work=runs_dir(name))
     print(json.dumps(facts, indent=2))
     return 0
@@ -86,7 +93,8 @@ def _cmd_finetune(a) -> int:
     from .data import get_dataset
     from .models import load_sd_components
     from .pipeline import SCPDiffPipeline
-    from .training.loop import TrainConfig, finetune_controlnet, make_accelerator
+    from .training.finetune import finetune_controlnet  # accelerate and diffusers: for this command only
+    from .training.loop import TrainConfig, make_accelerator
 
     cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, checkpoint_every=a.checkpoint_every,
                       mixed_precision=a.mixed_precision, gradient_checkpointing=a.gradient_checkpointing, seed=a.seed)
@@ -110,19 +118,49 @@ def _cmd_finetune(a) -> int:
     return 0
 
 
-def _cmd_priors(a) -> int:
-    from .distributed import build_priors_distributed
+def command_settings(a, command: str):
+    """The settings and split ``scpdiff priors`` / ``sample`` run with: the profile's row and the command's
+    entry of the study's table (:mod:`scp_core.study.settings`), then the flags given.
 
-    build_priors_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, min_count=a.min_count,
-                             fallback=a.fallback, seed=a.seed, device=a.device)
+    A ``--dataset`` other than the profile's drops the profile's dataset options (keywords of that
+    profile's dataset class); a pipeline folder from the table is a path in the repository.
+    """
+    from .study.settings import REFERENCE_SPLIT, settings  # the study package loads the models
+
+    if command == "priors":
+        counts = {"n_ref": a.n, "min_count": a.min_count, "fallback": a.fallback}
+    else:
+        counts = {"n_eval": a.n, "batch_size": a.batch_size, "steps": a.steps, "guidance": a.guidance,
+                  "eval_splits": a.split}
+    s = settings(a.profile, smoke=False, notebook=command, pipeline=a.pipeline, data_root=a.root, seed=a.seed,
+                 **counts)
+    if a.dataset and a.dataset != s.dataset:
+        s = replace(s, dataset=a.dataset, dataset_options={})
+    if a.pipeline is None and s.pipeline and not os.path.isabs(s.pipeline):
+        s = replace(s, pipeline=os.path.relpath(REPO_ROOT / s.pipeline))
+    if command == "priors":
+        return s, a.split or REFERENCE_SPLIT
+    if len(s.eval_splits) != 1:
+        raise ValueError(f"scpdiff sample takes one split (--split); profile {a.profile!r} gives {list(s.eval_splits)}")
+    return s, s.eval_splits[0]
+
+
+def _cmd_priors(a) -> int:
+    from .distributed import build_priors_distributed  # accelerate and the models: loaded for this command only
+
+    s, split = command_settings(a, "priors")
+    build_priors_distributed(s.pipeline, s.dataset, s.data_root, split, s.n_ref, a.out, min_count=s.min_count,
+                             fallback=s.fallback, seed=s.seed, device=a.device, dataset_options=s.dataset_options)
     return 0
 
 
 def _cmd_sample(a) -> int:
-    from .distributed import sample_distributed
+    from .distributed import sample_distributed  # accelerate and the models: loaded for this command only
 
-    sample_distributed(a.pipeline, a.dataset, a.root, a.split, a.n, a.out, prior=a.prior, mu=a.mu, steps=a.steps,
-                       guidance=a.guidance, seed=a.seed, batch_size=a.batch_size, device=a.device)
+    s, split = command_settings(a, "sample")
+    sample_distributed(s.pipeline, s.dataset, s.data_root, split, s.n_eval, a.out, prior=a.prior, mu=a.mu,
+                       steps=s.steps, guidance=s.guidance, seed=s.seed, batch_size=s.batch_size, device=a.device,
+                       dataset_options=s.dataset_options)
     return 0
 
 
@@ -132,22 +170,24 @@ def _device_option(parser) -> None:
                              "else the CPU), cpu or cuda")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scpdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
+def _add_reproduce(sub) -> None:
     r = sub.add_parser("reproduce", help="run the study notebooks and render reports/<profile>/")
-    r.add_argument("--profile", default="toy")
+    r.add_argument("--profile", default="toy", help="a profile of scp_core.study.settings.PROFILES")
     r.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to run (e.g. 03_prior_comparison)")
     r.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
     r.add_argument("--with-training", action="store_true", help="include 07_training")
     r.add_argument("--out", help="report folder (default reports/<profile>)")
     r.add_argument("--jobs", type=int, default=2, help="notebooks at once (each single-threaded when > 1)")
+    r.add_argument("--eval-splits", nargs="+", metavar="SPLIT",
+                   help="evaluation splits of every notebook, concatenated (default: the table's, e.g. camvid: "
+                        "val, and val + holdout for 08_global_factors)")
     r.add_argument("--pipeline", help="real scale: the fine-tuned SCP-Diff pipeline folder")
     r.add_argument("--data-root", help="real scale: the dataset root (default data/<dataset>)")
     r.add_argument("--segmenter", help="real scale: a transformers segmentation model folder for mIoU")
     r.set_defaults(fn=_cmd_reproduce)
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet); "
                        "--profile toy-gv fine-tunes the global-variation variant from it; --profile camvid "
                        "trains base UNet, ControlNet and segmenter on CamVid with the pretrained TAEF2")
@@ -164,10 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="toy, toy-gv: the noise schedule of the UNet and ControlNet stages; zero-snr (Lin et al. 2024: "
                         "alpha_bar(T) = 0, v-prediction, trailing DDIM steps) trains base UNet and ControlNet into "
                         "runs/<profile>-zero-snr on the VAE of runs/toy; toy-gv then writes zoo/toy-gv-zero-snr")
-    t.add_argument("--out", default=None, help="toy: pipeline folder (default zoo/toy/pipeline; REPORT.md, report/ and "
-                   "training_facts.json go beside it, in its parent folder); camvid: the zoo folder (default zoo/camvid)")
+    t.add_argument("--out", default=None,
+                   help="toy: pipeline folder (default zoo/toy/pipeline; REPORT.md, report/ and training_facts.json "
+                        "go beside it, in its parent folder); camvid: the zoo folder (default zoo/camvid)")
     t.set_defaults(fn=_cmd_train)
 
+
+def _add_finetune(sub) -> None:
     f = sub.add_parser("finetune", help="fine-tune a ControlNet on label maps (SD 2.1 or a pipeline folder)")
     f.add_argument("--pipeline", help="an SCP-Diff pipeline folder to continue from")
     f.add_argument("--base", default="stabilityai/stable-diffusion-2-1-base", help="SD 2.1 base folder or hub id")
@@ -190,28 +233,54 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(f)
     f.set_defaults(fn=_cmd_finetune)
 
-    for name, fn, hlp in (("priors", _cmd_priors, "build spatial / categorical / joint priors (sharded)"),
-                          ("sample", _cmd_sample, "sample label maps of a dataset with a prior (sharded)")):
-        s = sub.add_parser(name, help=hlp)
-        s.add_argument("--pipeline", default=None, help="pipeline folder (default: the toy zoo)")
-        s.add_argument("--dataset", default="toy-city")
-        s.add_argument("--root")
-        s.add_argument("--split", default="train" if name == "priors" else "val")
-        s.add_argument("--n", type=int, default=2000 if name == "priors" else 100)
-        s.add_argument("--out", required=True)
-        s.add_argument("--seed", type=int, default=0)
-        if name == "priors":
-            s.add_argument("--min-count", type=int, default=5)
-            s.add_argument("--fallback", default="class", choices=["class", "spatial"])
-        else:
-            s.add_argument("--prior", help="prior file, or 'normal' (default)")
-            s.add_argument("--batch-size", type=int, default=32)
-            s.add_argument("--mu", type=float, default=None,
-                           help="step fraction (default: 1 for the normal prior, i.e. plain ControlNet; 0.8 otherwise)")
-            s.add_argument("--steps", type=int, default=20)
-            s.add_argument("--guidance", type=float, default=1.0)
-        _device_option(s)
-        s.set_defaults(fn=fn)
+
+def _study_options(s, split_help: str, n_help: str) -> None:
+    """The flags ``priors`` and ``sample`` share; each left out takes the study's table value."""
+    s.add_argument("--profile", default="toy",
+                   help="the row of scp_core.study.settings.PROFILES whose dataset, dataset options (CamVid's "
+                        "hold-out), pipeline and counts apply (default: toy)")
+    s.add_argument("--pipeline", default=None, help="pipeline folder (default: the profile's; toy: the toy zoo)")
+    s.add_argument("--dataset", default=None,
+                   help="dataset registry name (default: the profile's; another dataset drops the profile's "
+                        "dataset options, e.g. CamVid's hold-out: use --profile camvid for the study's frames)")
+    s.add_argument("--root", help="dataset root (default: the profile's, SCP_DATA_ROOT at real scale)")
+    s.add_argument("--split", default=None, help=split_help)
+    s.add_argument("--n", type=int, default=None, help=n_help)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=None, help="base seed (default: the profile's)")
+    _device_option(s)
+
+
+def _add_priors(sub) -> None:
+    s = sub.add_parser("priors", help="build spatial / categorical / joint priors (sharded)")
+    _study_options(s, "the reference split (default: the study's, train)",
+                   "reference images (default: the profile's n_ref; at most the split's size)")
+    s.add_argument("--min-count", type=int, default=None,
+                   help="joint prior fallback threshold (default: the profile's)")
+    s.add_argument("--fallback", default=None, choices=["class", "spatial"],
+                   help="joint prior fallback (default: the profile's)")
+    s.set_defaults(fn=_cmd_priors)
+
+
+def _add_sample(sub) -> None:
+    s = sub.add_parser("sample", help="sample label maps of a dataset with a prior (sharded)")
+    _study_options(s, "the split of the label maps (default: the profile's evaluation split)",
+                   "label maps, the first n of the split (default: the table's for sample)")
+    s.add_argument("--prior", help="prior file, or 'normal' (default)")
+    s.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the table's for sample)")
+    s.add_argument("--mu", type=float, default=None,
+                   help="step fraction (default: 1 for the normal prior, i.e. plain ControlNet; else the priors' mu)")
+    s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the profile's)")
+    s.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the profile's)")
+    s.set_defaults(fn=_cmd_sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scpdiff", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_add_reproduce, _add_train, _add_finetune, _add_priors, _add_sample):
+        add(sub)
     return p
 
 

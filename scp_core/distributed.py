@@ -24,7 +24,7 @@ import torch
 
 from .data import get_dataset, images_labels, to_float
 from .io import atomic_path, write_json
-from .metrics import SegmentationMeter, feature_statistics, frechet_distance
+from .metrics import SegmentationMeter, SegmenterFeatures, extract_features, frechet_distance_of
 from .metrics._common import read_image
 from .metrics.toy_segmenter import load_toy_segmenter
 from .models import fresh_accelerate_state, run_on_cpu
@@ -57,11 +57,13 @@ def _close_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def _dataset(pipe, dataset: str, root, split: str):
-    """The dataset at the pipeline's image size (the real loaders resize to any size)."""
-    ds = get_dataset(dataset, root=root, split=split)
-    if tuple(ds.size) != tuple(pipe.image_size) and hasattr(ds, "files"):
-        ds = get_dataset(dataset, root=root, split=split, size=tuple(pipe.image_size))
+def _dataset(pipe, dataset: str, root, split: str, dataset_options: dict | None = None):
+    """The dataset with ``dataset_options`` (keywords of its class, e.g. CamVid's hold-out), at the
+    pipeline's image size unless the options name one (the real loaders resize to any size)."""
+    options = dict(dataset_options or {})
+    ds = get_dataset(dataset, root=root, split=split, **options)
+    if tuple(ds.size) != tuple(pipe.image_size) and hasattr(ds, "files") and "size" not in options:
+        ds = get_dataset(dataset, root=root, split=split, **options, size=tuple(pipe.image_size))
     return ds
 
 
@@ -80,15 +82,17 @@ def _load_pipe(pipeline, device):
 
 
 def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, out, min_count: int = MIN_COUNT,
-                             fallback: str = "class", seed: int = 0, device=None) -> dict:
+                             fallback: str = "class", seed: int = 0, device=None,
+                             dataset_options: dict | None = None) -> dict:
     """Spatial, categorical and joint prior files from ``n`` images, sharded across processes.
 
-    ``device``: ``auto`` (default), ``cpu`` or ``cuda`` (see :func:`scp_core.models.run_on_cpu`).
+    ``device``: ``auto`` (default), ``cpu`` or ``cuda`` (see :func:`scp_core.models.run_on_cpu`);
+    ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out).
     Returns (on every process) ``{"spatial": path, "categorical": path, "joint": path}``.
     """
     state = _state(device)
     pipe = _load_pipe(pipeline, state.device)
-    ds = _dataset(pipe, dataset, root, split)
+    ds = _dataset(pipe, dataset, root, split, dataset_options)
     n = check_count(n, ds)
     mine = [s for s in range(NUM_SHARDS) if s % state.num_processes == state.process_index]
     accs = accumulate_shards(pipe, ds, n, mine, seed, progress=state.is_main_process)
@@ -110,13 +114,16 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
 
 def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float | None = None,
                        steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32,
-                       device=None) -> list[Path]:
-    """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``."""
+                       device=None, dataset_options: dict | None = None) -> list[Path]:
+    """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``.
+
+    ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out).
+    """
     from PIL import Image  # Pillow comes with torchvision / diffusers; only sampling writes images
 
     state = _state(device)
     pipe = _load_pipe(pipeline, state.device)
-    ds = _dataset(pipe, dataset, root, split)
+    ds = _dataset(pipe, dataset, root, split, dataset_options)
     n = min(int(n), len(ds))
     if prior in (None, "normal"):
         prior_obj = NormalPrior(latent_channels=pipe.latent_shape[0])
@@ -151,9 +158,9 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
     Returns (main process; others get ``{}``) ``miou``, ``acc``, ``fd`` (FD-toy) against the split's
     real images, and ``n``.
     """
-
     state = _state()
     seg = segmenter or load_toy_segmenter()
+    extractor = SegmenterFeatures(seg)
     ds = get_dataset(dataset, root=root, split=split)
     n = min(int(n), len(ds))
     mine = np.arange(n)[state.process_index::state.num_processes]
@@ -162,11 +169,11 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
     with torch.no_grad():
         for s in range(0, len(mine), batch):
             idx = mine[s:s + batch]
-            gen = torch.stack([read_image(Path(image_dir) / f"{int(i):06d}.png") for i in idx]).float() / 127.5 - 1
+            gen = torch.stack([read_image(Path(image_dir) / f"{int(i):06d}.png") for i in idx]).permute(0, 2, 3, 1)
             real, lab = images_labels(ds, idx)
-            real = to_float(real)
-            meter.update(seg.predict(gen), lab)
-            for i, f, r in zip(idx, seg.features(gen).double(), seg.features(real).double()):
+            meter.update(seg.predict(to_float(gen)), lab)
+            gen_f, real_f = extract_features(gen, extractor, batch), extract_features(real, extractor, batch)
+            for i, f, r in zip(idx, gen_f, real_f):
                 feats[int(i)], real_feats[int(i)] = f, r
     parts = _gather_objects({"meter": meter, "feats": feats, "real": real_feats}, state)
     if not state.is_main_process:
@@ -177,8 +184,6 @@ def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segm
     res = total.compute()
     allf = {k: v for p in parts for k, v in p["feats"].items()}
     allr = {k: v for p in parts for k, v in p["real"].items()}
-    fa = torch.stack([allf[i] for i in sorted(allf)]).numpy()
-    fb = torch.stack([allr[i] for i in sorted(allr)]).numpy()
-    fd = frechet_distance(*feature_statistics(fa), *feature_statistics(fb))
+    fd = frechet_distance_of(torch.stack([allf[i] for i in sorted(allf)]), torch.stack([allr[i] for i in sorted(allr)]))
     return {"miou": float(res["miou"]), "acc": float(res["acc"]), "fd": float(fd), "n": n,
             "processes": state.num_processes}

@@ -14,13 +14,16 @@ epsilon prediction) so that the prior math and the mismatch study carry over unc
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState, PartialState
+from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
-from . import _tv_compat  # noqa: F401
+from .taef2 import TAEF2
 
 SD_SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -90,13 +93,12 @@ def run_on_cpu(device: str | torch.device | None = None) -> bool:
 def fresh_accelerate_state(cpu: bool, mixed_precision: str | None = None) -> None:
     """In a single process, drop accelerate's shared state when a run asks for another device or precision
     than an earlier run of the same process (accelerate would otherwise keep, or refuse, the old one)."""
-    from accelerate.state import AcceleratorState, PartialState
-
     if int(os.environ.get("WORLD_SIZE", "1")) != 1:
         return
     if AcceleratorState._shared_state:
         st = AcceleratorState()
-        if (st.device.type == "cpu") != cpu or (mixed_precision is not None and str(st.mixed_precision) != mixed_precision):
+        other_precision = mixed_precision is not None and str(st.mixed_precision) != mixed_precision
+        if (st.device.type == "cpu") != cpu or other_precision:
             AcceleratorState._reset_state(reset_partial_state=True)
     elif PartialState._shared_state and (PartialState().device.type == "cpu") != cpu:
         PartialState._reset_state()
@@ -116,8 +118,6 @@ def make_scheduler(kind: str = "ddim", schedule: str = "sd"):
     ``schedule``: ``sd`` (SD's scaled-linear betas, epsilon prediction; the project's default)
     or ``zero-snr`` (:data:`ZERO_SNR_SCHEDULER_CONFIG`).
     """
-    from diffusers import DDIMScheduler, DDPMScheduler
-
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose from {sorted(SCHEDULES)}")
     config = SCHEDULES[schedule]
@@ -129,16 +129,12 @@ def make_scheduler(kind: str = "ddim", schedule: str = "sd"):
 
 def toy_vae(seed: int = 0, **overrides):
     """A tiny ``AutoencoderKL`` (4x downsampling, 8 latent channels), randomly initialised."""
-    from diffusers import AutoencoderKL
-
     torch.manual_seed(seed)
     return AutoencoderKL(**{**TOY_VAE_CONFIG, **overrides})
 
 
 def toy_unet(seed: int = 0, **overrides):
     """A tiny ``UNet2DConditionModel`` with attention only at its lower-resolution level."""
-    from diffusers import UNet2DConditionModel
-
     torch.manual_seed(seed)
     return UNet2DConditionModel(**{**TOY_UNET_CONFIG, **overrides})
 
@@ -155,8 +151,6 @@ def controlnet_from_unet(unet, conditioning_embedding_out_channels=None, vae_fac
             not given. Default: 8 for SD-sized UNets (first block >= 320 channels), 4 otherwise.
             The widths are SD's ``(16, 32, 96, 256)`` for SD-sized UNets, small ones otherwise.
     """
-    from diffusers import ControlNetModel
-
     if conditioning_embedding_out_channels is None:
         big = unet.config.block_out_channels[0] >= 320
         factor = int(vae_factor or (8 if big else 4))
@@ -219,8 +213,7 @@ def load_sd_components(base: str = SD21_BASE, controlnet: str | None = None, pro
     Returns:
         dict with ``vae, unet, controlnet, scheduler, prompt_embeds, negative_prompt_embeds``.
     """
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer  # slow to import; needed only for SD 2.1's text encoder
 
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
@@ -245,11 +238,25 @@ def load_sd_components(base: str = SD21_BASE, controlnet: str | None = None, pro
 def _check_epsilon_base(root: str) -> None:
     """Refuse a base whose scheduler is not epsilon prediction (e.g. SD 2.1 768, v-prediction):
     the project's schedule (:data:`SD_SCHEDULER_CONFIG`) and the priors assume SD 2.1 *base*."""
-    import json
-
     cfg = Path(root) / "scheduler" / "scheduler_config.json"
     if cfg.is_file():
         pred = json.loads(cfg.read_text()).get("prediction_type", "epsilon")
         if pred != "epsilon":
             raise ValueError(f"{root} predicts {pred!r}, but SCP-Diff here follows SD 2.1 base (epsilon "
                              f"prediction); use {SD21_BASE}")
+
+
+def vae_downsample_factor(vae) -> int:
+    """Image side / latent side of a VAE: ``downsample_factor`` if it has one (TAEF2), else
+    ``AutoencoderKL``'s ``2 ** (len(block_out_channels) - 1)``."""
+    factor = getattr(vae, "downsample_factor", None)
+    return int(factor) if factor else 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def load_vae(folder: Path, torch_dtype=None):
+    """The VAE saved in ``folder``, by the class name in its ``config.json`` (``AutoencoderKL`` or ``TAEF2``)."""
+    cfg_path = Path(folder) / "config.json"
+    name = json.loads(cfg_path.read_text()).get("_class_name") if cfg_path.is_file() else None
+    if name == "TAEF2":
+        return TAEF2.from_pretrained(folder, torch_dtype=torch_dtype)
+    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch_dtype)

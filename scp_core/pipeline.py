@@ -18,19 +18,25 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .data import control_map
 from .io import REPO_ROOT, portable
-from .models import SD_SCALE_FACTOR, default_device, default_dtype, make_scheduler
 from .labels import as_label_tensor, downsample_labels, map_ignore
-from .priors import NormalPrior, Prior, load_prior
-from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, mismatch_start_latents, resolve_mu,
+from .models import SD_SCALE_FACTOR, default_device, default_dtype, load_vae, vae_downsample_factor
+from .priors import NormalPrior, Prior, load_prior, noise_to_step
+from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, resolve_mu,
                        start_latents)
 
 CONFIG_NAME = "scp_pipeline.json"
@@ -53,13 +59,6 @@ class SCPOutput:
     latents: torch.Tensor
     start_latents: torch.Tensor
     timesteps: list = field(default_factory=list)
-
-
-def _control_map(labels: torch.Tensor, palette: np.ndarray, ignore_index: int | None) -> torch.Tensor:
-    """Colour-coded control map ``[B, 3, H, W]`` in [0, 1] (the paper's conditioning)."""
-    from .data import control_map
-
-    return control_map(labels, palette, ignore_index=ignore_index)
 
 
 class SCPDiffPipeline:
@@ -136,7 +135,7 @@ class SCPDiffPipeline:
         labels = torch.as_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
-        return _control_map(labels, self.palette, self.ignore_index)
+        return control_map(labels, self.palette, ignore_index=self.ignore_index)
 
     # ------------------------------------------------------------------ VAE
     @torch.no_grad()
@@ -199,8 +198,6 @@ class SCPDiffPipeline:
         arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         if output_type == "np":
             return arr
-        from PIL import Image
-
         return [Image.fromarray(a) for a in arr]
 
     def _finish(self, images, latents, x_start, timesteps, output_type):
@@ -282,7 +279,7 @@ class SCPDiffPipeline:
             if x0 is None:
                 x = torch.cat([start_latents(prior, plabels[i:i + 1], alpha_bar, gens[i]) for i in idx])
             else:
-                x = torch.cat([mismatch_start_latents(x0[i:i + 1], alpha_bar, gens[i]) for i in idx])
+                x = torch.cat([noise_to_step(x0[i:i + 1], alpha_bar, gens[i]) for i in idx])
             starts.append(x.cpu())
             step_gen = [gens[i] for i in idx] if eta > 0 else None
             out = ddim_denoise(x, timesteps, unet=unet, controlnet=controlnet, scheduler=self.scheduler,
@@ -302,7 +299,6 @@ class SCPDiffPipeline:
 
     def save_pretrained(self, path: str | os.PathLike, save_prior: bool = True) -> Path:
         """Write every component into ``path`` (built in a temporary folder, then renamed)."""
-        from safetensors.torch import save_file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -345,17 +341,12 @@ class SCPDiffPipeline:
             prior: a prior (or prior file) to attach instead of ``path/prior.safetensors``.
             controlnet: another ControlNet folder to use instead of ``path/controlnet``.
         """
-        from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         path = Path(path)
         previous = path.with_name(f".{path.name}.old")
         if not path.exists() and (previous / CONFIG_NAME).is_file():
             # save_pretrained was killed between moving the old folder aside and moving the new one
             # in: the old folder is the last complete pipeline
-            import warnings
-
             warnings.warn(f"{path} is missing; loading the previous complete pipeline from {previous}")
             path = previous
         if not (path / CONFIG_NAME).is_file():
@@ -402,26 +393,6 @@ class SCPDiffPipeline:
                    components["prompt_embeds"], components["negative_prompt_embeds"], **kw)
 
 
-def vae_downsample_factor(vae) -> int:
-    """Image side / latent side of a VAE: ``downsample_factor`` if it has one (TAEF2), else
-    ``AutoencoderKL``'s ``2 ** (len(block_out_channels) - 1)``."""
-    factor = getattr(vae, "downsample_factor", None)
-    return int(factor) if factor else 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def load_vae(folder: Path, torch_dtype=None):
-    """The VAE saved in ``folder``, by the class name in its ``config.json`` (``AutoencoderKL`` or ``TAEF2``)."""
-    from diffusers import AutoencoderKL
-
-    cfg_path = Path(folder) / "config.json"
-    name = json.loads(cfg_path.read_text()).get("_class_name") if cfg_path.is_file() else None
-    if name == "TAEF2":
-        from .taef2 import TAEF2
-
-        return TAEF2.from_pretrained(folder, torch_dtype=torch_dtype)
-    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch_dtype)
-
-
 def _read_config(path: Path) -> dict:
     """``scp_pipeline.json`` as a dict with the keys the pipeline needs; ``ValueError`` saying what is wrong."""
     try:
@@ -446,13 +417,12 @@ def _read_config(path: Path) -> dict:
 
 def load_pipeline(path: str | os.PathLike | None = None, device="cpu", dtype=torch.float32,
                   prior=None) -> SCPDiffPipeline:
-    """The pipeline folder ``path`` (default: the committed toy stack); a relative path is taken from the repository.
+    """The pipeline folder ``path`` (default: the committed toy stack).
 
     The default, float32 on the CPU, is what the toy stacks run at; ``device=None`` / ``dtype=None``
     take :meth:`SCPDiffPipeline.from_pretrained`'s choice (CUDA + float16 where available).
     """
     path = Path(path) if path is not None else TOY_PIPELINE_DIR
-    path = path if path.is_absolute() else REPO_ROOT / path
     try:
         return SCPDiffPipeline.from_pretrained(path, device=device, dtype=dtype, prior=prior)
     except FileNotFoundError as e:

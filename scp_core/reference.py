@@ -23,6 +23,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .data import images_labels, to_float
@@ -117,8 +119,6 @@ def autoencoder_fingerprint(pipeline) -> str:
 
 def save_accumulator(acc: PriorAccumulator, path, key: str = "") -> Path:
     """The accumulator's exact state as safetensors, atomically, with ``key`` in its metadata."""
-    from safetensors.torch import save_file
-
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in acc.state_dict().items()}, str(tmp), metadata={"key": key})
     return Path(path)
@@ -126,8 +126,6 @@ def save_accumulator(acc: PriorAccumulator, path, key: str = "") -> Path:
 
 def load_accumulator(path, key: str | None = None) -> PriorAccumulator | None:
     """The accumulator saved at ``path`` (``None`` if absent, unreadable or saved under another ``key``)."""
-    from safetensors import safe_open
-
     if not Path(path).is_file():
         return None
     try:
@@ -141,14 +139,15 @@ def load_accumulator(path, key: str | None = None) -> PriorAccumulator | None:
 
 def cached_accumulator(path, provenance: dict, dataset_options: dict,
                        compute: Callable[[], PriorAccumulator]) -> PriorAccumulator:
-    """The reference set's accumulator from ``path`` if it was saved for the same inputs, else ``compute()`` saved there.
+    """The reference set's accumulator: read from ``path`` if saved there for the same inputs, else computed and saved.
 
     Encoding the reference images is the costly part of building priors (minutes for CamVid's 355
     frames through TAEF2), and every notebook of a batch needs the same statistics. The key holds the
     provenance (:func:`reference_provenance`), the dataset options and the autoencoder's files.
     """
     key = json.dumps({**provenance, "dataset_options": dataset_options,
-                      "autoencoder": autoencoder_fingerprint(provenance.get("pipeline"))}, sort_keys=True, default=str)
+                      "autoencoder": autoencoder_fingerprint(provenance.get("pipeline"))},
+                     sort_keys=True, default=str)
     acc = load_accumulator(path, key)
     if acc is None:
         acc = compute()

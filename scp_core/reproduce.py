@@ -1,6 +1,8 @@
 """``scpdiff reproduce``: run the study notebooks with papermill and render ``reports/<profile>/``.
 
-For each notebook: execute it (papermill, parameters ``profile``, ``smoke``, ``out_dir``)
+For each notebook: execute it (papermill, parameters ``profile``, ``smoke``, ``out_dir`` and the
+profile's counts of :data:`scp_core.study.settings.PROFILE_PARAMS`; every other count comes from
+the same table, which the notebook reads itself)
 into ``notebooks/<name>.ipynb`` and ``html/<name>.html`` under the report folder; the
 notebook itself writes tables, figures and ``metrics/<name>.json``. Every file is written
 to a temporary name and renamed, so a killed run leaves no half-written report; a failing
@@ -10,15 +12,17 @@ table and figure, the paper's numbers beside ours, and the run's metadata.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from . import _tv_compat  # noqa: F401
-from .io import REPO_ROOT, atomic_path, write_text
+from .io import REPO_ROOT, atomic_path, portable, write_text
 
 NOTEBOOKS = ["00_quickstart", "01_mismatch_study", "02_noise_priors", "03_prior_comparison", "04_mu_sweep",
              "05_diversity", "06_comparison_table", "07_training", "08_global_factors", "09_zero_snr"]
@@ -39,22 +43,19 @@ TITLES = {
     "09_zero_snr": "Is the schedule the bottleneck? Zero terminal SNR",
 }
 
-# Counts a profile's batch passes to the notebooks (on top of profile, smoke, out_dir), fixed before the
-# run and written into runs.json and index.md. The toy profile uses the notebooks' own defaults. CamVid
-# fits the 2-core CPU's 45-minute budget: Table 1 on all 101 validation maps, the sweeps on the first 50.
-PROFILE_PARAMS = {
-    "camvid": {
-        "01_mismatch_study": {"n_eval": 50, "mus": [0.4, 0.6, 0.8, 1.0]},
-        "04_mu_sweep": {"n_eval": 50, "mus": [0.6, 0.8, 1.0], "kinds": ["joint", "categorical"]},
-        "05_diversity": {"k": 4, "n_maps": 16},
-    },
-}
+
+def profile_params(profile: str) -> dict:
+    """The counts where ``profile`` departs from the notebooks' (the study's table), by notebook."""
+    from .study.settings import PROFILE_PARAMS  # the study package loads the models
+
+    return PROFILE_PARAMS.get(profile, {})
 
 
-def notebook_params(profile: str, name: str, smoke: bool, out: Path) -> dict:
-    """The papermill parameters of one notebook in a batch: the common ones and the profile's counts."""
-    return {"profile": profile, "smoke": bool(smoke), "out_dir": str(out),
-            **PROFILE_PARAMS.get(profile, {}).get(name, {})}
+def notebook_params(profile: str, name: str, smoke: bool, out: Path, eval_splits: list[str] | None = None) -> dict:
+    """The papermill parameters of one notebook in a batch: the common ones, the profile's counts and,
+    where given, the evaluation splits (a list: papermill writes tuples as text)."""
+    return {"profile": profile, "smoke": bool(smoke), "out_dir": str(out), **profile_params(profile).get(name, {}),
+            **({"eval_splits": list(eval_splits)} if eval_splits else {})}
 
 
 def report_dir(profile: str, smoke: bool, out: str | Path | None = None) -> Path:
@@ -65,7 +66,7 @@ def report_dir(profile: str, smoke: bool, out: str | Path | None = None) -> Path
 
 def run_notebook(name: str, out: Path, params: dict, timeout: int = 6 * 3600) -> dict:
     """Execute one notebook with papermill and render HTML; never raises for notebook errors."""
-    import papermill as pm
+    import papermill as pm  # papermill and its kernels: loaded when a notebook runs
 
     src = NOTEBOOK_DIR / f"{name}.ipynb"
     t = time.time()
@@ -99,9 +100,7 @@ def slim_notebook(text: str) -> str:
     (stderr streams), widget state, per-cell timing metadata and papermill's record of paths and
     environment, and makes any remaining absolute path portable (:func:`scp_core.io.portable`).
     """
-    import nbformat
-
-    from .io import portable
+    import nbformat  # the notebook tools are loaded for a batch only
 
     nb = nbformat.reads(text, as_version=4)
     for cell in nb.cells:
@@ -126,7 +125,7 @@ def slim_notebook(text: str) -> str:
 
 
 def _html(nb_path: Path, html_path: Path) -> None:
-    import nbformat
+    import nbformat  # the notebook tools are loaded for a batch only
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(nb_path, as_version=4))
@@ -134,10 +133,12 @@ def _html(nb_path: Path, html_path: Path) -> None:
 
 
 def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool = False,
-              with_training: bool = False, out: str | Path | None = None, jobs: int = 2) -> dict:
+              with_training: bool = False, out: str | Path | None = None, jobs: int = 2,
+              eval_splits: list[str] | None = None) -> dict:
     """Run the notebooks and write ``index.md``; returns the run record.
 
     Args:
+        eval_splits: the evaluation splits of every notebook (default: each notebook's in the study's table).
         jobs: notebooks run at once. With ``jobs > 1`` each kernel uses one thread
             (``SCP_THREADS=1``): on a 2-core CPU two single-threaded kernels beat one
             two-threaded kernel for these small models. ``06_comparison_table`` runs last
@@ -159,18 +160,16 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
 
     def one(name):
         print(f"[scpdiff] running {name} ...", flush=True)
-        rec = run_notebook(name, out, notebook_params(profile, name, smoke, out))
+        rec = run_notebook(name, out, notebook_params(profile, name, smoke, out, eval_splits))
         records[name] = rec
-        print(f"[scpdiff] {name}: {rec['status']} in {rec['wall_s']} s" + (f" ({rec['error']})" if rec["error"] else ""),
-              flush=True)
+        print(f"[scpdiff] {name}: {rec['status']} in {rec['wall_s']} s"
+              + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
 
     last = [n for n in names if n == "06_comparison_table"]
     # longest first (by the toy batch's wall times, reports/toy/runs.json), so the two lanes end together
-    first = sorted((n for n in names if n not in last), key=lambda n: LONGEST.index(n) if n in LONGEST else len(LONGEST))
+    first = sorted((n for n in names if n not in last),
+                   key=lambda n: LONGEST.index(n) if n in LONGEST else len(LONGEST))
     if jobs > 1 and len(first) > 1:
-        import os
-        from concurrent.futures import ThreadPoolExecutor
-
         os.environ["SCP_THREADS"] = "1"  # inherited by the kernels
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(one, first))
@@ -179,13 +178,14 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
             one(name)
     for name in last:
         one(name)
-    from .study import git_commit
+    from .study import git_commit  # the study package loads the models
 
     # merge with the records on disk at write time: earlier (or concurrent) batches keep theirs
     previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     finished, wall, commit = time.strftime("%Y-%m-%d %H:%M:%S %Z"), round(time.time() - t0, 1), git_commit()
     run = {"profile": profile, "smoke": smoke, "commit": commit, "python": platform.python_version(),
-           "finished": finished, "batch_wall_s": wall, "profile_params": PROFILE_PARAMS.get(profile, {}),
+           "finished": finished, "batch_wall_s": wall, "profile_params": profile_params(profile),
+           **({"eval_splits": list(eval_splits)} if eval_splits else {}),
            "notebooks": {**previous.get("notebooks", {}), **{n: {**r, "commit": commit} for n, r in records.items()}}}
     if only and set(names) != set(DEFAULT_BATCH) and "batch_wall_s" in previous:
         # a partial run (--only) keeps the last whole batch's time and says what it re-ran
@@ -228,17 +228,19 @@ def _table1(m: dict) -> str:
     metric = _metric(m)
     lines = []
     for setting, rows in m["tables"].items():
-        n = rows[0]["n"]
-        lines.append(f"\n**{setting}** ({n} validation maps, seeds {m['settings']['seed']}..{m['settings']['seed'] + n - 1}, "
+        n, seed = rows[0]["n"], m["settings"]["seed"]
+        lines.append(f"\n**{setting}** ({n} validation maps, seeds {seed}..{seed + n - 1}, "
                      f"{m['settings']['steps']} DDIM steps; verdict: {m['verdict'][setting]})\n")
         kid = "kid" in rows[0]
-        lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] |" + (" KID x1e3 (ours) +- SE |" if kid else "")
+        lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] |"
+                     + (" KID x1e3 (ours) +- SE |" if kid else "")
                      + " paper Cityscapes mIoU / Acc / FID | paper ADE20K mIoU / Acc / FID |")
         lines.append("|---|---|---|---|---|---|---|" + ("---|" if kid else ""))
         for r in rows:
             p = paper[r["prior"]]
-            lines.append(f"| {r['prior']} | {r['mu']:g} | {r['miou']:.2f} {_fmt_ci(r.get('miou_ci'))} | {r['acc']:.2f} | "
-                         f"{r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} |" + (f" {_kid(r)} |" if kid else "")
+            lines.append(f"| {r['prior']} | {r['mu']:g} | {r['miou']:.2f} {_fmt_ci(r.get('miou_ci'))} | "
+                         f"{r['acc']:.2f} | {r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} |"
+                         + (f" {_kid(r)} |" if kid else "")
                          + f" {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
         c = m["real_ceiling"][setting]
@@ -252,8 +254,8 @@ def _wall(w) -> str:
     return f"{w} s" if isinstance(w, (int, float)) else str(w)
 
 
-def write_index(out: Path, run: dict) -> Path:
-    """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
+def _index_header(run: dict) -> list[str]:
+    """The title, the run's metadata and the head of the notebook table."""
     lines = [f"# SCP-Diff study: profile `{run['profile']}`" + (" (smoke run)" if run["smoke"] else ""), "",
              "All numbers below were measured by this project's code on this profile; the paper's "
              "numbers stand beside them for reference. On the toy profiles the distance is **FD-toy** "
@@ -268,72 +270,124 @@ def write_index(out: Path, run: dict) -> Path:
              "notebook viewer without running anything.", "",
              "| notebook | what | status | wall time (s) | tables | figures |", "|---|---|---|---|---|---|"]
     if run.get("profile_params"):
-        counts = "; ".join(f"`{n}`: " + ", ".join(f"{k}={v}" for k, v in p.items()) for n, p in run["profile_params"].items())
+        counts = "; ".join(f"`{n}`: " + ", ".join(f"{k}={v}" for k, v in p.items())
+                           for n, p in run["profile_params"].items())
         lines[-2:-2] = [f"Counts this profile passes to the notebooks (fixed before the run): {counts}.", ""]
+    if run.get("eval_splits"):
+        splits = ", ".join(run["eval_splits"])
+        lines[-2:-2] = [f"Evaluation splits of every notebook (given for this run): {splits}.", ""]
+    return lines
+
+
+def _notebook_rows(out: Path, run: dict) -> list[str]:
+    """One table row per notebook: its status, wall time, tables and figures."""
+    rows = []
     for name in NOTEBOOKS:
         rec = run["notebooks"].get(name)
-        tables = sorted(p.name for p in (out / "tables").glob(f"{name.split('_')[0]}_*.md")) if (out / "tables").is_dir() else []
-        figs = sorted(p.name for p in (out / "figures").glob(f"{name.split('_')[0]}_*.png")) if (out / "figures").is_dir() else []
-        status = "not run" if rec is None else (rec["status"] if rec["status"] == "ok" else f"**FAILED**: {rec['error']}")
-        shown = f"[`{name}`](notebooks/{name}.ipynb)" if (out / "notebooks" / f"{name}.ipynb").is_file() else f"`{name}`"
-        lines.append(f"| {shown} | {TITLES[name]} | {status} | {rec['wall_s'] if rec else ''} | "
-                     + ", ".join(f"[{t}](tables/{t})" for t in tables) + " | "
-                     + ", ".join(f"[{f}](figures/{f})" for f in figs) + " |")
+        prefix = name.split("_")[0]
+        tables = sorted(p.name for p in (out / "tables").glob(f"{prefix}_*.md")) if (out / "tables").is_dir() else []
+        figs = sorted(p.name for p in (out / "figures").glob(f"{prefix}_*.png")) if (out / "figures").is_dir() else []
+        status = ("not run" if rec is None else
+                  rec["status"] if rec["status"] == "ok" else f"**FAILED**: {rec['error']}")
+        executed = (out / "notebooks" / f"{name}.ipynb").is_file()
+        shown = f"[`{name}`](notebooks/{name}.ipynb)" if executed else f"`{name}`"
+        rows.append(f"| {shown} | {TITLES[name]} | {status} | {rec['wall_s'] if rec else ''} | "
+                    + ", ".join(f"[{t}](tables/{t})" for t in tables) + " | "
+                    + ", ".join(f"[{f}](figures/{f})" for f in figs) + " |")
+    return rows
+
+
+def _table1_section(out: Path) -> list[str]:
     m = _load(out, "prior_comparison")
-    if m:
-        lines += ["", "## Table 1: the priors", _table1(m), "", "![Table 1](figures/03_prior_comparison.png)"]
-        bright = out / "tables" / "03_global_brightness.csv"
-        if bright.is_file():
-            lines += ["", "### Global factors: the spread of per-image mean brightness", "",
-                      "Prior draws treat latent tokens as independent, so they average per-image lighting away. "
-                      "Real images against generated ones, same maps and seeds:", "",
-                      pd.read_csv(bright).to_markdown(index=False, floatfmt=".3f")]
+    if not m:
+        return []
+    lines = ["", "## Table 1: the priors", _table1(m), "", "![Table 1](figures/03_prior_comparison.png)"]
+    bright = out / "tables" / "03_global_brightness.csv"
+    if bright.is_file():
+        lines += ["", "### Global factors: the spread of per-image mean brightness", "",
+                  "Prior draws treat latent tokens as independent, so they average per-image lighting away. "
+                  "Real images against generated ones, same maps and seeds:", "",
+                  pd.read_csv(bright).to_markdown(index=False, floatfmt=".3f")]
+    return lines
+
+
+def _mismatch_section(out: Path) -> list[str]:
     m = _load(out, "01_mismatch_study")
-    if m:
-        df = pd.DataFrame(m["table"])
-        lines += ["", "## Fig. 3: the mismatch", f"\n{m['n_eval']} validation maps. {_metric(m)} starting from "
-                  "N(sqrt(a) x0, (1-a) I) by mu, and from N(0, I) (paper: the real-latent start is clearly better "
-                  f"at every mu). Gap at the largest mu: **{m['gap_at_max_mu']:.3f}**.\n",
-                  df[["start", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
-                  "", "![Fig. 3](figures/01_mismatch_study.png)"]
+    if not m:
+        return []
+    df = pd.DataFrame(m["table"])
+    return ["", "## Fig. 3: the mismatch", f"\n{m['n_eval']} validation maps. {_metric(m)} starting from "
+            "N(sqrt(a) x0, (1-a) I) by mu, and from N(0, I) (paper: the real-latent start is clearly better "
+            f"at every mu). Gap at the largest mu: **{m['gap_at_max_mu']:.3f}**.\n",
+            df[["start", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
+            "", "![Fig. 3](figures/01_mismatch_study.png)"]
+
+
+def _mu_sweep_section(out: Path) -> list[str]:
     m = _load(out, "04_mu_sweep")
-    if m:
-        df = pd.DataFrame(m["table"])
-        lines += ["", "## Fig. 8: mu sweep", f"\nBest {_metric(m)}: {m['best']['prior']} at mu = {m['best']['mu']:g} "
-                  f"({m['best']['fd']:.3f}); plain ControlNet {m['normal_mu1_fd']:.3f}. Paper: best mu in [0.8, 0.9].\n",
-                  df[["prior", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
-                  "", "![Fig. 8](figures/04_mu_sweep.png)"]
+    if not m:
+        return []
+    df = pd.DataFrame(m["table"])
+    return ["", "## Fig. 8: mu sweep", f"\nBest {_metric(m)}: {m['best']['prior']} at mu = {m['best']['mu']:g} "
+            f"({m['best']['fd']:.3f}); plain ControlNet {m['normal_mu1_fd']:.3f}. Paper: best mu in [0.8, 0.9].\n",
+            df[["prior", "mu", "fd", "miou", "acc", "n"]].to_markdown(index=False, floatfmt=".3f"),
+            "", "![Fig. 8](figures/04_mu_sweep.png)"]
+
+
+def _diversity_section(out: Path) -> list[str]:
     m = _load(out, "05_diversity")
-    if m:
-        df = pd.DataFrame(m["table"])
-        paper = "; ".join(f"{r['method']} {r['lpips']} / {r['ms_ssim']}" for r in m["paper_table3"])
-        lines += ["", "## Table 3: diversity", f"\n{m['n_maps']} maps x {m['k']} samples. Paper (ADE20K, LPIPS / MS-SSIM): {paper}.\n",
-                  df[[c for c in ("prior", "mu", "lpips", "ms_ssim", "maps", "k", "lpips_note") if c in df]].to_markdown(
-                      index=False, floatfmt=".3f"), "", "![diversity](figures/05_diversity.png)"]
+    if not m:
+        return []
+    df = pd.DataFrame(m["table"])
+    paper = "; ".join(f"{r['method']} {r['lpips']} / {r['ms_ssim']}" for r in m["paper_table3"])
+    cols = [c for c in ("prior", "mu", "lpips", "ms_ssim", "maps", "k", "lpips_note") if c in df]
+    return ["", "## Table 3: diversity",
+            f"\n{m['n_maps']} maps x {m['k']} samples. Paper (ADE20K, LPIPS / MS-SSIM): {paper}.\n",
+            df[cols].to_markdown(index=False, floatfmt=".3f"), "", "![diversity](figures/05_diversity.png)"]
+
+
+def _global_factors_section(out: Path) -> list[str]:
     m = _load(out, "08_global_factors")
-    if m:
-        lines += ["", "## Beyond the paper: priors that keep each image's global factors", "",
-                  f"Harness settings, fixed before the run: {m['harness']}. `spread_ratio`: std of per-image "
-                  "brightness, generated over real (1 is right).", ""]
-        for setting, rows in m["tables"].items():
-            df = pd.DataFrame(rows)
-            df = _spread_table(df)
-            cols = [c for c in ("prior", "mu", "fd", "fd_ci", "kid", "miou", "spread_ratio", "spread_ratio_ci", "n") if c in df]
-            lines += [f"**{setting}** ({_metric(m)}; verdict: {m['verdict'][setting]})", "",
-                      df[cols].to_markdown(index=False, floatfmt=".3f"), ""]
-        lines += ["![global factors](figures/08_global_factors.png)"]
+    if not m:
+        return []
+    lines = ["", "## Beyond the paper: priors that keep each image's global factors", "",
+             f"Harness settings, fixed before the run: {m['harness']}. `spread_ratio`: std of per-image "
+             "brightness, generated over real (1 is right).", ""]
+    for setting, rows in m["tables"].items():
+        df = _spread_table(pd.DataFrame(rows))
+        cols = [c for c in ("prior", "mu", "fd", "fd_ci", "kid", "miou", "spread_ratio", "spread_ratio_ci", "n")
+                if c in df]
+        lines += [f"**{setting}** ({_metric(m)}; verdict: {m['verdict'][setting]})", "",
+                  df[cols].to_markdown(index=False, floatfmt=".3f"), ""]
+    return lines + ["![global factors](figures/08_global_factors.png)"]
+
+
+def _zero_snr_section(out: Path) -> list[str]:
     m = _load(out, "09_zero_snr")
-    if m:
-        df = _spread_table(pd.DataFrame(m["table"]))
-        lines += ["", "## Is the schedule the bottleneck? Zero terminal SNR", "",
-                  f"toy-city-gv, {m['n_eval']} validation maps: the committed stack (SD's schedule) against the same "
-                  f"stack retrained under zero terminal SNR. {m['check']}. {m['priors']}.", "",
-                  df[["schedule", "prior", "mu", "fd", "fd_ci", "miou", "spread_ratio", "spread_ratio_ci", "n"]].to_markdown(
-                      index=False, floatfmt=".3f"), "", "![zero-SNR samples](figures/09_samples.png)"]
+    if not m:
+        return []
+    df = _spread_table(pd.DataFrame(m["table"]))
+    cols = ["schedule", "prior", "mu", "fd", "fd_ci", "miou", "spread_ratio", "spread_ratio_ci", "n"]
+    return ["", "## Is the schedule the bottleneck? Zero terminal SNR", "",
+            f"toy-city-gv, {m['n_eval']} validation maps: the committed stack (SD's schedule) against the same "
+            f"stack retrained under zero terminal SNR. {m['check']}. {m['priors']}.", "",
+            df[cols].to_markdown(index=False, floatfmt=".3f"), "", "![zero-SNR samples](figures/09_samples.png)"]
+
+
+def _table2_section(out: Path) -> list[str]:
     m = _load(out, "06_comparison_table")
-    if m:
-        lines += ["", "## Table 2: the paper's rows and ours", "",
-                  pd.DataFrame(m["table"]).to_markdown(index=False, floatfmt=".3f")]
+    if not m:
+        return []
+    return ["", "## Table 2: the paper's rows and ours", "",
+            pd.DataFrame(m["table"]).to_markdown(index=False, floatfmt=".3f")]
+
+
+def write_index(out: Path, run: dict) -> Path:
+    """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
+    lines = _index_header(run) + _notebook_rows(out, run)
+    for section in (_table1_section, _mismatch_section, _mu_sweep_section, _diversity_section,
+                    _global_factors_section, _zero_snr_section, _table2_section):
+        lines += section(out)
     files = sorted(p.relative_to(out).as_posix() for d in ("tables", "figures") if (out / d).is_dir()
                    for p in (out / d).iterdir() if p.suffix in (".md", ".png", ".csv"))
     lines += ["", "## Every table and figure", ""] + [f"- [{f}]({f})" for f in files]

@@ -3,9 +3,9 @@
 Which steps run. With ``num_inference_steps = N`` DDIM visits SD's "leading" timesteps
 ``t_i = (N - 1 - i) * (1000 // N) + 1``; for N = 20 that is 951, 901, ..., 51, 1. With
 ``mu`` the sampler keeps the *last* ``n = min(int(N * mu), N)`` of them, exactly diffusers'
-img2img ``strength`` rule (a test checks it against ``get_timesteps``), noises the prior draw to the first kept timestep ``t_start`` with
-Eq. 6 and denoises from there: ``n`` UNet (+ ControlNet) evaluations, times two branches
-under classifier-free guidance. Examples for N = 20:
+img2img ``strength`` rule (a test checks it against ``get_timesteps``), noises the prior draw
+to the first kept timestep ``t_start`` with Eq. 6 and denoises from there: ``n`` UNet (+ ControlNet)
+evaluations, times two branches under classifier-free guidance. Examples for N = 20:
 
 ==========  =====  ========================  =====================================
 mu          n      t_start                   kept timesteps
@@ -206,12 +206,6 @@ def start_latents(prior: Prior, labels_latent: torch.Tensor, alpha_bar_start: fl
     if isinstance(prior, NormalPrior):
         return x
     return noise_to_step(x, alpha_bar_start, generator=generator)
-
-
-def mismatch_start_latents(x0: torch.Tensor, alpha_bar_start: float,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fig. 3: a draw from ``N(sqrt(alpha_bar) x0, (1 - alpha_bar) I)`` for real latents ``x0``."""
-    return noise_to_step(x0, alpha_bar_start, generator=generator)
 
 
 def _check_labels_fit(labels: torch.Tensor, image_size: tuple[int, int], factor: int) -> None:

@@ -18,7 +18,7 @@ the decoder), and an index without keys is a parameter-free layer: the decoder's
 (index 0), its ReLU after the first convolution, and the nearest upsamplings.
 
 Latents are raw (not unit variance); the pipeline rescales them with a factor fitted from
-data (``scp_core.training.loop.fit_scale_factor``). Weights: ``taef2_encoder.safetensors`` and
+data (``scp_core.training.losses.fit_scale_factor``). Weights: ``taef2_encoder.safetensors`` and
 ``taef2_decoder.safetensors`` in the weights folder (:func:`scp_core.weights.weights_dir`).
 """
 from __future__ import annotations
@@ -31,15 +31,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from safetensors import SafetensorError, safe_open
 
-from . import _tv_compat  # noqa: F401
 from .weights import weight_file, weights_dir
 
-try:  # diffusers is a dependency; keep the import local to this module's class definition
-    from diffusers.configuration_utils import ConfigMixin, register_to_config
-    from diffusers.models.modeling_utils import ModelMixin
-except ImportError as e:  # pragma: no cover
-    raise ImportError("scp_core.taef2 needs diffusers (pip install -e .)") from e
 
 __all__ = ["TAEF2", "layer_spec", "ENCODER_FILE", "DECODER_FILE"]
 
@@ -252,8 +249,6 @@ class TAEF2(ModelMixin, ConfigMixin):
         Raises ``FileNotFoundError`` naming the missing file and ``ValueError`` when a file is
         not a TAESD state dict or its shapes do not fit.
         """
-        from safetensors import SafetensorError, safe_open
-
         halves = {}
         specs = {}
         for part, name in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):

@@ -31,7 +31,8 @@ PROMPT_WORDS = ("city", "road", "scenes")
 
 def _byte_symbols() -> list[str]:
     """The 256 printable stand-ins of byte-level BPE (GPT-2 / CLIP's byte-to-unicode table)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), 256))
+    keep = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1))
+            + list(range(ord("\xae"), 256)))
     extra = [b for b in range(256) if b not in keep]
     return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]
 
@@ -48,7 +49,8 @@ def _tokenizer():
             merges.append((pieces[0], pieces[1]))
             pieces = [pieces[0] + pieces[1]] + pieces[2:]
     vocab = {}
-    for tok in ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]:
+    for tok in (["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
+                + ["".join(m) for m in merges]):
         vocab.setdefault(tok, len(vocab))
     tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     return tok, len(vocab)

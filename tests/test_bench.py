@@ -1,4 +1,5 @@
-"""The GPU benchmarks' --quick modes (CPU, toy shapes): they run, compare like with like, and say what they did not measure."""
+"""The GPU benchmarks' --quick modes (CPU, toy shapes): they run, compare like with like, and say what they did
+not measure."""
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,8 @@ def test_gpu_sampling_quick(bench_modules, tmp_path):
     data = json.loads((tmp_path / "gpu_sampling.json").read_text())
     assert data["device"] == "cpu" and data["repeats"] >= 5 and data["batches"] == [1, 2]
     assert [(c["dataset"], c["batch"]) for c in data["configs"]] == [
-        ("cityscapes (toy shapes)", 1), ("cityscapes (toy shapes)", 2), ("ade20k (toy shapes)", 1), ("ade20k (toy shapes)", 2)]
+        ("cityscapes (toy shapes)", 1), ("cityscapes (toy shapes)", 2),
+        ("ade20k (toy shapes)", 1), ("ade20k (toy shapes)", 2)]
     for c in data["configs"]:
         assert set(c["methods"]) == {"ours, normal mu=1", "ours, joint mu=0.8", "diffusers ControlNet"}
         assert all(len(m["times"]) == data["repeats"] and min(m["times"]) > 0 for m in c["methods"].values())

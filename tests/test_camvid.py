@@ -69,7 +69,8 @@ def test_profile_carries_the_split_and_size(tmp_path):
     h, w = s.dataset_options["size"]
     assert (h, w) == (192, 256) and h * 4 == w * 3 and h % 32 == 0 and w % 32 == 0  # 8x TAEF2, 4x UNet
     root = _synthetic_camvid(tmp_path / "camvid")
-    st = settings("camvid", smoke=False, data_root=str(root), dataset_options={"size": (24, 32), "holdout": ("0001TP", 2)})
+    st = settings("camvid", smoke=False, data_root=str(root),
+                  dataset_options={"size": (24, 32), "holdout": ("0001TP", 2)})
     ds = load_data(st, "train")
     assert len(ds) == 4 and ds.size == (24, 32)
 
@@ -94,7 +95,8 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
         pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
     from scp_core.data import REPO_ROOT
     from scp_core.pipeline import SCPDiffPipeline
-    from scp_core.training.camvid import recipe_for, rewrite_report, train_stack
+    from scp_core.training.camvid import rewrite_report, train_stack
+    from scp_core.training.recipes import recipe_for
 
     zoo = REPO_ROOT / "zoo" / "camvid"
     before = sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) if zoo.exists() else []
@@ -136,7 +138,8 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
 def test_train_stack_missing_dataset_root(tmp_path):
     if not (weights_dir() / "taef2_encoder.safetensors").is_file():
         pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
-    from scp_core.training.camvid import recipe_for, train_stack
+    from scp_core.training.camvid import train_stack
+    from scp_core.training.recipes import recipe_for
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
         train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w", data_root=tmp_path / "nowhere",
@@ -173,7 +176,8 @@ def test_readable_table_names_the_metric_and_shows_kid_times_1e3():
 
     from scp_core.study import readable
 
-    df = pd.DataFrame([{"prior": "joint", "fd": 80.0, "fd_ci": [70.0, 90.0], "kid": 0.0123, "kid_se": 0.0011, "n": 101}])
+    df = pd.DataFrame([{"prior": "joint", "fd": 80.0, "fd_ci": [70.0, 90.0], "kid": 0.0123, "kid_se": 0.0011,
+                        "n": 101}])
     out = readable(df, "FID", ["prior", "fd", "fd_ci", "n"])
     assert list(out.columns) == ["prior", "FID", "FID 95% CI", "KID x1e3", "KID SE x1e3", "n"]
     assert out["KID x1e3"].iloc[0] == pytest.approx(12.3) and out["KID SE x1e3"].iloc[0] == pytest.approx(1.1)
@@ -186,18 +190,22 @@ def test_kid_score_is_the_full_u_statistic_with_its_standard_error():
     from scp_core.study import kid_score
 
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(40, 16, generator=g, dtype=torch.float64), torch.randn(30, 16, generator=g, dtype=torch.float64) + 0.5
+    a, b = (torch.randn(40, 16, generator=g, dtype=torch.float64),
+            torch.randn(30, 16, generator=g, dtype=torch.float64) + 0.5)
     k, ref = kid_score(a, b), kid_from_features(a.numpy(), b.numpy(), n_subsets=1)
     assert k == {"kid": pytest.approx(ref["kid_full"]), "kid_se": pytest.approx(ref["kid_se"])}
     assert k["kid"] > 2 * k["kid_se"] > 0  # a shift of 0.5 per feature is clearly detected
 
 
 def test_camvid_batch_passes_its_counts_to_the_notebooks(tmp_path):
-    from scp_core.reproduce import PROFILE_PARAMS, notebook_params
+    from scp_core.reproduce import notebook_params
+    from scp_core.study.settings import PROFILE_PARAMS
 
     p = notebook_params("camvid", "04_mu_sweep", False, tmp_path)
-    assert p == {"profile": "camvid", "smoke": False, "out_dir": str(tmp_path), **PROFILE_PARAMS["camvid"]["04_mu_sweep"]}
-    assert notebook_params("toy", "04_mu_sweep", True, tmp_path) == {"profile": "toy", "smoke": True, "out_dir": str(tmp_path)}
+    assert p == {"profile": "camvid", "smoke": False, "out_dir": str(tmp_path),
+                 **PROFILE_PARAMS["camvid"]["04_mu_sweep"]}
+    assert notebook_params("toy", "04_mu_sweep", True, tmp_path) == {
+        "profile": "toy", "smoke": True, "out_dir": str(tmp_path)}
 
 
 def test_camvid_table1_smoke_has_fid_and_kid(tmp_path, monkeypatch):

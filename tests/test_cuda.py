@@ -11,7 +11,8 @@ import torch
 
 from scp_core.priors import NormalPrior, PriorAccumulator
 from scp_core.sampling import ddim_denoise, ddim_timesteps
-from scp_core.training.loop import TrainConfig, finetune_controlnet
+from scp_core.training.finetune import finetune_controlnet
+from scp_core.training.loop import TrainConfig
 from test_sampling import _joint, _labels, _tiny_pipeline
 from test_train import TinySet, tiny_pipeline
 
@@ -51,8 +52,8 @@ def test_pipeline_samples_on_cuda_and_leaves_the_callers_prior_where_it_was(dtyp
                output_type="latent")
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(one.latents, out.latents[1:2], atol=tol, rtol=tol)
-    plain = pipe(_labels(1), prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=4, seed=0,
-                 output_type="np")
+    plain = pipe(_labels(1), prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=4,
+                 seed=0, output_type="np")
     assert plain.images.dtype == np.uint8
 
 

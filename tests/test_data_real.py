@@ -129,7 +129,8 @@ def test_coco_stuff_loader_keeps_ids_and_unlabeled(tmp_path):
     assert ds[1]["name"] == "000000000285"
     np.testing.assert_array_equal(ds[0]["labels"].numpy(), _ids(ids))
     assert ds.size == (H, W) and COCOStuff.size == (384, 512)
-    assert len({tuple(c) for c in ds.palette.tolist()}) == 182 and (0, 0, 0) not in {tuple(c) for c in ds.palette.tolist()}
+    assert (len({tuple(c) for c in ds.palette.tolist()}) == 182
+            and (0, 0, 0) not in {tuple(c) for c in ds.palette.tolist()})
     # the COCO download layout: val2017/ and stuffthingmaps_trainval2017/val2017/
     alt = tmp_path / "coco2"
     _jpg(alt / "val2017" / "000000000139.jpg", _rgb())

@@ -120,7 +120,8 @@ def test_real_variation_in_layout_and_appearance(scenes):
     assert (freq.max(0) < 0.9).mean() > 0.5
     # appearance: building and car colours differ between images at one lighting regime
     for name in ("building", "car"):
-        means = [images[i][labels[i] == C[name]].mean(0) for i in range(len(images)) if (labels[i] == C[name]).sum() > 30]
+        means = [images[i][labels[i] == C[name]].mean(0) for i in range(len(images))
+                 if (labels[i] == C[name]).sum() > 30]
         assert len(means) > 30 and np.std(means, axis=0).mean() > 12, name
     # within an image, facades are textured (windows), not flat
     stds = [images[i][labels[i] == C["building"]].std() for i in range(20)]
@@ -188,7 +189,7 @@ def test_ensure_recovers_from_damaged_folder(tmp_path):
 def test_relative_roots_resolve_against_the_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_root("data/toy-city") == REPO_ROOT / "data" / "toy-city"
-    assert (REPO_ROOT / "scp_core" / "priors.py").is_file()
+    assert (REPO_ROOT / "scp_core" / "priors" / "__init__.py").is_file()
     assert resolve_root(tmp_path / "x") == tmp_path / "x"
 
 

@@ -35,7 +35,8 @@ def scpdiff(args, n=1, tmp=None):
         script = tmp / "scpdiff_entry.py"
         script.write_text("import sys\nfrom scp_core.cli import main\nsys.exit(main(sys.argv[1:]))\n")
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *args]
+               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+               "--dynamo_backend", "no", str(script), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -64,10 +65,12 @@ def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_p
             "print('RESULT', json.dumps(r)) if r else None")
     (tmp_path / "ev.py").write_text(code)
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    one = subprocess.run([sys.executable, str(tmp_path / "ev.py")], capture_output=True, text=True, env=env, timeout=600)
+    one = subprocess.run([sys.executable, str(tmp_path / "ev.py")], capture_output=True, text=True, env=env,
+                         timeout=600)
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
-                          str(tmp_path / "ev.py")], capture_output=True, text=True, env=env, timeout=600)
+                          "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+                          "--dynamo_backend", "no", str(tmp_path / "ev.py")],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
     import json
     r1 = json.loads(next(l for l in one.stdout.splitlines() if l.startswith("RESULT"))[7:])
@@ -94,4 +97,5 @@ def test_cli_and_notebook_build_the_same_prior_file(tmp_path):
         assert ta.keys() == tb.keys() and all(np.array_equal(ta[k].numpy(), tb[k].numpy()) for k in ta), kind
         with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
             ma, mb = fa.metadata(), fb.metadata()
-        assert json.loads(ma["provenance"]) == json.loads(mb["provenance"]) and ma["num_images"] == mb["num_images"] == "70"
+        assert (json.loads(ma["provenance"]) == json.loads(mb["provenance"])
+                and ma["num_images"] == mb["num_images"] == "70")

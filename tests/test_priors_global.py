@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from scp_core.priors import JointPrior, PriorAccumulator, load_prior
-from scp_core.priors.global_factor import (GaussianAccumulator, GlobalJointAccumulator, GlobalJointPrior,
-                                    MixtureJointAccumulator, MixtureJointPrior, SignalLeakAccumulator,
-                                    SignalLeakPrior, choose_centres, global_factor)
+from scp_core.priors.gaussian import GaussianAccumulator
+from scp_core.priors.global_factor import (GlobalJointAccumulator, GlobalJointPrior, MixtureJointAccumulator,
+                                           MixtureJointPrior, choose_centres, global_factor)
+from scp_core.priors.signal_leak import SignalLeakAccumulator, SignalLeakPrior
 
 K, SHAPE = 3, (2, 6, 8)
 
@@ -57,7 +58,8 @@ def test_global_joint_keeps_the_spread_of_per_image_means_that_the_joint_prior_a
     glob = glob.prior(min_count=2)
     m = labels[:200]
     spread = lambda s: float(global_factor(s).mean(1).std())  # noqa: E731
-    s_glob, s_joint = spread(glob.sample(m, torch.Generator().manual_seed(0))), spread(joint.sample(m, torch.Generator().manual_seed(0)))
+    s_glob, s_joint = (spread(glob.sample(m, torch.Generator().manual_seed(0))),
+                       spread(joint.sample(m, torch.Generator().manual_seed(0))))
     assert abs(s_glob / real - 1) < 0.2                      # per-image brightness kept
     assert s_joint < 0.3 * real                              # the joint prior's draws average it out
     # the marginal per token is unchanged: same variance as the joint prior's, within sampling error
@@ -174,7 +176,7 @@ def test_cluster_lookup_reads_each_image_from_its_own_cluster():
 
 
 def test_covariance_root_is_cached_and_follows_in_place_changes():
-    from scp_core.priors.global_factor import _cov_root
+    from scp_core.priors.gaussian import cov_root as _cov_root
 
     a = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
     cov = a @ a.T

@@ -122,16 +122,16 @@ def test_taef2_round_trip_psnr_on_camvid():
     """The real TAEF2 at the camvid profile's size: ~30.5 dB was measured on all 101 val frames."""
     _need_weights(ENCODER_FILE, DECODER_FILE)
     _need_camvid()
-    from scp_core.data import get_dataset
+    from scp_core.data import get_dataset, images_labels
     from scp_core.study import PROFILES
-    from scp_core.training.camvid import load_images, taef2_psnr
+    from scp_core.training.stacks import reconstruction_psnr
 
     vae = TAEF2.from_weights()
     assert vae.latent_channels == 32 and vae.downsample_factor == 8
     assert sum(p.numel() for p in vae.encoder.parameters()) == pytest.approx(1.34e6, rel=0.05)
     ds = get_dataset("camvid", root=CAMVID, split="val", **PROFILES["camvid"].dataset_options)
-    imgs, _, _ = load_images(torch.utils.data.Subset(ds, range(0, 101, 25)))
-    vals = taef2_psnr(vae, imgs)
+    imgs, _ = images_labels(ds, range(0, 101, 25))
+    vals = reconstruction_psnr(vae, imgs, batch_size=8).tolist()
     assert len(vals) == 5 and min(vals) > 28.0 and np.mean(vals) > 29.5
 
 

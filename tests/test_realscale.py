@@ -40,7 +40,8 @@ def free_port() -> int:
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("realscale")
     return {"base": base, "sd": make_mini_sd(base / "models" / "sd21-base"),
-            "cs": make_mini_cityscapes(base / "data" / "cityscapes"), "seg": make_mini_segmenter(base / "models" / "seg")}
+            "cs": make_mini_cityscapes(base / "data" / "cityscapes"),
+            "seg": make_mini_segmenter(base / "models" / "seg")}
 
 
 def scpdiff_here(args, cwd, monkeypatch):
@@ -56,7 +57,8 @@ def scpdiff_here(args, cwd, monkeypatch):
 def scpdiff(args, cwd, n=1, timeout=600):
     """``python -m scp_core.cli ARGS`` (n = 1) or ``accelerate launch --multi_gpu --num_processes n`` (CPU, gloo)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+               PYTHONPATH=os.pathsep.join(
+                   [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     if n == 1:
         cmd = [sys.executable, "-m", "scp_core.cli", *args]
     else:
@@ -119,7 +121,8 @@ def test_load_sd_components_reads_the_hub_layout(world):
 def test_readme_real_scale_sequence_as_one_process(world, monkeypatch):
     """finetune -> priors -> sample -> reproduce, with relative paths typed in the working folder."""
     base = world["base"]
-    scpdiff_here([*FINETUNE, "--out", "runs/cityscapes/pipeline", "--work", "runs/cityscapes/finetune"], base, monkeypatch)
+    scpdiff_here([*FINETUNE, "--out", "runs/cityscapes/pipeline", "--work", "runs/cityscapes/finetune"], base,
+                 monkeypatch)
     pipe = _check_pipeline(base / "runs/cityscapes/pipeline", world["sd"])
     log = (base / "runs/cityscapes/finetune/loss.csv").read_text().splitlines()
     assert log[0] == "step,loss" and len(log) == 3

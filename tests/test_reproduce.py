@@ -1,5 +1,6 @@
 """`scpdiff reproduce`: failure isolation, kill-safety, index coverage, metrics files, full-run tolerance."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import nbformat
 import pandas as pd
 import pytest
 
+from scp_core import cli
 from scp_core import reproduce as rp
+from scp_core.study.settings import PROFILE_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +35,8 @@ def fake_notebooks(tmp_path, monkeypatch):
               "p = Path(out_dir) / 'metrics' / '00_quickstart.json'; p.parent.mkdir(parents=True, exist_ok=True)\n"
               "p.write_text('{\"ok\": 1}')")
     _notebook(nbdir / "01_mismatch_study.ipynb", "raise RuntimeError('deliberate failure for the test')")
-    _notebook(nbdir / "02_noise_priors.ipynb", "import time; time.sleep(float(__import__('os').environ.get('NB_SLEEP', '0')))")
+    _notebook(nbdir / "02_noise_priors.ipynb",
+              "import time; time.sleep(float(__import__('os').environ.get('NB_SLEEP', '0')))")
     monkeypatch.setattr(rp, "NOTEBOOK_DIR", nbdir)
     return nbdir
 
@@ -64,7 +68,7 @@ def test_a_partial_run_keeps_the_whole_batchs_time_and_records_itself(tmp_path, 
 
 
 def test_a_missing_notebook_or_unwritable_report_is_recorded_not_raised(tmp_path, fake_notebooks):
-    """run_notebook records the failure (it raised UnboundLocalError before) and the batch goes on."""
+    """run_notebook records a missing notebook or an unwritable report as a failure; the batch goes on."""
     rec = rp.run_notebook("05_diversity", tmp_path / "report", {"profile": "toy"})
     assert rec["status"] == "failed" and "no notebook" in rec["error"]
     blocked = tmp_path / "blocked"
@@ -90,7 +94,6 @@ def test_a_killed_run_leaves_no_half_written_file_and_a_rerun_completes(tmp_path
         time.sleep(0.5)  # wait until papermill is writing its (temporary) output
     assert list((out / "notebooks").glob(".*")), "papermill should be writing a temporary file"
     time.sleep(3)
-    import os
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finals = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
@@ -153,7 +156,8 @@ def test_slim_notebook_keeps_results_and_drops_machine_traces():
     where = f"{s}work{s}someone{s}project{s}reports{s}toy{s}figures{s}a.png"
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="progress 10%\r"),
                     nbformat.v4.new_output("stream", name="stdout", text=f"saved {where}\n"),
-                    nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
+                    nbformat.v4.new_output("display_data",
+                                           data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
     cell.metadata["papermill"] = {"duration": 1.0}
     nb.cells = [cell]
     nb.metadata["papermill"] = {"parameters": {"profile": "toy"}, "input_path": where, "duration": 3.0}
@@ -182,3 +186,31 @@ def test_toy_only_notebooks_leave_the_batch_of_other_profiles(tmp_path):
     with pytest.raises(ValueError, match="toy profile only"):
         rp.reproduce("camvid", only=["09_zero_snr"], out=tmp_path)
     assert rp.TOY_ONLY <= set(rp.DEFAULT_BATCH) and not list(tmp_path.iterdir())
+
+
+def test_committed_index_rederives_from_the_committed_metrics(tmp_path):
+    """write_index on the committed toy report (runs.json, metrics, tables, figures) gives its index.md exactly."""
+    src = ROOT / "reports" / "toy"
+    for d in ("metrics", "tables", "figures", "notebooks"):
+        (tmp_path / d).symlink_to(src / d, target_is_directory=True)
+    rp.write_index(tmp_path, json.loads((src / "runs.json").read_text()))
+    assert (tmp_path / "index.md").read_bytes() == (src / "index.md").read_bytes()
+
+
+def test_the_evaluation_splits_reach_every_notebook_and_the_record(tmp_path, fake_notebooks):
+    args = cli.build_parser().parse_args(["reproduce", "--eval-splits", "val", "holdout"])
+    assert args.eval_splits == ["val", "holdout"]
+    assert rp.notebook_params("toy", "00_quickstart", True, tmp_path, ("val", "holdout"))["eval_splits"] == [
+        "val", "holdout"]  # a list: papermill would write a tuple as its text
+    out = tmp_path / "report"
+    run = rp.reproduce("toy", only=["00_quickstart"], out=out, eval_splits=["val"])
+    assert run["eval_splits"] == ["val"] and json.loads((out / "runs.json").read_text())["eval_splits"] == ["val"]
+    executed = nbformat.read(out / "notebooks" / "00_quickstart.ipynb", as_version=4)
+    assert executed.metadata.papermill.parameters["eval_splits"] == ["val"]
+    assert "Evaluation splits of every notebook (given for this run): val." in (out / "index.md").read_text()
+
+
+def test_the_batch_records_the_profiles_counts_from_the_study_table(tmp_path):
+    assert rp.profile_params("camvid") is PROFILE_PARAMS["camvid"] and rp.profile_params("toy") == {}
+    p = rp.notebook_params("camvid", "08_global_factors", False, tmp_path)
+    assert (p["n_eval"], p["eval_splits"]) == (113, ["val", "holdout"])

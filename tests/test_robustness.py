@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 import scp_core  # noqa: F401  (before diffusers: the torchvision shim)
 from scp_core.pipeline import SCPDiffPipeline
 from scp_core.priors import NormalPrior, PriorAccumulator, downsample_labels
-from scp_core.training.loop import TrainConfig, finetune_controlnet
+from scp_core.training.finetune import finetune_controlnet
+from scp_core.training.loop import TrainConfig
 
 from test_sampling import K, SIZE, _tiny_pipeline
 from test_train import TinySet, tiny_pipeline
@@ -106,12 +107,14 @@ def _outcome(expect_ok: bool):
 @pytest.fixture(scope="module")
 def priors():
     g = torch.Generator().manual_seed(0)
-    acc = PriorAccumulator(K, LAT).update(torch.randn(6, *LAT, generator=g), torch.randint(0, K, (6, *LAT[1:]), generator=g))
+    acc = PriorAccumulator(K, LAT).update(torch.randn(6, *LAT, generator=g),
+                                          torch.randint(0, K, (6, *LAT[1:]), generator=g))
     return [NormalPrior(latent_channels=LAT[0]), acc.spatial(), acc.categorical(), acc.joint(min_count=2)]
 
 
 @FAST
-@given(labels=label_maps(fit_hw=(7, 9)), size=st.one_of(st.integers(-1, 6), st.tuples(st.integers(0, 6), st.integers(1, 6))))
+@given(labels=label_maps(fit_hw=(7, 9)),
+       size=st.one_of(st.integers(-1, 6), st.tuples(st.integers(0, 6), st.integers(1, 6))))
 @example(labels=torch.tensor(3), size=2)  # 0-d
 @example(labels=np.zeros(5, np.int64), size=2)  # 1-d
 @example(labels=np.zeros((1, 1, 4, 4), np.int64), size=2)  # 4-d
@@ -306,12 +309,15 @@ def _remove(rel):
 
 CORRUPTIONS = {
     # name: (mutation, error type, message pattern)
-    "unet weights truncated to half": (_truncate(f"unet/{WEIGHTS}", 0.5), ValueError, r"could not load.*corrupt or truncated"),
+    "unet weights truncated to half": (_truncate(f"unet/{WEIGHTS}", 0.5), ValueError,
+                                       r"could not load.*corrupt or truncated"),
     "unet weights truncated to a few bytes": (_truncate(f"unet/{WEIGHTS}", 1e-6), ValueError, "corrupt or truncated"),
     "unet weights empty": (_truncate(f"unet/{WEIGHTS}", 0), ValueError, "corrupt or truncated"),
     "vae weights missing the last bytes": (_truncate(f"vae/{WEIGHTS}", 0.99), ValueError, "corrupt or truncated"),
-    "controlnet weights all garbage": (_write(f"controlnet/{WEIGHTS}", bytes(range(256)) * 64), ValueError, "corrupt or truncated"),
-    "controlnet header garbage": (_overwrite(f"controlnet/{WEIGHTS}", 8, b"\xff" * 64), ValueError, "corrupt or truncated"),
+    "controlnet weights all garbage": (_write(f"controlnet/{WEIGHTS}", bytes(range(256)) * 64), ValueError,
+                                       "corrupt or truncated"),
+    "controlnet header garbage": (_overwrite(f"controlnet/{WEIGHTS}", 8, b"\xff" * 64), ValueError,
+                                  "corrupt or truncated"),
     "controlnet tensor bytes garbage": (_overwrite(f"controlnet/{WEIGHTS}", -4096, b"\xff" * 4096), ValueError,
                                         r"controlnet weights .* contain NaN or Inf"),
     "controlnet weights missing": (_remove(f"controlnet/{WEIGHTS}"), ValueError, "missing, corrupt or truncated"),
@@ -320,11 +326,14 @@ CORRUPTIONS = {
     "scheduler config broken": (_write("scheduler/scheduler_config.json", "{"), ValueError, "not a valid JSON"),
     "conditioning truncated": (_truncate("conditioning.safetensors", 0.5), ValueError, "corrupt or truncated"),
     "scp_pipeline.json missing": (_remove("scp_pipeline.json"), FileNotFoundError, "not an SCP-Diff pipeline folder"),
-    "scp_pipeline.json broken JSON": (_write("scp_pipeline.json", "{\"num_classes\": 3,"), ValueError, "is not valid JSON"),
-    "scp_pipeline.json binary garbage": (_write("scp_pipeline.json", b"\xff\xfe\x00\x01"), ValueError, "is not valid JSON"),
+    "scp_pipeline.json broken JSON": (_write("scp_pipeline.json", "{\"num_classes\": 3,"), ValueError,
+                                      "is not valid JSON"),
+    "scp_pipeline.json binary garbage": (_write("scp_pipeline.json", b"\xff\xfe\x00\x01"), ValueError,
+                                         "is not valid JSON"),
     "scp_pipeline.json a list": (_write("scp_pipeline.json", "[1, 2]"), ValueError, r"lacks \['num_classes'"),
     "scp_pipeline.json without palette": (_write("scp_pipeline.json", json.dumps(
-        {"num_classes": 3, "image_size": [32, 64], "ignore_index": None, "scale_factor": 1.0})), ValueError, r"lacks \['palette'\]"),
+        {"num_classes": 3, "image_size": [32, 64], "ignore_index": None, "scale_factor": 1.0})), ValueError,
+        r"lacks \['palette'\]"),
     "scp_pipeline.json wrong palette": (_write("scp_pipeline.json", json.dumps(
         {"num_classes": 3, "palette": [[0, 0, 0]], "image_size": [32, 64], "ignore_index": None,
          "scale_factor": 1.0})), ValueError, "has invalid values"),
@@ -376,7 +385,8 @@ from pathlib import Path
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 import scp_core, torch
 torch.set_num_threads(1)
-from scp_core.training.loop import TrainConfig, finetune_controlnet
+from scp_core.training.finetune import finetune_controlnet
+from scp_core.training.loop import TrainConfig
 from test_train import TinySet, tiny_pipeline
 
 mode, out = sys.argv[1], Path(sys.argv[2])

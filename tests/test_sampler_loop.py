@@ -24,7 +24,8 @@ def test_prior_moves_once_per_call_on_a_copy(pipe, monkeypatch):
 
     monkeypatch.setattr(JointPrior, "to", spy)
     pipe(_labels(4), prior=prior, mu=0.8, num_inference_steps=2, seed=0, batch_size=2, output_type="latent")
-    assert moved_caller == [False], "one move per call, of a shallow copy (it was once per sample, of the caller's prior)"
+    assert moved_caller == [False], ("one move per call, of a shallow copy "
+                                     "(it was once per sample, of the caller's prior)")
     assert all(getattr(prior, k) is v for k, v in before.items()), "the caller's prior keeps its tensors"
 
 

@@ -69,7 +69,8 @@ def test_zero_snr_schedule_ends_in_pure_noise_and_starts_ddim_there():
 
     leak = leak_table().set_index("schedule")["sqrt(alpha_bar) there"]
     assert leak["sd"] == pytest.approx(0.090, abs=1e-3) and leak["zero-snr"] == 0.0
-    assert z.config.prediction_type == "v_prediction" and make_scheduler("ddpm", "zero-snr").config.rescale_betas_zero_snr
+    assert (z.config.prediction_type == "v_prediction"
+            and make_scheduler("ddpm", "zero-snr").config.rescale_betas_zero_snr)
     with pytest.raises(ValueError, match="unknown schedule"):
         make_scheduler("ddim", "cosine")
 
@@ -110,7 +111,8 @@ def test_step_count_is_diffusers_img2img_rule(steps, mu):
     ours = ddim_timesteps(make_scheduler(), steps, mu)
     sched = make_scheduler()
     sched.set_timesteps(steps)
-    theirs, n = StableDiffusionControlNetImg2ImgPipeline.get_timesteps(SimpleNamespace(scheduler=sched), steps, mu, "cpu")
+    theirs, n = StableDiffusionControlNetImg2ImgPipeline.get_timesteps(SimpleNamespace(scheduler=sched), steps, mu,
+                                                                       "cpu")
     assert len(ours) == n and torch.equal(ours, theirs)
 
 
@@ -119,7 +121,8 @@ def test_mu_defaults_normal_prior_runs_at_one_and_refuses_less(pipe):
     lab = _labels(1)
     plain = pipe(lab, num_inference_steps=4, seed=0, output_type="latent")
     assert plain.timesteps == [751, 501, 251, 1]
-    assert torch.equal(plain.start_latents, torch.randn(1, *pipe.latent_shape, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(plain.start_latents,
+                       torch.randn(1, *pipe.latent_shape, generator=torch.Generator().manual_seed(0)))
     joint = pipe(lab, prior=_joint(pipe), num_inference_steps=20, seed=0, output_type="latent")
     assert len(joint.timesteps) == 16 and joint.timesteps[0] == 751
     with pytest.raises(ValueError, match="normal prior runs at mu = 1"):

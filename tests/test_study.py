@@ -1,11 +1,26 @@
 """scp_core.study: settings, profiles, the comparison table; the notebooks themselves run under nbval."""
+import ast
 import json
+from pathlib import Path
 
+import nbformat
+import numpy as np
 import pandas as pd
+import papermill as pm
 import pytest
 import torch
 
-from scp_core import study
+from scp_core import cli, distributed, study
+from scp_core.data import CAMVID_DUSK_HOLDOUT
+from scp_core.io import REPO_ROOT
+from scp_core.priors import load_prior
+from scp_core.reproduce import NOTEBOOKS
+from scp_core.study import context
+from scp_core.study.settings import FIELDS, parameters
+from scp_core.study.settings import NOTEBOOKS as TABLE
+from scp_core.weights import weights_dir
+
+CAMVID = REPO_ROOT.parent / "shared" / "data" / "camvid"
 
 
 def test_smoke_settings_cap_every_count_and_write_elsewhere():
@@ -67,9 +82,6 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
     replicates (>= 80 % of 40 here). The unshifted percentile interval is off-centre by the
     bootstrap bias and fails that rate (checked below), so a wrong implementation fails.
     """
-    import numpy as np
-    import torch
-
     g = torch.Generator().manual_seed(0)
     d, n, reps = 16, 60, 40
     ref = torch.randn(2000, d, generator=g, dtype=torch.float64)
@@ -80,7 +92,7 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
     for i, x in enumerate(draws):
         value, (lo, hi) = study.frechet_bootstrap(x, ref, n_boot=100, seed=i)
         shifted += lo <= target <= hi
-        bias = hi - value  # raw interval = shifted interval + bias; rebuild it from the same draws
+        # the raw interval is the shifted one plus the bootstrap bias: rebuild it from the same draws
         rng = np.random.default_rng(i)
         boots = np.array([study.frechet_distance_of(x[rng.integers(0, n, n)], ref) for _ in range(100)])
         rlo, rhi = np.percentile(boots, [2.5, 97.5])
@@ -90,11 +102,7 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
 
 
 def test_notebook_03_follows_its_profile_parameter(tmp_path):
-    """Notebook 03 used to hard-code ["toy", "toy-gv"] whatever `profile` said; now it compares the profile's own settings."""
-    from pathlib import Path
-
-    import papermill as pm
-
+    """Notebook 03 compares the settings its `profile` parameter names (toy-gv: toy-gv alone)."""
     assert study.comparison_profiles("toy") == ["toy", "toy-gv"] and study.comparison_profiles("toy-gv") == ["toy-gv"]
     nbdir = Path(__file__).resolve().parents[1] / "notebooks"
     pm.execute_notebook(str(nbdir / "03_prior_comparison.ipynb"), str(tmp_path / "03.ipynb"), cwd=str(nbdir),
@@ -106,9 +114,6 @@ def test_notebook_03_follows_its_profile_parameter(tmp_path):
 
 
 def test_reference_statistics_are_cached_per_report_and_invalidated_by_their_key(tmp_path, monkeypatch):
-    from scp_core import study
-    from scp_core.study import context
-
     s = study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=24)
     study.CONTEXT.clear()
     first = study.build_priors(s)
@@ -122,6 +127,168 @@ def test_reference_statistics_are_cached_per_report_and_invalidated_by_their_key
     study.CONTEXT.clear()  # another reference set size does not reuse the file
     calls = []
     monkeypatch.setattr(context, "reference_accumulator", lambda *a, **k: calls.append(1) or original(*a, **k))
-    assert study.build_priors(study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=16))["joint"].num_images == 16
+    smaller = study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=16)
+    assert study.build_priors(smaller)["joint"].num_images == 16
     assert calls == [1]
     study.CONTEXT.clear()
+
+
+# ----------------------------------------------------------------------------- the settings table
+# The counts each notebook runs with, pinned: the committed reports (reports/toy, reports/camvid) rest on
+# them. toy and toy-gv share them; camvid's are its batch's. "s" is the Settings the notebook evaluates
+# with (08 and 09: each compared setting's), the rest are the notebook's own counts.
+TOY_TODAY = {
+    "00_quickstart": {"s": {"n_ref": 500, "n_eval": 1}},
+    "01_mismatch_study": {"s": {"n_ref": 2000, "n_eval": 200}, "mus": [0.2, 0.4, 0.6, 0.8, 1.0]},
+    "02_noise_priors": {"s": {"n_ref": 2000, "n_eval": 500}, "n_small": 64},
+    "03_prior_comparison": {"s": {"n_ref": 2000, "n_eval": 300}},
+    "04_mu_sweep": {"s": {"n_ref": 2000, "n_eval": 120}, "mus": [0.5, 0.7, 0.8, 0.9, 1.0],
+                    "kinds": ["joint", "categorical", "spatial"]},
+    "05_diversity": {"s": {"n_ref": 2000, "n_eval": 500}, "k": 8, "n_maps": 24},
+    "06_comparison_table": {"s": {"n_ref": 2000, "n_eval": 500}},
+    "07_training": {"s": {"n_ref": 2000, "n_eval": 500}, "steps_per_stage": 60, "n_train": 1000},
+    "08_global_factors": {"s": {"n_ref": 2000, "n_eval": 300}, "k": 4, "n_maps": 8},
+    "09_zero_snr": {"s": {"n_ref": 2000, "n_eval": 300}, "oracle_stds": [1, 2, 4, 8, 16, 32]},
+}
+CAMVID_TODAY = {
+    "00_quickstart": {"s": {"n_ref": 500, "n_eval": 1}},
+    "01_mismatch_study": {"s": {"n_ref": 355, "n_eval": 50}, "mus": [0.4, 0.6, 0.8, 1.0]},
+    "02_noise_priors": {"s": {"n_ref": 2000, "n_eval": 101}, "n_small": 64},
+    "03_prior_comparison": {"s": {"n_ref": 2000, "n_eval": 300}},
+    "04_mu_sweep": {"s": {"n_ref": 2000, "n_eval": 50}, "mus": [0.6, 0.8, 1.0], "kinds": ["joint", "categorical"]},
+    "05_diversity": {"s": {"n_ref": 2000, "n_eval": 101}, "k": 4, "n_maps": 16},
+    "06_comparison_table": {"s": {"n_ref": 355, "n_eval": 101}},
+    "07_training": {"s": {"n_ref": 355, "n_eval": 101}, "steps_per_stage": 60, "n_train": 1000},
+    "08_global_factors": {"s": {"n_ref": 2000, "n_eval": 113, "eval_splits": ("val", "holdout")}, "k": 4, "n_maps": 8},
+}
+SMOKE_TODAY = {"01_mismatch_study": {"mus": [0.8, 1.0]}, "04_mu_sweep": {"mus": [0.8, 1.0]},
+               "05_diversity": {"k": 3, "n_maps": 2}, "07_training": {"steps_per_stage": 3, "n_train": 64},
+               "08_global_factors": {"k": 2, "n_maps": 4}}
+
+
+def _today(profile: str, notebook: str, smoke: bool) -> tuple[dict, dict]:
+    want = dict((CAMVID_TODAY if profile == "camvid" else TOY_TODAY)[notebook])
+    s = {"steps": 20, "mu": 0.8, "seed": 0, "min_count": 5, "eval_splits": ("val",),
+         "batch_size": 16 if profile == "camvid" else 50, **want.pop("s")}
+    if smoke:
+        s.update(n_ref=min(s["n_ref"], 64), n_eval=min(s["n_eval"], 16), steps=4, batch_size=16)
+        want.update(SMOKE_TODAY.get(notebook, {}))
+    return s, want
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+@pytest.mark.parametrize("profile", ["toy", "toy-gv", "camvid"])
+def test_every_notebook_resolves_todays_counts_from_the_table(profile, smoke, monkeypatch):
+    """Each notebook's None parameters resolve to the counts it ran with before the table (reports re-derive)."""
+    for var in ("SCP_PIPELINE", "SCP_DATA_ROOT", "SCP_SEGMENTER"):
+        monkeypatch.delenv(var, raising=False)
+    for notebook in (CAMVID_TODAY if profile == "camvid" else TOY_TODAY):
+        want_s, want_counts = _today(profile, notebook, smoke)
+        s = study.settings(profile, smoke=smoke, notebook=notebook, n_ref=None, n_eval=None, seed=None)
+        assert {k: getattr(s, k) for k in want_s} == want_s, (profile, notebook)
+        assert s.dataset_options == study.PROFILES[profile].dataset_options and s.smoke is smoke
+        counts = parameters(notebook, profile, smoke, **{k: None for k in want_counts})
+        assert {k: counts[k] for k in want_counts} == want_counts, (profile, notebook)
+    if profile != "camvid":  # 09 (toy only) keeps the full DDIM steps for its schedule sections
+        assert parameters("09_zero_snr", profile, smoke, steps=None)["steps"] == 20
+
+
+def test_notebook_08_evaluates_camvid_on_val_and_the_held_out_dusk_frames():
+    s = study.settings("camvid", smoke=False, notebook="08_global_factors")
+    assert (s.n_eval, s.eval_splits, s.dataset_options["holdout"]) == (113, ("val", "holdout"), ("0001TP", 12))
+    assert study.settings("camvid", smoke=False).eval_splits == ("val",)  # every other notebook: val only
+    given = study.settings("camvid", smoke=False, notebook="08_global_factors", eval_splits="val", n_eval=7)
+    assert (given.eval_splits, given.n_eval) == (("val",), 7), "a papermill override beats the table"
+    assert study.settings("toy", smoke=False, eval_splits=["val", "train"]).eval_splits == ("val", "train")
+
+
+def test_the_notebooks_parameter_cells_defer_to_the_table():
+    """Every count a parameter cell names is in the table (or a Settings field) and defaults to None."""
+    nbdir = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in NOTEBOOKS:
+        nb = nbformat.read(nbdir / f"{name}.ipynb", as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        values = {t.targets[0].id: ast.literal_eval(t.value) for t in ast.parse(cell.source).body}
+        assert values.pop("profile") == "toy" and "smoke" in values and "out_dir" in values, name
+        values.pop("profiles", None)  # 03 and 08: which settings are compared, not a count
+        assert set(values) <= FIELDS | set(TABLE[name]) | {"smoke", "out_dir"}, (name, set(values))
+        assert all(v is None for v in values.values()), (name, values)
+        assert "eval_splits" in values, f"{name}: the evaluation split is a parameter"
+
+
+def test_the_table_refuses_unknown_names():
+    with pytest.raises(ValueError, match="unknown setting"):
+        study.settings("toy", smoke=False, n_evals=3)
+    with pytest.raises(ValueError, match="has no parameter"):
+        parameters("05_diversity", "toy", False, mus=[0.5])
+    with pytest.raises(ValueError, match="unknown notebook"):
+        study.settings("toy", smoke=False, notebook="10_nothing")
+    with pytest.raises(ValueError, match="eval_splits is empty"):
+        study.settings("toy", smoke=False, eval_splits=[])
+
+
+# ----------------------------------------------------------------------------- scpdiff priors / sample
+def _command(*argv):
+    args = cli.build_parser().parse_args(list(argv))
+    return cli.command_settings(args, args.cmd)
+
+
+def test_priors_and_sample_keep_their_defaults_on_the_toy_profile():
+    s, split = _command("priors", "--out", "x")
+    assert (s.dataset, s.pipeline, s.dataset_options, split) == ("toy-city", None, {}, "train")
+    assert (s.n_ref, s.min_count, s.fallback, s.seed) == (2000, 5, "class", 0)
+    s, split = _command("sample", "--out", "x")
+    assert (s.dataset, split, s.n_eval, s.batch_size, s.steps, s.guidance, s.seed) == ("toy-city", "val", 100, 32, 20,
+                                                                                        1.0, 0)
+    s, split = _command("sample", "--out", "x", "--n", "5", "--split", "train", "--steps", "3", "--batch-size", "2")
+    assert (split, s.n_eval, s.steps, s.batch_size) == ("train", 5, 3, 2)
+    s, _ = _command("priors", "--out", "x", "--dataset", "toy-city-gv", "--n", "7", "--min-count", "2")
+    assert (s.dataset, s.n_ref, s.min_count, s.pipeline) == ("toy-city-gv", 7, 2, None)
+
+
+def test_priors_and_sample_read_the_camvid_profile(monkeypatch, tmp_path):
+    for var in ("SCP_PIPELINE", "SCP_DATA_ROOT", "SCP_SEGMENTER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO_ROOT)
+    s, split = _command("priors", "--profile", "camvid", "--out", "x")
+    study_s = study.settings("camvid", smoke=False)
+    assert (s.dataset, s.dataset_options, s.n_ref, split) == ("camvid", study_s.dataset_options, 355, "train")
+    assert s.dataset_options["holdout"] == CAMVID_DUSK_HOLDOUT and s.pipeline == study_s.pipeline
+    s, split = _command("sample", "--profile", "camvid", "--out", "x", "--split", "holdout")
+    assert (split, s.dataset_options["holdout"], s.batch_size, s.n_eval) == ("holdout", CAMVID_DUSK_HOLDOUT, 32, 100)
+    monkeypatch.chdir(tmp_path)  # a pipeline folder from the table is found from anywhere
+    s, _ = _command("priors", "--profile", "camvid", "--out", "x")
+    assert (tmp_path / s.pipeline).resolve() == REPO_ROOT / "zoo" / "camvid" / "pipeline"
+    s, _ = _command("priors", "--out", "x", "--dataset", "camvid")  # another dataset than the profile's
+    assert s.dataset_options == {}
+
+
+def test_scpdiff_priors_profile_camvid_builds_from_the_studys_reference_set(tmp_path, monkeypatch):
+    """`scpdiff priors --profile camvid`: the study's 355 training frames (12 dusk frames held out) and,
+    for the same n and seed, the study's prior files."""
+    if not (CAMVID / "train").is_dir():
+        pytest.skip(f"CamVid absent: {CAMVID}")
+    if not (weights_dir() / "taef2_encoder.safetensors").is_file():
+        pytest.skip(f"TAEF2 weights absent in {weights_dir()}")
+    if not (REPO_ROOT / "zoo" / "camvid" / "pipeline" / "scp_pipeline.json").is_file():
+        pytest.skip("zoo/camvid not trained yet (scpdiff train --profile camvid)")
+    for var in ("SCP_PIPELINE", "SCP_DATA_ROOT", "SCP_SEGMENTER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO_ROOT)
+    used = []
+    original = distributed._dataset
+    monkeypatch.setattr(distributed, "_dataset", lambda *a, **k: used.append(original(*a, **k)) or used[-1])
+    assert cli.main(["priors", "--profile", "camvid", "--root", str(CAMVID), "--n", "4", "--device", "cpu",
+                     "--out", str(tmp_path / "cli")]) == 0
+
+    s = study.settings("camvid", smoke=False, n_ref=4, data_root=str(CAMVID), out_dir=str(tmp_path / "study"))
+    reference = study.load_data(s, "train")
+    assert len(used[0]) == len(reference) == 355
+    assert [f[0] for f in used[0].files] == [f[0] for f in reference.files]
+    study.CONTEXT.clear()
+    ours = study.build_priors(s)
+    study.CONTEXT.clear()
+    for kind in ("spatial", "categorical", "joint"):
+        cli_prior = load_prior(tmp_path / "cli" / f"{kind}.safetensors")
+        assert cli_prior.provenance == ours[kind].provenance and cli_prior.provenance["n"] == 4
+        torch.testing.assert_close(cli_prior.mean, ours[kind].mean, rtol=0, atol=0)

@@ -11,7 +11,8 @@ import torch
 
 from scp_core.models import TOY_CONTROLNET_EMBEDDING, make_scheduler, toy_text_conditioning, toy_unet, toy_vae
 from scp_core.pipeline import SCPDiffPipeline
-from scp_core.training.loop import (DECODER_PREFIXES, TrainConfig, batch_indices, finetune_controlnet, fit)
+from scp_core.training.finetune import DECODER_PREFIXES, finetune_controlnet
+from scp_core.training.loop import TrainConfig, batch_indices, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,8 @@ def test_batch_order_is_a_function_of_step_and_seed():
     a = [batch_indices(s, 10, 4, seed=3) for s in range(6)]
     b = [batch_indices(s, 10, 4, seed=3) for s in range(6)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert sorted(np.concatenate(a[:2]).tolist()) == sorted(set(np.concatenate(a[:2]).tolist())), "no repeats in an epoch"
+    first_epoch = np.concatenate(a[:2]).tolist()
+    assert sorted(first_epoch) == sorted(set(first_epoch)), "no repeats in an epoch"
     assert not np.array_equal(batch_indices(0, 10, 4, 3), batch_indices(0, 10, 4, 4))
 
 
@@ -70,7 +72,7 @@ def test_batch_order_is_a_function_of_step_and_seed():
 def test_the_training_target_follows_the_schedules_prediction_type(schedule):
     """epsilon for SD's schedule; v = sqrt(ab) eps - sqrt(1 - ab) x0 under zero terminal SNR, from which
     x0 = sqrt(ab) x_t - sqrt(1 - ab) v comes back, at t = 999 (ab = 0) too."""
-    from scp_core.training.loop import make_ddpm_like, prediction_target
+    from scp_core.training.losses import make_ddpm_like, prediction_target
 
     ddpm = make_scheduler("ddpm", schedule)
     g = torch.Generator().manual_seed(0)
@@ -86,7 +88,8 @@ def test_the_training_target_follows_the_schedules_prediction_type(schedule):
         assert torch.allclose(ab.sqrt() * xt - (1 - ab).sqrt() * target, x0, atol=1e-5)
     # fine-tuning rebuilds the training scheduler from the pipeline's DDIM one: the schedule survives
     like = make_ddpm_like(make_scheduler("ddim", schedule))
-    assert torch.equal(like.alphas_cumprod, ddpm.alphas_cumprod) and like.config.prediction_type == ddpm.config.prediction_type
+    assert torch.equal(like.alphas_cumprod, ddpm.alphas_cumprod)
+    assert like.config.prediction_type == ddpm.config.prediction_type
 
 
 def test_loss_is_finite_and_falls_when_overfitting_one_batch(tmp_path):
@@ -149,7 +152,8 @@ def accelerate_launch(script, n=2, timeout=600):
     """
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                           str(n), "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(n), "--num_machines", "1", "--main_process_port", str(free_port()),
+                           "--mixed_precision", "no", "--dynamo_backend", "no",
                            str(script)], capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -161,7 +165,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
 import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
 import scp_core, torch
 from scp_core.pipeline import SCPDiffPipeline
-from scp_core.training.loop import TrainConfig, finetune_controlnet
+from scp_core.training.finetune import finetune_controlnet
+from scp_core.training.loop import TrainConfig
 from test_train import TinySet
 pipe = SCPDiffPipeline.from_pretrained({str(tmp_path / 'pipe')!r}, device='cpu')
 r = finetune_controlnet(pipe, TinySet(8), TrainConfig(steps=3, batch_size=4, lr=1e-4), {str(tmp_path / 'run')!r},
@@ -184,7 +189,8 @@ def _count_forwards(pipe) -> dict:
     """Count the forward passes of one ResNet of the ControlNet and one of the UNet decoder (blocks that
     diffusers checkpoints). The forward itself is wrapped: module hooks do not fire in a recompute."""
     calls = {"controlnet": 0, "unet": 0}
-    for key, block in (("controlnet", pipe.controlnet.down_blocks[0].resnets[0]), ("unet", pipe.unet.up_blocks[0].resnets[0])):
+    for key, block in (("controlnet", pipe.controlnet.down_blocks[0].resnets[0]),
+                       ("unet", pipe.unet.up_blocks[0].resnets[0])):
         def counted(*a, _f=block.forward, _k=key, **kw):
             calls[_k] += 1
             return _f(*a, **kw)
@@ -238,8 +244,8 @@ def test_fit_refuses_half_precision_trainable_weights(tmp_path):
 def test_mixed_precision_bf16_on_the_cpu_and_fp16_refused_there(tmp_path):
     from scp_core.training.loop import make_accelerator
 
-    r = finetune_controlnet(tiny_pipeline(), TinySet(4), TrainConfig(steps=2, batch_size=4, lr=1e-3, mixed_precision="bf16"),
-                            tmp_path, device="cpu")
+    r = finetune_controlnet(tiny_pipeline(), TinySet(4),
+                            TrainConfig(steps=2, batch_size=4, lr=1e-3, mixed_precision="bf16"), tmp_path, device="cpu")
     assert r["accelerator"].mixed_precision == "bf16" and all(np.isfinite(r["losses"]))
     # a later run in the same process with another precision gets its own accelerate state
     r = finetune_controlnet(tiny_pipeline(), TinySet(4), TrainConfig(steps=1, batch_size=4, lr=1e-3), tmp_path / "b",

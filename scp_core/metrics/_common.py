@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
 
@@ -107,11 +108,6 @@ def to_unit_images(images, value_range: tuple[float, float] = (-1.0, 1.0)) -> to
     return x.contiguous()
 
 
-def quantize_unit(x: torch.Tensor) -> torch.Tensor:
-    """Round ``[0, 1]`` images to the 8-bit grid (what saving as PNG and reading back does)."""
-    return torch.round(x * 255.0) / 255.0
-
-
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder`` (not recursive), sorted by name.
 
@@ -129,8 +125,6 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Read one image file with PIL as uint8 RGB ``[3, H, W]``."""
-    from PIL import Image
-
     with Image.open(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
@@ -138,8 +132,6 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
 
 def read_label_map(path: str | os.PathLike) -> torch.Tensor:
     """Read one label image (mode L, P or I) with PIL as int64 ``[H, W]`` class ids."""
-    from PIL import Image
-
     with Image.open(path) as im:
         arr = np.asarray(im)
     if arr.ndim != 2:

@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pytorch_msssim
 import torch
+from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from ..weights import weights_dir
 from ._common import (MissingWeightsError, bootstrap_ci, iter_image_batches,
                       require_hub_checkpoint, to_unit_images)
 
@@ -84,9 +89,6 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size:
         ``pytorch_msssim.ms_ssim``; with fewer it is the same computation (its ``_ssim`` per
         scale, 2x average pooling between scales) stopped earlier.
     """
-    import pytorch_msssim
-    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
-
     if x.shape != y.shape:
         raise ValueError(f"images differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
     auto_win, auto_w = ms_ssim_config(x.shape[-2], x.shape[-1], win_size)
@@ -116,6 +118,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size:
 # --------------------------------------------------------------------------- LPIPS
 def lpips_trunk_weights(net: str = "alex") -> tuple[str, str]:
     """File name and URL of the torchvision ImageNet weights that ``lpips.LPIPS(net=net)`` loads."""
+    # torchvision takes seconds to import: only where LPIPS is built from its trunk weights
     from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
     enum = {"alex": AlexNet_Weights, "vgg": VGG16_Weights, "vgg16": VGG16_Weights,
@@ -140,9 +143,7 @@ def lpips_from_safetensors(path: str | Path, device: str | torch.device = "cpu")
     downloads anything, then every parameter is set from the file (strictly: a missing or
     extra key, or a wrong shape, is an error naming the file).
     """
-    import lpips
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    import lpips  # imports torchvision (seconds): only where LPIPS is used
 
     path = Path(path)
     try:
@@ -158,7 +159,8 @@ def lpips_from_safetensors(path: str | Path, device: str | torch.device = "cpu")
         elif parts[0].startswith("lin"):
             state[k] = v
         else:
-            raise ValueError(f"{path}: unexpected key {k!r} (expected features.{{0,3,6,8,10}}.* and linN.model.1.weight)")
+            raise ValueError(f"{path}: unexpected key {k!r} "
+                             "(expected features.{0,3,6,8,10}.* and linN.model.1.weight)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
         model = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
@@ -191,9 +193,7 @@ def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.devi
         MissingWeightsError: naming the missing file, the folder it must be in and its URL
             (checked before torchvision could try a download).
     """
-    import lpips
-
-    from ..weights import weights_dir
+    import lpips  # imports torchvision (seconds): only where LPIPS is used
 
     if net == "alex" and version == "0.1" and (weights_dir() / LPIPS_FILE).is_file():
         return lpips_from_safetensors(weights_dir() / LPIPS_FILE, device)

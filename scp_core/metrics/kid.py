@@ -21,13 +21,13 @@ Its uncertainty is reported two ways:
   form from the kernel matrices' row sums.
 
 Features come from the same extractor and the same code path as FID
-(:func:`scp_core.metrics.frechet.compute_features`).
+(:func:`scp_core.metrics.frechet.extract_features`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["polynomial_kernel", "mmd2_unbiased", "kid_from_features", "kid_from_images"]
+__all__ = ["polynomial_kernel", "mmd2_unbiased", "kid_from_features"]
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
@@ -100,20 +100,3 @@ def kid_from_features(feats_a: np.ndarray, feats_b: np.ndarray, n_subsets: int =
             "kid_se": _jackknife_se(k_xx, k_yy, k_xy), "n_subsets": int(n_subsets), "subset_size": size,
             "n_a": m, "n_b": n}
 
-
-def kid_from_images(images_a, images_b, extractor=None, batch_size: int = 50,
-                    value_range: tuple[float, float] = (-1.0, 1.0), progress: bool = True, **kid_kw) -> dict:
-    """KID between two image sources with the FID extractor (pytorch-fid Inception pool3) by default.
-
-    ``images_b`` may also be a precomputed feature array ``[n, D]``. Extra keywords go to
-    :func:`kid_from_features`.
-    """
-    from .frechet import InceptionFeatures, compute_features
-
-    extractor = extractor or InceptionFeatures()
-    fa = compute_features(images_a, extractor, batch_size, value_range, progress=progress)
-    fb = images_b if isinstance(images_b, np.ndarray) and images_b.ndim == 2 else compute_features(
-        images_b, extractor, batch_size, value_range, progress=progress)
-    out = kid_from_features(fa, fb, **kid_kw)
-    out["feature_extractor"] = extractor.name
-    return out

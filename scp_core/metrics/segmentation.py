@@ -236,7 +236,7 @@ class HFSegmenter:
     def __init__(self, folder: str | os.PathLike, label_map: Mapping[int, int] | Sequence[int] | None = None,
                  unmapped_id: int = 255, input_size: tuple[int, int] | None = None,
                  device: str | torch.device = "cpu"):
-        from transformers import AutoModelForSemanticSegmentation
+        from transformers import AutoModelForSemanticSegmentation  # about a second to import: only for HF models
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():

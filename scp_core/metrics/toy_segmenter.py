@@ -35,9 +35,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..data import GENERATOR_VERSION, ToyCity, to_float
 from ..io import atomic_path, write_json, write_text
+from .segmentation import evaluate_segmentation
 
 __all__ = ["ToySegmenter", "load_toy_segmenter", "train_toy_segmenter", "evaluate_toy_segmenter",
            "DEFAULT_DIR", "main"]
@@ -135,8 +138,6 @@ class ToySegmenter(nn.Module):
     # ------------------------------------------------------------------- save / load
     def save_pretrained(self, folder: str | os.PathLike, extra_config: dict | None = None) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (atomically) into ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -148,8 +149,6 @@ class ToySegmenter(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "ToySegmenter":
         """Load a segmenter written by :meth:`save_pretrained` (eval mode, CPU)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not cfg_path.is_file() or not w_path.is_file():
@@ -190,8 +189,78 @@ def _augment(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torc
     return x.clamp(-1.0, 1.0), y
 
 
-def _to_model_input(images_uint8_nhwc: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images_uint8_nhwc).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+def _training_data(data, global_variations, label_set):
+    """Images uint8 ``[N, H, W, 3]``, labels int64 ``[N, H, W]``, the sources' names for the log and
+    ``(num_classes, ignore_index, class_names)``: toy-city's train sets unless ``data`` is given."""
+    if data is None:
+        sets = [ToyCity(split="train", global_variation=float(v)) for v in global_variations]
+        images = np.concatenate([s.images for s in sets])
+        labels = np.concatenate([s.labels for s in sets]).astype(np.int64)
+        sources = list(global_variations)
+    else:
+        images, labels = np.asarray(data[0]), np.asarray(data[1]).astype(np.int64)
+        sources = ["custom data"]
+    k, ignore, class_names = label_set or (ToyCity.num_classes, getattr(ToyCity, "ignore_index", None),
+                                           ToyCity.class_names)
+    return images, labels, sources, (int(k), ignore, list(class_names))
+
+
+def _class_weights(labels: np.ndarray, k: int, power: float) -> torch.Tensor:
+    """Inverse-frequency class weights ``freq ** -power``, normalised to a frequency-weighted mean of 1."""
+    counts = np.bincount(labels[(labels >= 0) & (labels < k)].ravel(), minlength=k).astype(np.float64)
+    freq = counts / counts.sum()
+    weights = np.maximum(freq, 1e-4) ** -float(power)
+    return torch.tensor(weights / (weights * freq).sum(), dtype=torch.float32)
+
+
+def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, crop: tuple[int, int] | None,
+             g: torch.Generator):
+    """Endless augmented batches ``(x [-1, 1], y)``: a seeded permutation of the images, drawn afresh
+    when fewer than ``batch_size`` are left, with one seeded random crop per batch if ``crop``."""
+    n = images.shape[0]
+    order, pos = torch.randperm(n, generator=g), 0
+    while True:
+        if pos + batch_size > n:
+            order, pos = torch.randperm(n, generator=g), 0
+        idx = order[pos:pos + batch_size].numpy()
+        pos += batch_size
+        x, y = to_float(images[idx]), torch.from_numpy(labels[idx])
+        if crop is not None:
+            top = int(torch.randint(0, x.shape[-2] - crop[0] + 1, (1,), generator=g))
+            left = int(torch.randint(0, x.shape[-1] - crop[1] + 1, (1,), generator=g))
+            x = x[..., top:top + crop[0], left:left + crop[1]]
+            y = y[..., top:top + crop[0], left:left + crop[1]]
+        yield _augment(x, y, g)
+
+
+def _fit(model: ToySegmenter, batches, weights: torch.Tensor, ignore: int | None, steps: int, lr: float,
+         weight_decay: float, max_seconds: float | None, progress: bool) -> tuple[list[float], int, float]:
+    """AdamW with a one-cycle cosine schedule on weighted cross-entropy (``ignore`` ignored).
+
+    Returns:
+        ``(losses, steps done, wall seconds)``; the model is left in train mode.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1,
+                                                anneal_strategy="cos")
+    losses, done = [], 0
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(range(steps), desc="toy segmenter", disable=not progress)
+    for step in bar:
+        x, y = next(batches)
+        loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=ignore if ignore is not None else -100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        done = step + 1
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            break
+    return losses, done, time.perf_counter() - t0
 
 
 def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-3, weight_decay: float = 1e-4,
@@ -232,84 +301,27 @@ def train_toy_segmenter(steps: int = 1200, batch_size: int = 16, lr: float = 3e-
         ``(model in eval mode, log dict)``; the log holds the config, losses, steps done and
         the wall time.
     """
-    from scp_core.data import ToyCity
-
     t_data = time.perf_counter()
-    if data is None:
-        sets = [ToyCity(split="train", global_variation=float(v)) for v in global_variations]
-        images = np.concatenate([s.images for s in sets])
-        labels = np.concatenate([s.labels for s in sets]).astype(np.int64)
-    else:
-        images, labels = np.asarray(data[0]), np.asarray(data[1]).astype(np.int64)
-        global_variations = ["custom data"]
-    k, ignore, class_names = label_set or (ToyCity.num_classes, getattr(ToyCity, "ignore_index", None),
-                                           ToyCity.class_names)
-    k, class_names = int(k), list(class_names)
-
-    counts = np.bincount(labels[(labels >= 0) & (labels < k)].ravel(), minlength=k).astype(np.float64)
-    freq = counts / counts.sum()
-    weights = np.maximum(freq, 1e-4) ** -float(class_weight_power)
-    weights = torch.tensor(weights / (weights * freq).sum(), dtype=torch.float32)
-
+    images, labels, sources, (k, ignore, class_names) = _training_data(data, global_variations, label_set)
+    weights = _class_weights(labels, k, class_weight_power)
     torch.manual_seed(seed)
     model = ToySegmenter(k, channels, class_names)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1,
-                                                anneal_strategy="cos")
     g = torch.Generator().manual_seed(seed)
-    n = images.shape[0]
     data_s = time.perf_counter() - t_data
-    losses = []
-    order = torch.randperm(n, generator=g)
-    pos = 0
-    t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(range(steps), desc="toy segmenter", disable=not progress)
-    done = 0
-    for step in bar:
-        if pos + batch_size > n:
-            order, pos = torch.randperm(n, generator=g), 0
-        idx = order[pos:pos + batch_size].numpy()
-        pos += batch_size
-        x = _to_model_input(images[idx])
-        y = torch.from_numpy(labels[idx])
-        if crop is not None:
-            top = int(torch.randint(0, x.shape[-2] - crop[0] + 1, (1,), generator=g))
-            left = int(torch.randint(0, x.shape[-1] - crop[1] + 1, (1,), generator=g))
-            x = x[..., top:top + crop[0], left:left + crop[1]]
-            y = y[..., top:top + crop[0], left:left + crop[1]]
-        x, y = _augment(x, y, g)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, weight=weights, ignore_index=ignore if ignore is not None else -100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        done = step + 1
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            break
-    wall = time.perf_counter() - t0
+    losses, done, wall = _fit(model, _batches(images, labels, batch_size, crop, g), weights, ignore, steps, lr,
+                              weight_decay, max_seconds, progress)
     model.eval()
     log = {
         "steps": steps, "steps_done": done, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "seed": seed, "channels": list(channels), "global_variations": list(global_variations),
+        "seed": seed, "channels": list(channels), "global_variations": sources,
         "class_weight_power": class_weight_power, "crop": list(crop) if crop else None,
-        "train_images": int(n), "class_weights": [round(float(w), 4) for w in weights],
+        "train_images": int(images.shape[0]), "class_weights": [round(float(w), 4) for w in weights],
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "wall_time_s": round(wall, 1), "data_load_s": round(data_s, 1),
-        "data_generator_version": _generator_version(), "torch_threads": torch.get_num_threads(),
+        "data_generator_version": GENERATOR_VERSION, "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
     }
     return model, log
-
-
-def _generator_version() -> str | None:
-    from scp_core.data import toy_city
-
-    return getattr(toy_city, "GENERATOR_VERSION", None)
 
 
 def evaluate_toy_segmenter(model: ToySegmenter, split: str = "val", global_variation: float = 0.0,
@@ -327,10 +339,6 @@ def evaluate_toy_segmenter(model: ToySegmenter, split: str = "val", global_varia
         :func:`~scp_core.metrics.segmentation.evaluate_segmentation`'s dict (with a bootstrap
         ``ci`` over images) plus ``n_images``.
     """
-    from scp_core.data import ToyCity
-
-    from .segmentation import evaluate_segmentation
-
     ds = ToyCity(split=split, global_variation=global_variation)
     imgs, labs = ds.images, ds.labels
     if limit is not None:

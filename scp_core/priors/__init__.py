@@ -1,9 +1,10 @@
 """Noise priors: the paper's (Eqs. 5-8), those that keep global factors, their numpy definitions, their files.
 
-* :mod:`.scp` -- the streaming accumulator and the normal, spatial, categorical and joint priors
-  (Eqs. 5-8), and the step-muT noising of Eq. 6.
+* :mod:`.scp` -- the normal, spatial, categorical and joint priors (Eqs. 5-8) and the step-muT
+  noising of Eq. 6; :mod:`.accumulator` -- their exact streaming statistics.
 * :mod:`.global_factor` -- priors that keep each image's global factor (joint + global factor,
-  mixture of joint priors) and the signal-leak initialisation (notebook 08).
+  mixture of joint priors); :mod:`.signal_leak` -- the signal-leak initialisation; both are
+  compared in notebook 08; :mod:`.gaussian` -- the streamed full-covariance Gaussian they share.
 * :mod:`.definitions` -- the three SCP priors as their few-line numpy definitions (the reference
   the accumulator is tested against).
 
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..labels import downsample_labels, map_ignore
-from .global_factor import GlobalJointPrior, MixtureJointPrior, SignalLeakPrior
-from .scp import (FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, NormalPrior, Prior, PriorAccumulator,
-                  SpatialPrior, cell_lookup, noise_to_step)
+from .accumulator import PriorAccumulator
+from .global_factor import GlobalJointPrior, MixtureJointPrior
+from .scp import (FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, NormalPrior, Prior, SpatialPrior, cell_lookup,
+                  noise_to_step)
+from .signal_leak import SignalLeakPrior
 
 __all__ = [
     "downsample_labels", "map_ignore", "noise_to_step", "cell_lookup", "FALLBACKS", "MIN_COUNT", "KINDS",
@@ -44,9 +48,6 @@ def load_prior(path: str | os.PathLike, num_classes: int | None = None,
             saying what differs).
         device: where to put the tensors.
     """
-    from safetensors import safe_open
-    from safetensors import SafetensorError
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"prior file {path} does not exist; build one with `scpdiff priors` "

@@ -17,102 +17,29 @@ per-token *marginal*; ``sample`` draws the correlated latent).
   ``k`` centres of their global factor (fixed before the pass: :func:`choose_centres` picks
   ``k`` by BIC on a subset of the training images); one joint prior per cluster; a draw picks
   the cluster by its frequency, once per image. With one cluster it equals the joint prior.
-* :class:`SignalLeakPrior` (``signal-leak``): the initialisation of Everaert et al. (WACV
-  2024): the low-frequency part of the latents (average-pooled to a small grid) gets a
-  full-covariance Gaussian, the rest per-channel white noise of the measured variance. It
-  ignores the label map.
+
+The signal-leak initialisation of Everaert et al., compared with these in notebook 08, is in
+:mod:`.signal_leak`.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .scp import MIN_COUNT, JointPrior, Prior, PriorAccumulator, cell_lookup
+from .accumulator import PriorAccumulator
+from .gaussian import GaussianAccumulator, mvn_draw
+from .scp import MIN_COUNT, JointPrior, cell_lookup
 
-__all__ = ["global_factor", "GaussianAccumulator", "GlobalJointAccumulator", "GlobalJointPrior",
-           "MixtureJointAccumulator", "MixtureJointPrior", "choose_centres", "kmeans",
-           "SignalLeakAccumulator", "SignalLeakPrior"]
+__all__ = ["global_factor", "GlobalJointAccumulator", "GlobalJointPrior",
+           "MixtureJointAccumulator", "MixtureJointPrior", "choose_centres", "kmeans"]
 
 
 def global_factor(latents: torch.Tensor) -> torch.Tensor:
     """``g_i``: the per-channel mean of each latent over positions, ``[B, C, H, W] -> [B, C]``."""
     return latents.mean(dim=(2, 3))
-
-
-# --------------------------------------------------------------------------- a vector Gaussian, streamed
-class GaussianAccumulator:
-    """Exact streaming mean and covariance of vectors ``[B, D]`` (Welford; Chan et al. to merge), float64."""
-
-    def __init__(self, dim: int, device="cpu"):
-        self.dim = int(dim)
-        self.count = 0.0
-        self.mean = torch.zeros(self.dim, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=device)
-
-    def update(self, v: torch.Tensor) -> "GaussianAccumulator":
-        v = v.detach().to(self.mean.device, torch.float64).reshape(len(v), -1)
-        if v.shape[1] != self.dim:
-            raise ValueError(f"vectors have {v.shape[1]} entries, this accumulator was made for {self.dim}")
-        if len(v) == 0:
-            return self
-        mean_b = v.mean(0)
-        d = v - mean_b
-        return self._combine(float(len(v)), mean_b, d.T @ d)
-
-    def _combine(self, n_b, mean_b, m2_b) -> "GaussianAccumulator":
-        n = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + torch.outer(delta, delta) * (self.count * n_b / n)
-        self.count = n
-        return self
-
-    def merge(self, other: "GaussianAccumulator") -> "GaussianAccumulator":
-        if other.dim != self.dim:
-            raise ValueError(f"cannot merge Gaussian statistics of dimension {other.dim} into {self.dim}")
-        if other.count == 0:
-            return self
-        return self._combine(other.count, other.mean.to(self.mean.device), other.m2.to(self.mean.device))
-
-    def cov(self) -> torch.Tensor:
-        """The maximum-likelihood covariance ``M2 / n``."""
-        return self.m2 / max(self.count, 1.0)
-
-    def state_dict(self) -> dict:
-        return {"count": torch.tensor(self.count, dtype=torch.float64), "mean": self.mean, "m2": self.m2}
-
-    def load_state_dict(self, state: dict) -> "GaussianAccumulator":
-        self.count = float(state["count"])
-        self.mean = state["mean"].to(self.mean.device, torch.float64).clone()
-        self.m2 = state["m2"].to(self.mean.device, torch.float64).clone()
-        return self
-
-
-def _cov_root(cov: torch.Tensor) -> torch.Tensor:
-    """``root`` with ``cov = root @ root.T`` (``cov`` PSD, possibly singular: eigen-decomposition, not Cholesky).
-
-    Cached on the tensor itself (keyed by its storage and version), so a prior pays the decomposition
-    once, not at every draw.
-    """
-    key = (cov.data_ptr(), cov._version)
-    cached = getattr(cov, "_scp_root", None)
-    if cached is None or cached[0] != key:
-        evals, evecs = torch.linalg.eigh(cov.double())
-        cached = (key, evecs * evals.clamp(min=0).sqrt())
-        cov._scp_root = cached
-    return cached[1]
-
-
-def _mvn_draw(mean: torch.Tensor, cov: torch.Tensor, n: int, generator) -> torch.Tensor:
-    """``n`` draws of ``N(mean, cov)``: ``mean + z root^T`` with ``z ~ N(0, I)``."""
-    root = _cov_root(cov).to(mean.device, mean.dtype)
-    z = torch.randn(n, len(mean), generator=generator, dtype=mean.dtype, device=mean.device)
-    return mean + z @ root.T
 
 
 def _joint_tensors(acc: PriorAccumulator, min_count: int, fallback: str):
@@ -140,7 +67,8 @@ class GlobalJointAccumulator:
         self.glob.merge(other.glob)
         return self
 
-    def prior(self, min_count: int = MIN_COUNT, fallback: str = "class", provenance: dict | None = None) -> "GlobalJointPrior":
+    def prior(self, min_count: int = MIN_COUNT, fallback: str = "class",
+              provenance: dict | None = None) -> "GlobalJointPrior":
         mean, std, count = _joint_tensors(self.residual, min_count, fallback)
         r = self.residual
         return GlobalJointPrior(mean=mean, std=std, count=count, g_mean=self.glob.mean.float(),
@@ -177,7 +105,7 @@ class GlobalJointPrior(JointPrior):
         labels = self.check_labels(labels)
         mean, std = cell_lookup(self.mean, labels), cell_lookup(self.std, labels)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        g = _mvn_draw(self.g_mean.to(mean.device, mean.dtype), self.g_cov, len(labels), generator)
+        g = mvn_draw(self.g_mean.to(mean.device, mean.dtype), self.g_cov, len(labels), generator)
         return mean + std * eps + g[:, :, None, None]          # one g for every token of an image
 
 
@@ -263,7 +191,8 @@ class MixtureJointAccumulator:
 
     def _set_centres(self, centres) -> None:
         self.centres = torch.as_tensor(centres, dtype=torch.float64).reshape(-1, int(self.latent_shape[0]))
-        self.parts = [PriorAccumulator(self.num_classes, self.latent_shape, self.device) for _ in range(len(self.centres))]
+        self.parts = [PriorAccumulator(self.num_classes, self.latent_shape, self.device)
+                      for _ in range(len(self.centres))]
         self.choice["k"] = len(self.centres)
 
     def _fit_from_buffer(self) -> None:
@@ -308,7 +237,8 @@ class MixtureJointAccumulator:
             a.merge(b)
         return self
 
-    def prior(self, min_count: int = MIN_COUNT, fallback: str = "class", provenance: dict | None = None) -> "MixtureJointPrior":
+    def prior(self, min_count: int = MIN_COUNT, fallback: str = "class",
+              provenance: dict | None = None) -> "MixtureJointPrior":
         if self.centres is None and self._buffer:  # fewer images than n_fit: choose on all of them
             self._fit_from_buffer()
         used = [acc for acc in self.parts if acc.num_images > 0]
@@ -317,9 +247,10 @@ class MixtureJointAccumulator:
         tensors = [_joint_tensors(acc, min_count, fallback) for acc in used]
         n = torch.tensor([float(acc.num_images) for acc in used])
         first = used[0]
+        kept = [i for i, a in enumerate(self.parts) if a.num_images > 0]
         return MixtureJointPrior(mean=torch.stack([t[0] for t in tensors]), std=torch.stack([t[1] for t in tensors]),
                                  count=torch.stack([t[2] for t in tensors]), weights=n / n.sum(),
-                                 centres=self.centres[[i for i, a in enumerate(self.parts) if a.num_images > 0]].float(),
+                                 centres=self.centres[kept].float(),
                                  min_count=int(min_count), fallback=fallback, num_classes=first.num_classes,
                                  latent_shape=first.latent_shape, num_images=int(n.sum()),
                                  provenance={**(provenance or {}), "clusters": self.choice})
@@ -374,90 +305,3 @@ def _cluster_lookup(table: torch.Tensor, which: torch.Tensor, labels: torch.Tens
     yy = torch.arange(H, device=labels.device)[None, :, None].expand(B, H, W)
     xx = torch.arange(W, device=labels.device)[None, None, :].expand(B, H, W)
     return t[bb, labels, yy, xx].permute(0, 3, 1, 2).contiguous()
-
-
-# --------------------------------------------------------------------------- signal leak (Everaert et al.)
-def _low(latents: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    return F.adaptive_avg_pool2d(latents, grid)
-
-
-def _up(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
-
-
-class SignalLeakAccumulator:
-    """One pass for :class:`SignalLeakPrior`: the Gaussian of the pooled latents, the variance of the rest."""
-
-    def __init__(self, latent_shape: Sequence[int], grid: Sequence[int] = (4, 4), device="cpu"):
-        self.latent_shape = tuple(int(s) for s in latent_shape)
-        self.grid = (int(grid[0]), int(grid[1]))
-        C = self.latent_shape[0]
-        self.low = GaussianAccumulator(C * self.grid[0] * self.grid[1], device)
-        self.high = GaussianAccumulator(C, device)  # per-channel moments of the high-frequency tokens
-        self.num_images = 0
-
-    @torch.no_grad()
-    def update(self, latents: torch.Tensor, labels=None) -> "SignalLeakAccumulator":
-        x = latents.double()
-        low = _low(x, self.grid)
-        self.low.update(low.flatten(1))
-        high = x - _up(low, self.latent_shape[1:])
-        self.high.update(high.permute(0, 2, 3, 1).reshape(-1, x.shape[1]))
-        self.num_images += len(x)
-        return self
-
-    def merge(self, other: "SignalLeakAccumulator") -> "SignalLeakAccumulator":
-        self.low.merge(other.low)
-        self.high.merge(other.high)
-        self.num_images += other.num_images
-        return self
-
-    def prior(self, num_classes: int | None = None, provenance: dict | None = None) -> "SignalLeakPrior":
-        return SignalLeakPrior(low_mean=self.low.mean.float(), low_cov=self.low.cov().float(),
-                               high_std=torch.diagonal(self.high.cov()).sqrt().float(), grid=self.grid,
-                               num_classes=num_classes, latent_shape=self.latent_shape, num_images=self.num_images,
-                               provenance=provenance or {})
-
-
-@dataclass(eq=False, repr=False)
-class SignalLeakPrior(Prior):
-    """Everaert et al.'s signal leak: low frequencies from a fitted Gaussian, the rest white noise.
-
-    A draw is ``up(z) + high_std * eps`` with ``z ~ N(low_mean, low_cov)`` on the ``grid`` of
-    pooled latents, bilinearly upsampled. The label map only sets the batch size.
-    """
-
-    kind = "signal-leak"
-    TENSORS = ("low_mean", "low_cov", "high_std")
-    low_mean: torch.Tensor = None
-    low_cov: torch.Tensor = None
-    high_std: torch.Tensor = None
-    grid: tuple = (4, 4)
-
-    def _extra_meta(self):
-        return {"grid": list(self.grid)}
-
-    @classmethod
-    def _meta_kwargs(cls, meta):
-        return {"grid": tuple(json.loads(meta["grid"]))}
-
-    def expected_shapes(self):
-        D = self.latent_shape[0] * self.grid[0] * self.grid[1]
-        return {"low_mean": (D,), "low_cov": (D, D), "high_std": (self.latent_shape[0],)}
-
-    def _map(self, labels):
-        B, H, W = labels.shape
-        C = self.latent_shape[0]
-        mean = _up(self.low_mean.to(labels.device).view(1, C, *self.grid), (H, W)).expand(B, -1, -1, -1)
-        # marginal variance of a token: the upsampled low-frequency variance (interpolation weights ignored) + high
-        var_low = _up(torch.diagonal(self.low_cov).to(labels.device).view(1, C, *self.grid), (H, W))
-        std = (var_low + self.high_std.to(labels.device)[None, :, None, None] ** 2).sqrt().expand(B, -1, -1, -1)
-        return mean.contiguous(), std.contiguous()
-
-    def sample(self, labels, generator: torch.Generator | None = None) -> torch.Tensor:
-        labels = self.check_labels(labels)
-        B, H, W = labels.shape
-        C = self.latent_shape[0]
-        eps = torch.randn(B, C, H, W, generator=generator, device=labels.device)
-        z = _mvn_draw(self.low_mean.to(labels.device), self.low_cov, B, generator).view(B, C, *self.grid)
-        return _up(z, (H, W)) + self.high_std.to(labels.device)[None, :, None, None] * eps

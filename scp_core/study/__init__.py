@@ -17,20 +17,25 @@ the CPU) and the real-scale ``cityscapes`` / ``ade20k`` (a pipeline folder, a da
 segmenter; FID through pytorch-fid's Inception).
 """
 from ..data import images_labels, to_float
-from .context import CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter
-from .evaluation import frechet_bootstrap, frechet_distance_of, kid_score, real_ceiling, reference_features, score
+from ..metrics import frechet_bootstrap, frechet_distance_of
+from .context import (CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter,
+                      training_facts)
+from .evaluation import kid_score, real_ceiling, reference_features, score
 from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, comparison_table, diversity_study, generate,
                           global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary)
 from .output import (colorized, git_commit, image_grid, readable, records, save_figure, save_table,
                      write_metrics)
-from .settings import COMPANIONS, PRIOR_KINDS, PROFILES, SMOKE, Settings, comparison_profiles, settings
+from .settings import (COMPANIONS, NOTEBOOKS, PRIOR_KINDS, PROFILE_PARAMS, PROFILES, SMOKE, Settings,
+                       comparison_profiles, parameters, settings)
 
 __all__ = [
     "images_labels", "to_float",
     "CONTEXT", "build_priors", "eval_set", "feature_extractor", "load_data", "load_pipeline", "load_segmenter",
+    "training_facts",
     "frechet_bootstrap", "frechet_distance_of", "kid_score", "real_ceiling", "reference_features", "score",
     "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "comparison_table", "diversity_study", "generate",
     "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary",
     "colorized", "git_commit", "image_grid", "readable", "records", "save_figure", "save_table", "write_metrics",
-    "COMPANIONS", "PRIOR_KINDS", "PROFILES", "SMOKE", "Settings", "comparison_profiles", "settings",
+    "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "SMOKE", "Settings",
+    "comparison_profiles", "parameters", "settings",
 ]

@@ -18,6 +18,7 @@ from ..io import REPO_ROOT
 from ..metrics import HFSegmenter, InceptionFeatures, SegmenterFeatures
 from ..metrics.toy_segmenter import load_toy_segmenter
 from ..models import default_device
+from ..pipeline import TOY_PIPELINE_DIR
 from ..pipeline import load_pipeline as load_pipeline_folder
 from ..priors import NormalPrior
 from ..reference import cached_accumulator, reference_accumulator, reference_provenance
@@ -59,6 +60,11 @@ def load_pipeline(s: Settings):
             return load_pipeline_folder(_folder(s.pipeline), device="cpu", dtype=torch.float32)
         return load_pipeline_folder(_folder(s.pipeline), device=default_device(), dtype=None)
     return CONTEXT.get(("pipe", s.pipeline), make)
+
+
+def training_facts(s: Settings) -> dict:
+    """What the profile's stack recorded about its training (``training_facts.json`` beside its pipeline folder)."""
+    return json.loads((_folder(s.pipeline or TOY_PIPELINE_DIR).parent / "training_facts.json").read_text())
 
 
 def load_data(s: Settings, split: str):

@@ -10,45 +10,18 @@ import numpy as np
 import torch
 
 from ..data import images_labels, to_float
-from ..metrics import (SegmentationMeter, feature_statistics, frechet_distance, frechet_distance_few,
+from ..metrics import (SegmentationMeter, extract_features, frechet_bootstrap, frechet_distance_of,
                        kid_from_features)
 from .context import CONTEXT, eval_set, feature_extractor, load_data, load_segmenter
 from .settings import Settings
 
+FEATURE_BATCH = 100  # images per feature-extractor pass; part of every committed FD (conv sums round per batch)
 
-def _features(s: Settings, images_u8: torch.Tensor, batch: int = 100) -> torch.Tensor:
-    ext = feature_extractor(s)
-    with torch.no_grad():
-        return torch.cat([ext(images_u8[i:i + batch].permute(0, 3, 1, 2).float() / 255)
-                          for i in range(0, len(images_u8), batch)]).double()
 
-def frechet_distance_of(fa: torch.Tensor, fb: torch.Tensor) -> float:
-    return frechet_distance(*feature_statistics(fa.numpy()), *feature_statistics(fb.numpy()))
+def _features(s: Settings, images_u8: torch.Tensor) -> torch.Tensor:
+    """The profile's Frechet features (FD-toy or FID) of uint8 images, float64 ``[N, D]``."""
+    return extract_features(images_u8, feature_extractor(s), FEATURE_BATCH)
 
-def frechet_bootstrap(fa: torch.Tensor, fb: torch.Tensor, n_boot: int = 100, seed: int = 0):
-    """Frechet distance of features ``fa`` (generated) to ``fb`` (reference) and a 95 % interval.
-
-    The interval is a percentile bootstrap over the generated images, shifted by the
-    bootstrap's bias. Resampling with replacement repeats images, which shrinks the sample's
-    spread and so *inflates* a Frechet distance: the raw percentile interval sits above the
-    estimate's own sampling distribution. Subtracting the bias estimate (mean of the draws
-    minus the estimate) re-centres it; ``tests/test_study.py`` checks the coverage.
-
-    Returns:
-        ``(value, (lo, hi))``, or ``(value, None)`` for ``n_boot <= 0``.
-    """
-    value = frechet_distance_of(fa, fb)
-    if n_boot <= 0:
-        return value, None
-    rng = np.random.default_rng(seed)
-    draws = [fa[rng.integers(0, len(fa), len(fa))] for _ in range(n_boot)]
-    if len(fa) < fa.shape[1]:  # fewer images than features (FID: 2048-d): the n x n form, same quantity
-        mu2, sigma2 = feature_statistics(fb.numpy())
-        boots = np.array([frechet_distance_few(d.numpy(), mu2, sigma2) for d in draws])
-    else:
-        boots = np.array([frechet_distance_of(d, fb) for d in draws])
-    bias = float(boots.mean() - value)
-    return value, tuple((np.percentile(boots, [2.5, 97.5]) - bias).tolist())
 
 def kid_score(gen_feats: torch.Tensor, ref_feats: torch.Tensor) -> dict:
     """KID (unbiased MMD^2, cubic kernel; :mod:`scp_core.metrics.kid`) on all images, with its standard error.
@@ -59,6 +32,7 @@ def kid_score(gen_feats: torch.Tensor, ref_feats: torch.Tensor) -> dict:
     """
     k = kid_from_features(gen_feats.numpy(), ref_feats.numpy(), n_subsets=1, subset_size=len(gen_feats))
     return {"kid": k["kid_full"], "kid_se": k["kid_se"]}
+
 
 def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
     """mIoU / accuracy (segmenter on generated images vs. the input maps) and the Frechet distance.
@@ -85,6 +59,7 @@ def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = Tr
         out["acc_ci"] = [100 * v for v in b["acc"]]
         out["fd_ci"] = list(fd_ci)
     return out
+
 
 def real_ceiling(s: Settings) -> dict:
     """What real images score: the ceiling of any generator.

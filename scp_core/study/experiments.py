@@ -35,7 +35,7 @@ PAPER_TABLE3 = pd.DataFrame([("OASIS", 0.35, 0.65), ("ControlNet", 0.59, 0.17), 
                             columns=["method", "lpips", "ms_ssim"])
 
 def prior_summary(priors: dict, class_names) -> pd.DataFrame:
-    """Per class: reference tokens, the class mean and std (first four latent channels), joint cells using the fallback."""
+    """Per class: reference tokens, the class mean and std (first four latent channels), joint cells that fall back."""
     cat, joint = priors["categorical"], priors["joint"]
     names = list(class_names) + ["(ignore)"] * (cat.num_classes - len(class_names))
     rows = []

@@ -16,19 +16,20 @@ import torch
 
 from ..data import images_labels
 from ..priors import NormalPrior
-from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator, SignalLeakAccumulator
+from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator
+from ..priors.signal_leak import SignalLeakAccumulator
 from ..reference import reference_batches, reference_provenance
 from ..sampling import resolve_mu
 from .context import CONTEXT, build_priors, eval_set, load_data, load_pipeline
 from .evaluation import score
 from .experiments import generate
-from .settings import Settings, settings
+from .settings import Settings
 
 GLOBAL_KINDS = ("normal", "joint", "joint-global", "joint-mixture", "signal-leak")
 N_FIT = 128          # reference images that choose the mixture's clusters
 K_MAX = 4            # largest number of clusters tried
 LEAK_GRID = (4, 4)   # the signal leak's low-frequency grid (average-pooled latents)
-# Goal, decided before the run (issue: "a noise prior that keeps each image's global factors")
+# The goal, decided before the run: a noise prior that keeps each image's global factors
 GOAL_SPREAD = 0.25   # brightness spread within 25 % of real
 HARNESS = {"n_fit": N_FIT, "k_max": K_MAX, "leak_grid": list(LEAK_GRID), "goal_spread": GOAL_SPREAD}
 
@@ -103,7 +104,8 @@ def comparison(s: Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict]:
         r = score(s, gen, labels)
         ratio, ratio_ci = spread_ratio(brightness(gen), b_real, seed=s.seed)
         rows.append({"prior": k, "mu": mu, **r, "brightness_std": float(brightness(gen).std()),
-                     "real_brightness_std": float(b_real.std()), "spread_ratio": ratio, "spread_ratio_ci": list(ratio_ci),
+                     "real_brightness_std": float(b_real.std()), "spread_ratio": ratio,
+                     "spread_ratio_ci": list(ratio_ci),
                      "sample_s": round(time.time() - t, 1)})
         images[k] = gen
     return pd.DataFrame(rows), images
@@ -124,18 +126,8 @@ def verdict(table: pd.DataFrame, daylight: bool) -> str:
     worse = b.fd_ci[0] > j.fd_ci[1]
     spread_ok = abs(b.spread_ratio - 1) <= GOAL_SPREAD
     if daylight:
-        return (f"{best}: " + ("no worse than joint (met)" if not worse else "WORSE than joint, intervals disjoint (not met)"))
+        return f"{best}: " + ("no worse than joint (met)" if not worse
+                              else "WORSE than joint, intervals disjoint (not met)")
     return (f"{best}: {'beats' if beats else 'does not beat'} joint with disjoint intervals; brightness spread "
             f"{b.spread_ratio:.2f} of real ({'within' if spread_ok else 'outside'} 25 %) -> "
             + ("goal met" if beats and spread_ok else "goal NOT met"))
-
-
-def evaluation_settings(profile: str, **kw) -> Settings:
-    """Settings of notebook 08 for a profile.
-
-    CamVid evaluates on val (daylight, sequence ``0016E5``) plus the 12 dusk frames of
-    ``0001TP`` that its profile holds out of training and priors: 113 maps.
-    """
-    if profile == "camvid":
-        kw = {**kw, "eval_splits": ("val", "holdout"), "n_eval": 113}
-    return settings(profile, **kw)

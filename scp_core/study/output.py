@@ -65,7 +65,7 @@ def save_table(df: pd.DataFrame, path_stem: Path) -> None:
     """``<stem>.csv`` (full precision) and ``<stem>.md`` (3 decimals, intervals as ``[lo, hi]``), atomically."""
     write_text(Path(str(path_stem) + ".csv"), df.to_csv(index=False))
     shown = df.copy()
-    for col in shown.columns[shown.dtypes == object]:
+    for col in shown.columns[shown.dtypes.map(lambda d: d is np.dtype(object))]:
         shown[col] = shown[col].map(_interval_text)
     write_text(Path(str(path_stem) + ".md"), shown.to_markdown(index=False, floatfmt=".3f") + "\n")
 

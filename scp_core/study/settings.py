@@ -1,14 +1,21 @@
-"""The study's settings: one table of profiles, and the defaults every notebook and command reads.
+"""The study's settings: one table that the notebooks and ``scpdiff`` read.
 
-A :class:`Settings` is one run's knobs. :data:`PROFILES` holds each profile's defaults (the toy
-profiles generate their data and use the committed toy zoo; the real-scale profiles take a
-pipeline folder, a dataset root and a segmenter); :data:`SMOKE` shrinks every count so a notebook
-runs in seconds. :func:`settings` is the one way to get a profile's settings.
+The table has four parts, each value written once:
+
+* :data:`PROFILES` -- each profile's defaults (a :class:`Settings`): dataset, pipeline, dataset
+  options (CamVid's hold-out), guidance, batch size, metric, segmenter, evaluation splits, counts;
+* :data:`NOTEBOOKS` -- each notebook's (and each command's) own counts, the same on every profile;
+* :data:`PROFILE_PARAMS` -- where a profile departs from them (CamVid's counts fit a 2-core CPU);
+* :data:`SMOKE` / :data:`SMOKE_PARAMS` -- the tiny counts of smoke runs (the test suite's).
+
+:func:`settings` gives a profile's :class:`Settings` (for a notebook or command, with its counts);
+:func:`parameters` gives a notebook's counts that are not settings (``mus``, ``k``, ...). A notebook
+parameter or command-line flag left at ``None`` means "the table's value".
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ..data import CAMVID_DUSK_HOLDOUT
@@ -17,41 +24,49 @@ from ..priors import MIN_COUNT
 from ..sampling import DEFAULT_MU
 
 PRIOR_KINDS = ("normal", "spatial", "categorical", "joint")
+REFERENCE_SPLIT = "train"  # the split the priors' reference images come from
 
-@dataclass
+
+@dataclass(kw_only=True)
 class Settings:
     """One run's knobs. ``smoke`` shrinks every count so a notebook runs in seconds.
 
     Attributes:
-        profile: ``toy`` or ``toy-gv`` (or a real-scale profile name).
+        profile: a key of :data:`PROFILES`.
         dataset: dataset registry name; ``pipeline``: pipeline folder (``None``: the toy zoo).
-        n_ref: reference images for the priors; ``n_eval``: validation maps evaluated.
+        n_ref: reference images for the priors (at most the training split's size).
+        n_eval: evaluation maps (the first ``n_eval`` of ``eval_splits``, concatenated).
         steps, guidance, mu: DDIM steps, CFG scale, the default mu for the priors.
         min_count, fallback: joint prior fallback rule.
         seed: base seed (sample ``i`` uses ``seed + i``).
         out_dir: where reports go (default ``reports/<profile>``; smoke runs go to
             ``reports/_smoke/<profile>`` so they never overwrite reference results).
+        data_root: the dataset's folder (``None``: the dataset's default).
+        segmenter: a transformers segmentation folder, or one written by ToySegmenter (``None``: the toy one).
+        metric: ``FD-toy``, or ``FID`` at real scale (pytorch-fid Inception; its weights must be present).
+        dataset_options: keywords of the dataset class (size, CamVid's hold-out).
+        eval_splits: the splits of the evaluation maps and real references, concatenated.
     """
 
-    profile: str = "toy"
-    dataset: str = "toy-city"
+    profile: str
+    dataset: str
     pipeline: str | None = None
-    n_ref: int = 2000
-    n_eval: int = 500
+    n_ref: int
+    n_eval: int
     steps: int = 20
     guidance: float = 1.0
     mu: float = DEFAULT_MU
     min_count: int = MIN_COUNT
     fallback: str = "class"
     seed: int = 0
-    batch_size: int = 50
+    batch_size: int
     smoke: bool = False
     out_dir: str | None = None
     data_root: str | None = None
-    segmenter: str | None = None  # a transformers segmentation folder, or one written by ToySegmenter; None: the toy one
-    metric: str = "FD-toy"        # "FID" at real scale (pytorch-fid Inception; its weights must be present)
-    dataset_options: dict = field(default_factory=dict)  # keywords of the dataset class (size, hold-out)
-    eval_splits: tuple = ("val",)  # the evaluation maps and real references: these splits, concatenated
+    segmenter: str | None = None
+    metric: str
+    dataset_options: dict = field(default_factory=dict)
+    eval_splits: tuple = ("val",)
 
     @property
     def reports(self) -> Path:
@@ -59,8 +74,14 @@ class Settings:
             return Path(self.out_dir)
         return REPO_ROOT / "reports" / ("_smoke" if self.smoke else "") / self.profile
 
+
+FIELDS = frozenset(f.name for f in fields(Settings))
+N_REF = 2000  # reference images the prior-building notebooks ask for: every training image where a split has fewer
+
+# toy-city and the committed toy zoo; n_eval: the evaluation count of a run that names none of its own
+_TOY = Settings(profile="toy", dataset="toy-city", n_ref=N_REF, n_eval=500, batch_size=50, metric="FD-toy")
 PROFILES = {
-    "toy": Settings(profile="toy", dataset="toy-city"),
+    "toy": _TOY,
     # real scale: the paper's settings; paths come from `scpdiff reproduce --pipeline --data-root --segmenter`
     "cityscapes": Settings(profile="cityscapes", dataset="cityscapes", n_ref=2975, n_eval=500, guidance=4.0,
                            batch_size=8, metric="FID"),
@@ -68,40 +89,125 @@ PROFILES = {
                        batch_size=8, metric="FID"),
     # real photographs on the CPU: CamVid at 192 x 256 (3:4, the native 360 x 480 scaled by 8/15), the
     # pretrained TAEF2 autoencoder and the models of zoo/camvid (`scpdiff train --profile camvid`). The last
-    # 12 frames of the dusk sequence 0001TP are held out of every training and prior set (split "holdout").
+    # 12 frames of the dusk sequence 0001TP are held out of every training and prior set (split "holdout"):
+    # 355 training frames, 101 validation frames.
     "camvid": Settings(profile="camvid", dataset="camvid", pipeline="zoo/camvid/pipeline", n_ref=355, n_eval=101,
                        batch_size=16, metric="FID", segmenter="zoo/camvid/segmenter",
                        dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the daylight zoo fine-tuned on toy-city-gv (scp_core.training.toy.train_toy_gv)
-    "toy-gv": Settings(profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
+    "toy-gv": replace(_TOY, profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
     # the same toy-gv stack with base UNet and ControlNet retrained under zero terminal SNR (notebook 09)
-    "toy-gv-zero-snr": Settings(profile="toy-gv-zero-snr", dataset="toy-city-gv", pipeline="zoo/toy-gv-zero-snr/pipeline"),
+    "toy-gv-zero-snr": replace(_TOY, profile="toy-gv-zero-snr", dataset="toy-city-gv",
+                               pipeline="zoo/toy-gv-zero-snr/pipeline"),
 }
 
+# Each notebook's counts on every profile, and the commands' (`scpdiff priors`, `scpdiff sample`).
+# Settings fields (n_ref, n_eval, eval_splits, ...) go into the notebook's Settings; the others are its own.
+NOTEBOOKS = {
+    "00_quickstart": {"n_ref": 500, "n_eval": 1},
+    "01_mismatch_study": {"n_eval": 200, "mus": [0.2, 0.4, 0.6, 0.8, 1.0]},
+    "02_noise_priors": {"n_ref": N_REF, "n_small": 64},  # n_small: images for the brute-force definitions
+    "03_prior_comparison": {"n_ref": N_REF, "n_eval": 300},
+    "04_mu_sweep": {"n_ref": N_REF, "n_eval": 120, "mus": [0.5, 0.7, 0.8, 0.9, 1.0],
+                    "kinds": ["joint", "categorical", "spatial"]},
+    "05_diversity": {"n_ref": N_REF, "k": 8, "n_maps": 24},  # k samples of each of n_maps maps
+    "06_comparison_table": {},
+    "07_training": {"steps_per_stage": 60, "n_train": 1000},
+    "08_global_factors": {"n_ref": N_REF, "n_eval": 300, "k": 4, "n_maps": 8},
+    "09_zero_snr": {"n_ref": N_REF, "n_eval": 300, "oracle_stds": [1, 2, 4, 8, 16, 32]},
+    "priors": {},
+    "sample": {"n_eval": 100, "batch_size": 32},
+}
+
+# Where a profile departs from NOTEBOOKS; `scpdiff reproduce` also passes these to the notebooks and
+# records them in runs.json and index.md. CamVid fits the 2-core CPU's 45-minute budget: Table 1 on all
+# 101 validation maps, the sweeps on the first 50; notebook 08 evaluates on val (daylight, sequence
+# 0016E5) plus the 12 held-out dusk frames of 0001TP: 113 maps. Values are JSON (lists, not tuples).
+PROFILE_PARAMS = {
+    "camvid": {
+        "01_mismatch_study": {"n_eval": 50, "mus": [0.4, 0.6, 0.8, 1.0]},
+        "04_mu_sweep": {"n_eval": 50, "mus": [0.6, 0.8, 1.0], "kinds": ["joint", "categorical"]},
+        "05_diversity": {"k": 4, "n_maps": 16},
+        "08_global_factors": {"n_eval": 113, "eval_splits": ["val", "holdout"]},
+    },
+}
+
+# Smoke runs: SMOKE caps every Settings count; SMOKE_PARAMS replaces a notebook's own counts.
 SMOKE = dict(n_ref=64, n_eval=16, steps=4, batch_size=16)
+SMOKE_PARAMS = {
+    "01_mismatch_study": {"mus": [0.8, 1.0]},
+    "04_mu_sweep": {"mus": [0.8, 1.0]},
+    "05_diversity": {"k": 3, "n_maps": 2},
+    "07_training": {"steps_per_stage": 3, "n_train": 64},
+    "08_global_factors": {"k": 2, "n_maps": 4},
+}
+
 # Table 1 on the toy profile runs both toy-city settings side by side (daylight and global variation).
 COMPANIONS = {"toy": ("toy", "toy-gv")}
 
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+
+
 def comparison_profiles(profile: str) -> list[str]:
     """The settings notebook 03 compares for ``profile``: itself and its companions (toy: toy and toy-gv)."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    _check_profile(profile)
     return list(COMPANIONS.get(profile, (profile,)))
 
-def settings(profile: str = "toy", smoke: bool | None = None, **overrides) -> Settings:
-    """Settings of a profile; ``smoke=None`` reads ``SCP_SMOKE=1`` from the environment (nbval)."""
-    if smoke is None:
-        smoke = os.environ.get("SCP_SMOKE", "0") == "1"
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+
+def _smoke(smoke: bool | None) -> bool:
+    """``smoke=None`` reads ``SCP_SMOKE=1`` from the environment (nbval)."""
+    return os.environ.get("SCP_SMOKE", "0") == "1" if smoke is None else bool(smoke)
+
+
+def parameters(notebook: str, profile: str = "toy", smoke: bool | None = None, **given) -> dict:
+    """A notebook's (or command's) parameters on a profile: each given value, else the table's.
+
+    Returns every parameter the table names for ``notebook`` and every one given. A settings field
+    (``steps``, ``n_eval``, ...) comes at its full value (:func:`settings` caps it in smoke runs); the
+    notebook's own counts (``mus``, ``k``, ...) take their :data:`SMOKE_PARAMS` values in smoke runs.
+    """
+    _check_profile(profile)
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook or command {notebook!r}; choose from {sorted(NOTEBOOKS)}")
+    table = {**NOTEBOOKS[notebook], **PROFILE_PARAMS.get(profile, {}).get(notebook, {})}
+    unknown = set(given) - set(table) - FIELDS
+    if unknown:
+        raise ValueError(f"{notebook} has no parameter(s) {sorted(unknown)}; it takes {sorted(set(table) | FIELDS)}")
+    names = list(table) + [k for k in given if k not in table]
+    out = {k: given[k] if given.get(k) is not None else table.get(k, getattr(PROFILES[profile], k, None))
+           for k in names}
+    if _smoke(smoke):
+        out.update({k: v for k, v in SMOKE_PARAMS.get(notebook, {}).items() if k in out})
+    return out
+
+
+def settings(profile: str = "toy", smoke: bool | None = None, notebook: str | None = None, **overrides) -> Settings:
+    """Settings of a profile: its row of :data:`PROFILES`, ``notebook``'s counts, then ``overrides``.
+
+    ``None`` overrides mean "the table's value"; ``smoke=None`` reads ``SCP_SMOKE=1`` from the environment.
+    """
+    _check_profile(profile)
+    unknown = set(overrides) - FIELDS
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; Settings has {sorted(FIELDS)}")
     base = PROFILES[profile]
+    table = {k: v for k, v in parameters(notebook, profile, smoke=False).items() if k in FIELDS} if notebook else {}
     # The environment names a real dataset and its models; the toy profiles generate their own data
     # and use the committed toy zoo, so it does not apply to them (a camvid root given to toy-city
     # would have it generate its images into that folder).
     env = {} if base.metric == "FD-toy" else {
         "pipeline": os.environ.get("SCP_PIPELINE"), "data_root": os.environ.get("SCP_DATA_ROOT"),
         "segmenter": os.environ.get("SCP_SEGMENTER")}
-    s = replace(base, smoke=bool(smoke), **{k: v for k, v in {**env, **overrides}.items() if v is not None})
+    given = {k: v for d in (table, env, overrides) for k, v in d.items() if v is not None}
+    if "eval_splits" in given:  # a notebook parameter or flag may give a list, or one split's name
+        splits = given["eval_splits"]
+        given["eval_splits"] = (splits,) if isinstance(splits, str) else tuple(splits)
+    s = replace(base, smoke=_smoke(smoke), **given)
+    if not s.eval_splits:
+        raise ValueError("eval_splits is empty: name at least one split")
     if s.metric == "FID" and not s.pipeline:
         raise ValueError(f"profile {profile!r} is real scale: give the fine-tuned pipeline folder "
                          "(`scpdiff reproduce --profile ... --pipeline DIR --data-root DIR --segmenter DIR`, "

@@ -1,0 +1,85 @@
+"""Every training recipe: the toy stacks' (:data:`TOY_FULL`, :data:`TOY_SMALL`, :data:`TOY_GV_CONTROLNET`)
+and the real-image stacks' (:class:`StackRecipe`, :data:`RECIPES`, :func:`recipe_for`).
+
+The committed zoo was trained with the full recipes; the small ones run the same code path in
+minutes (toy) or seconds (real images), for the training notebook, smoke runs and tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .loop import TrainConfig
+
+# ---------------------------------------------------------------------------- toy stacks
+# What the toy VAE and base UNet are trained on: both regimes, so the base model can paint the
+# global factor that toy-city-gv varies; each ControlNet then sees one regime.
+TOY_BASE_DATASETS = ("toy-city", "toy-city-gv")
+
+# zoo/toy (about 75 minutes on a 2-core CPU). ``vae_anneal``: the VAE stage's second phase, the
+# same loss at a tenth of the learning rate (``None`` skips it).
+TOY_FULL = dict(vae=TrainConfig(steps=3000, batch_size=8, lr=1e-3, warmup=100, checkpoint_every=250),
+                vae_anneal=TrainConfig(steps=600, batch_size=8, lr=1e-4, seed=1, checkpoint_every=300),
+                unet=TrainConfig(steps=1200, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=300),
+                controlnet=TrainConfig(steps=1500, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300))
+# A few minutes, for the training notebook and smoke runs.
+TOY_SMALL = dict(vae=TrainConfig(steps=60, batch_size=8, lr=5e-4, log_every=5), vae_anneal=None,
+                 unet=TrainConfig(steps=60, batch_size=16, lr=3e-4, log_every=5),
+                 controlnet=TrainConfig(steps=60, batch_size=16, lr=2e-4, log_every=5))
+# zoo/toy-gv and zoo/toy-gv-zero-snr: the toy ControlNet stage, same recipe, on toy-city-gv.
+TOY_GV_CONTROLNET = TOY_FULL["controlnet"]
+
+
+# ---------------------------------------------------------------------------- real-image stacks
+@dataclass
+class StackRecipe:
+    """What :func:`scp_core.training.camvid.train_stack` trains for one profile.
+
+    Attributes:
+        profile: the study profile (its dataset, options and image size come from
+            ``scp_core.study.PROFILES``).
+        unet: ``UNet2DConditionModel`` keyword overrides of the toy UNet.
+        control_channels: channels of ControlNet's control-map encoder (``len - 1`` stride-2
+            convolutions = log2 of the autoencoder's 8x).
+        unet_cfg, controlnet_cfg: the two diffusion stages.
+        segmenter: keywords of :func:`scp_core.metrics.toy_segmenter.train_toy_segmenter`.
+        hflip: add horizontally flipped copies of every training image.
+        n_samples: validation maps in the report's sample grid.
+    """
+
+    profile: str
+    unet: dict
+    control_channels: tuple = (16, 32, 64, 128)
+    unet_cfg: TrainConfig = field(default_factory=TrainConfig)
+    controlnet_cfg: TrainConfig = field(default_factory=TrainConfig)
+    segmenter: dict = field(default_factory=dict)
+    hflip: bool = True
+    n_samples: int = 6
+    seed: int = 0
+
+
+# zoo/camvid (its training_facts.json records what each stage took). Seconds per step on one CPU
+# thread: base UNet ~1.2, ControlNet + decoder ~2.3 (batch 16 of 24 x 32 x 32 latents), segmenter
+# ~0.7 (batches of 8 crops of 96 x 128).
+RECIPES = {
+    "camvid": StackRecipe(
+        profile="camvid",
+        unet=dict(sample_size=(24, 32), in_channels=32, out_channels=32, block_out_channels=(32, 64, 128),
+                  down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+        unet_cfg=TrainConfig(steps=4000, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=300),
+        controlnet_cfg=TrainConfig(steps=1500, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300),
+        segmenter=dict(steps=500, batch_size=8, lr=3e-3, crop=(96, 128), channels=(16, 32, 64, 128)),
+    ),
+}
+# Seconds-sized counts of any :class:`StackRecipe`, for tests and smoke runs (same code path).
+STACK_SMALL = dict(unet_cfg=TrainConfig(steps=4, batch_size=2, lr=3e-4, checkpoint_every=2, log_every=1),
+                   controlnet_cfg=TrainConfig(steps=4, batch_size=2, lr=2e-4, checkpoint_every=2, log_every=1),
+                   segmenter=dict(steps=3, batch_size=2, crop=(64, 64)), n_samples=2)
+
+
+def recipe_for(profile: str, small: bool = False) -> StackRecipe:
+    """The profile's recipe (``small``: seconds-sized counts, same code path)."""
+    if profile not in RECIPES:
+        raise ValueError(f"no training recipe for profile {profile!r}; known: {sorted(RECIPES)} "
+                         "(the toy profiles: scp_core.training.toy)")
+    return replace(RECIPES[profile], **STACK_SMALL) if small else RECIPES[profile]

@@ -1,0 +1,274 @@
+"""The training reports: ``REPORT.md`` beside a trained pipeline, with its loss curves and a sample grid.
+
+Both reports (:func:`write_toy_report`, :func:`write_camvid_report`) share the header, the recipe
+table, the table of measured facts, the loss logs and the grid of samples (plain ControlNet
+sampling and the joint prior beside label maps and real images); each adds its stack's rows.
+Everything is written under the report's folder only.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import ToyCity, colorize, to_float, to_uint8
+from ..io import atomic_path, write_json, write_text
+from ..pipeline import SCPDiffPipeline
+from ..priors import MIN_COUNT, NormalPrior
+from ..reference import reference_accumulator
+from .recipes import StackRecipe
+
+NAN = float("nan")
+
+
+# ---------------------------------------------------------------------------- shared parts
+def header(profile: str) -> str:
+    return f"# The {profile} model zoo\n\nTrained from scratch by `scpdiff train --profile {profile}`"
+
+
+def recipe_table(configs) -> str:
+    """``configs``: ``(stage name, TrainConfig)`` pairs, as a markdown table."""
+    rows = "\n".join(f"| {k} | {v.steps} | {v.batch_size} | {v.lr:g} | {v.warmup} |" for k, v in configs)
+    return f"| stage | steps | batch | lr | warmup |\n|---|---|---|---|---|\n{rows}"
+
+
+def measured_table(rows) -> str:
+    """``rows``: ``(what, value)`` pairs, as the report's table of measured facts."""
+    return "Measured:\n\n| what | value |\n|---|---|\n" + "\n".join(f"| {what} | {value} |" for what, value in rows)
+
+
+def stage_cell(facts: dict) -> str:
+    """A training stage's ``steps, wall time, final loss``."""
+    return f"{facts.get('steps')}, {facts.get('wall_s')} s, {facts.get('final_loss', NAN):.4f}"
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
+
+
+def copy_loss_logs(stage_dirs: dict, dest: Path, exts=("png", "csv")) -> None:
+    """``stage_dir/loss.{png,csv}`` of each ``{name: stage_dir}`` to ``dest/loss_<name>.{png,csv}``, where present."""
+    for name, stage_dir in stage_dirs.items():
+        for ext in exts:
+            if (Path(stage_dir) / f"loss.{ext}").is_file():
+                shutil.copy(Path(stage_dir) / f"loss.{ext}", Path(dest) / f"loss_{name}.{ext}")
+
+
+def _pyplot():
+    import matplotlib  # slow to import: only the figures need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after the backend is chosen
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+
+
+def sample_grid(rows, title: str, path: Path, row_height: float) -> None:
+    """``rows``: ``(name, images)`` pairs, the same number of images in each, one grid row per pair."""
+    plt = _pyplot()
+    n = len(rows[0][1])
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.2 * n, row_height * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(n):
+            axes[r, c].imshow(imgs[c])
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def joint_prior(pipe: SCPDiffPipeline, ds, n: int, seed: int = 0, min_count: int = MIN_COUNT):
+    """A joint prior from the first ``n`` images of ``ds``, by the project's one reference-set
+    convention (:func:`scp_core.reference.reference_accumulator`)."""
+    return reference_accumulator(pipe, ds, n, seed=seed).joint(min_count=min_count)
+
+
+def prior_samples(pipe: SCPDiffPipeline, labels: torch.Tensor, joint) -> tuple[np.ndarray, np.ndarray]:
+    """Plain ControlNet sampling (normal prior, mu = 1) and the joint prior at mu = 0.8 (20 DDIM steps, seed 0)."""
+    normal = pipe(labels, prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0, num_inference_steps=20,
+                  seed=0, output_type="np", progress=False).images
+    return normal, pipe(labels, prior=joint, mu=0.8, num_inference_steps=20, seed=0, output_type="np",
+                        progress=False).images
+
+
+# ---------------------------------------------------------------------------- the toy stack
+def write_toy_report(pipe: SCPDiffPipeline, facts: dict, configs: dict, work: Path, report_dir: str | Path,
+                     prior_n: int = 1000) -> Path:
+    """``<report_dir>/REPORT.md`` with the loss curves and a grid of samples next to masks and real images.
+
+    ``report_dir`` is the folder holding the trained pipeline (``zoo/toy`` for the committed
+    zoo): the report, its figures and ``training_facts.json`` describe that pipeline only, so
+    training elsewhere (``scpdiff train --out X``) never touches the committed zoo's report.
+    ``prior_n``: training images of the joint prior's reference set.
+    """
+    report_dir, work = Path(report_dir), Path(work)
+    fig_dir = report_dir / "report"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    copy_loss_logs({s.replace("/", "_"): work / s for s in ("vae", "vae/anneal", "unet", "controlnet")
+                    if (work / s / "loss.png").is_file()}, fig_dir)
+    val = ToyCity(split="val")
+    idx = np.arange(6)
+    normal, joint = prior_samples(pipe, torch.as_tensor(val.labels[idx]).long(),
+                                  joint_prior(pipe, ToyCity(split="train"), prior_n))
+    sample_grid([("mask", colorize(val.labels[idx], val.palette)), ("real", val.images[idx]),
+                 ("normal, mu=1", normal), ("joint, mu=0.8", joint)],
+                "toy ControlNet samples (20 DDIM steps, seed 0) beside their masks and real images",
+                fig_dir / "samples.png", row_height=1.25)
+    write_json(report_dir / "training_facts.json", facts)
+    stages = ("vae", "vae_anneal", "unet", "controlnet")
+    measured = measured_table([
+        ("VAE reconstruction PSNR, 256 toy-city validation images (posterior mean)", f"{facts['vae_psnr_val_db']} dB"),
+        ("the same on 256 toy-city-gv validation images", f"{facts.get('vae_psnr_val_gv_db', 'not measured')} dB"),
+        ("latent scale factor (1 / std of training latents)", facts['scale_factor']),
+        ("VAE: steps, wall time, final loss", stage_cell(facts.get('vae', {}))),
+        ("VAE, low-lr phase: steps, wall time, final loss", stage_cell(facts.get('vae_anneal', {}))),
+        ("base UNet: steps, wall time, final loss", stage_cell(facts.get('unet', {}))),
+        ("ControlNet (+ unlocked decoder): steps, wall time, final loss", stage_cell(facts['controlnet'])),
+        ("sum of the stages' training wall times", f"{sum(facts.get(k, {}).get('wall_s') or 0 for k in stages):.0f} s"),
+        ("wall time of the last `scpdiff train` invocation (incl. encoding and evaluation)",
+         f"{facts['total_wall_s']} s")])
+    size_mb = folder_mb(report_dir / "pipeline")
+    text = f"""{header('toy')} on a CPU ({facts['threads']} threads), torch
+{facts['torch']}: the VAE and the base UNet on {facts.get('n_base_images', facts['n_train'])} images
+({' + '.join(facts.get('base_datasets', ['toy-city']))}, {facts['n_train']} training images each,
+64 x 128), the ControlNet on the {facts['n_train']} toy-city ones.
+Weights: `pipeline/` beside this report (diffusers folders, float16 safetensors, {size_mb:.1f} MB).
+
+{recipe_table((k, v) for k, v in configs.items() if v is not None)}
+
+{measured}
+
+Loss curves: [VAE](report/loss_vae.png) ([low-lr phase](report/loss_vae_anneal.png)), [base UNet](report/loss_unet.png),
+[ControlNet](report/loss_controlnet.png).
+
+![samples](report/samples.png)
+
+Rows: the validation mask, the real image, plain ControlNet sampling (normal prior,
+mu = 1) and the joint prior at mu = 0.8 (prior from {prior_n:,} training images, min_count {MIN_COUNT}).
+"""
+    return write_text(report_dir / "REPORT.md", text)
+
+
+# ---------------------------------------------------------------------------- real-image stacks
+def _moving_avg(x: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, len(x)))
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    head = c[1:k] / np.arange(1, k)
+    return np.concatenate([head, (c[k:] - c[:-k]) / k])
+
+
+def _loss_figure(work: Path, fig_dir: Path) -> dict:
+    """Both diffusion stages' loss curves in one figure, their logs beside it; returns each stage's mean
+    loss over its last 50 steps."""
+    import pandas as pd  # slow to import: only the report reads the logs with it
+
+    fig, axes = _pyplot().subplots(1, 2, figsize=(9, 3.2))
+    last50 = {}
+    for ax, stage in zip(axes, ("unet", "controlnet")):
+        csv = work / stage / "loss.csv"
+        if csv.is_file():
+            df = pd.read_csv(csv)
+            last50[stage] = float(df["loss"].tail(50).mean())
+            with atomic_path(fig_dir / f"loss_{stage}.csv") as tmp:
+                df.to_csv(tmp, index=False)
+            ax.plot(df["step"], df["loss"], alpha=0.3, lw=0.8, label="loss")
+            ax.plot(df["step"], _moving_avg(df["loss"].to_numpy(), 50), lw=1.5, label="moving avg (50)")
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        ax.set_title({"unet": "base UNet", "controlnet": "ControlNet + unlocked decoder"}[stage], fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, fig_dir / "loss.png")
+    return last50
+
+
+def _camvid_samples(pipe: SCPDiffPipeline, facts: dict, recipe: StackRecipe, val_labels: np.ndarray,
+                    val_images: np.ndarray, train_ds, fig_dir: Path) -> tuple[int, float]:
+    """The sample grid over validation maps spread along the sequence; returns its size and sampling time."""
+    n = min(recipe.n_samples, len(val_labels))
+    pick = np.linspace(0, len(val_labels) - 1, n).round().astype(int)
+    val_labels, val_images = val_labels[pick], val_images[pick]
+    joint = joint_prior(pipe, train_ds, facts["n_train_images"], min_count=5)
+    t0 = time.time()
+    normal, joint_s = prior_samples(pipe, torch.as_tensor(val_labels).long(), joint)
+    sample_s = time.time() - t0
+    rec = to_uint8(pipe.decode(pipe.encode(to_float(val_images[:n]), sample=False))).numpy()
+    sample_grid([("label map", colorize(val_labels[:n], pipe.palette)), ("real", val_images[:n]),
+                 ("TAEF2 round trip", rec), ("normal, mu=1", normal), ("joint, mu=0.8", joint_s)],
+                f"{facts['profile']}: validation maps {pick.tolist()}, real images and samples "
+                f"(20 DDIM steps, seeds 0..{n - 1})", fig_dir / "samples.png", row_height=1.75)
+    return n, sample_s
+
+
+def write_camvid_report(out: Path, work: Path, facts: dict, recipe: StackRecipe, val_labels: np.ndarray,
+                        val_images: np.ndarray, train_ds) -> Path:
+    """``<out>/REPORT.md`` with loss curves and samples beside label maps (written only under ``out``).
+
+    The joint prior of the samples comes from the first ``facts["n_train_images"]`` images of
+    ``train_ds`` by the reference-set convention (:func:`joint_prior`).
+    """
+    fig_dir = out / "report"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    last50 = _loss_figure(work, fig_dir)
+    pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
+    n, sample_s = _camvid_samples(pipe, facts, recipe, val_labels, val_images, train_ds, fig_dir)
+    u, c, sg = facts["unet"], facts["controlnet"], facts["segmenter"]
+    ci = sg["val_ci"]
+    measured = measured_table([
+        (f"TAEF2 round-trip PSNR, {facts['taef2_psnr_n']} validation images", f"{facts['taef2_psnr_val_db']} dB"),
+        (f"latent scale factor (1 / std of the training latents; their mean is {facts['latent_mean']})",
+         facts["scale_factor"]),
+        ("encoding the training latents, or reading them from the run's cache when resumed", f"{facts['encode_s']} s"),
+        ("base UNet: steps, wall time of the sitting that finished it, last loss, mean loss of the last 50 steps",
+         f"{stage_cell(u)}, {last50.get('unet', NAN):.4f}"),
+        (f"ControlNet (+ {c.get('unlocked_unet_tensors')} unlocked UNet decoder tensors): steps, wall time of the "
+         "sitting that finished it, last loss, mean of the last 50",
+         f"{stage_cell(c)}, {last50.get('controlnet', NAN):.4f}"),
+        ("segmenter: steps, wall time, mean loss of the last 50 steps",
+         f"{sg['steps']}, {sg['wall_s']} s, {sg['loss_last_50']}"),
+        (f"segmenter on {sg['n_val']} real validation images: mIoU / pixel accuracy",
+         f"{100 * sg['val_miou']:.2f} [{100 * ci['miou'][0]:.2f}, {100 * ci['miou'][1]:.2f}] / "
+         f"{100 * sg['val_acc']:.2f} [{100 * ci['acc'][0]:.2f}, {100 * ci['acc'][1]:.2f}]"),
+        ("wall time of the last `scpdiff train` invocation (before this report)", f"{facts['total_wall_s']} s"),
+        (f"sampling the grid below (2 x {n} images, 20 DDIM steps)", f"{sample_s:.1f} s")])
+    recipes = recipe_table((("base UNet", recipe.unet_cfg), ("ControlNet", recipe.controlnet_cfg)))
+    size_mb, seg_mb = folder_mb(out / "pipeline"), folder_mb(out / "segmenter")
+    text = f"""{header(facts['profile'])} on {facts['n_train_images']} training images
+of {facts['dataset']} ({facts['image_size'][0]} x {facts['image_size'][1]}; dataset options
+`{json.dumps(facts['dataset_options'])}`; horizontal flips {'added' if facts['hflip'] else 'not used'}:
+{facts['n_train_latents']} latents), on a CPU with {facts['threads']} thread(s), torch {facts['torch']}.
+The autoencoder is the pretrained TAEF2 (8x, 32 latent channels), not trained here; its weights
+are read from the weights folder and not stored in `pipeline/vae/` (only its config).
+Weights: `pipeline/` (diffusers folders, float16 safetensors, {size_mb:.1f} MB) and `segmenter/`
+({seg_mb:.1f} MB).
+
+{recipes}
+
+{measured}
+
+Bracketed: 95 % bootstrap intervals over images. Segmenter mIoU is over the 11 classes (void ignored).
+
+![loss curves](report/loss.png)
+
+![samples](report/samples.png)
+
+Rows: the validation label map, the real image, its TAEF2 round trip (the sharpness ceiling),
+plain ControlNet sampling (normal prior, mu = 1) and the joint prior at mu = 0.8 (prior from
+the first {facts['n_train_images']} training images, without flips, min_count 5).
+"""
+    notes = work / "NOTES.md"  # what happened between sittings, written by whoever ran them
+    if notes.is_file():
+        text += "\n## How the run went\n\n" + notes.read_text().strip() + "\n"
+    return write_text(out / "REPORT.md", text)
