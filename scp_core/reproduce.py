@@ -121,7 +121,36 @@ def slim_notebook(text: str) -> str:
     pm_meta = nb.metadata.get("papermill", {})
     nb.metadata["papermill"] = {k: pm_meta[k] for k in ("parameters", "duration") if k in pm_meta}
     nb.metadata.pop("widgets", None)
-    return portable(nbformat.writes(nb))
+    for cell in nb.cells:
+        cell.source = portable(cell.source)
+        for o in cell.get("outputs", []):
+            _portable_output(o)
+    nb.metadata = _portable_value(nb.metadata)
+    return nbformat.writes(nb)
+
+
+def _portable_value(value):
+    """Strings inside nested dicts / lists made portable (:func:`scp_core.io.portable`)."""
+    if isinstance(value, str):
+        return portable(value)
+    if isinstance(value, list):
+        return [_portable_value(v) for v in value]
+    if isinstance(value, dict):
+        return type(value)({k: _portable_value(v) for k, v in value.items()})
+    return value
+
+
+def _portable_output(o) -> None:
+    """Paths scrubbed where text can name one (streams, text/* and JSON data, tracebacks), never in
+    binary payloads such as ``image/png``, whose base64 holds runs of ``/`` that look like paths."""
+    if "text" in o:
+        o["text"] = portable(o["text"])
+    for key in ("traceback", "evalue"):
+        if key in o:
+            o[key] = _portable_value(o[key])
+    for mime, value in o.get("data", {}).items():
+        if mime.startswith("text/") or mime.endswith("json"):
+            o["data"][mime] = _portable_value(value)
 
 
 def _html(nb_path: Path, html_path: Path) -> None:

@@ -169,6 +169,23 @@ def test_slim_notebook_keeps_results_and_drops_machine_traces():
     assert slim.metadata.papermill == {"parameters": {"profile": "toy"}, "duration": 3.0}
 
 
+def test_slim_notebook_leaves_image_payloads_byte_for_byte():
+    """Base64 holds runs of '/' that look like absolute paths: the scrubber must not touch it."""
+    import base64
+
+    payload = base64.b64encode(bytes(range(256)) * 40).decode()
+    s = "/"
+    assert f"{s}{s}" in payload or payload.count(s) > 10
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    where = f"{s}work{s}someone{s}project{s}reports{s}a.png"
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": payload, "text/plain": where})]
+    nb.cells = [cell]
+    slim = nbformat.reads(rp.slim_notebook(nbformat.writes(nb)), as_version=4)
+    assert slim.cells[0].outputs[0].data["image/png"] == payload
+    assert f"{s}work{s}" not in slim.cells[0].outputs[0].data["text/plain"]
+
+
 def test_committed_reference_runs_include_their_executed_notebooks():
     """A reader sees every notebook's outputs without running anything (small enough to commit)."""
     for profile in ("toy",):
