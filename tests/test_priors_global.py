@@ -185,3 +185,23 @@ def test_covariance_root_is_cached_and_follows_in_place_changes():
     torch.testing.assert_close(root @ root.T, cov.double(), rtol=1e-5, atol=1e-5)
     cov.mul_(4.0)                                              # an in-place change invalidates the cache
     torch.testing.assert_close(_cov_root(cov) @ _cov_root(cov).T, cov.double(), rtol=1e-5, atol=1e-5)
+
+
+def test_covariance_root_does_not_depend_on_eigenvector_signs(monkeypatch):
+    """Another LAPACK build may return -v for an eigenvector v: the draws must not change (the root is
+    symmetric). The old root V diag(sqrt(lambda)) changed sign with v, and so did every draw's component."""
+    from scp_core.priors import gaussian
+
+    a = torch.randn(5, 5, generator=torch.Generator().manual_seed(2))
+    cov = a @ a.T
+    root = gaussian.cov_root(cov).clone()
+    torch.testing.assert_close(root, root.T)
+    eigh = torch.linalg.eigh
+
+    def flipped(m):
+        evals, evecs = eigh(m)
+        return evals, evecs * torch.tensor([1.0, -1.0, 1.0, -1.0, -1.0], dtype=evecs.dtype)
+
+    monkeypatch.setattr(gaussian.torch.linalg, "eigh", flipped)
+    other = cov.clone()
+    torch.testing.assert_close(gaussian.cov_root(other), root, rtol=0, atol=1e-12)

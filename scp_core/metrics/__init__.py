@@ -13,6 +13,8 @@
   toy segmenter).
 * :mod:`.diversity` -- mean pairwise LPIPS and MS-SSIM among K samples per label map (LPIPS
   from ``lpips_alexnet.safetensors`` in the weights folder where present).
+* :mod:`.verdict` -- numbers with 95 % intervals turned into sentences ("better" only where the
+  intervals are disjoint, else "not distinguishable at n = ..."), and the best entry with its ties.
 * :mod:`.toy_segmenter` -- the small toy-city segmenter, its training and save / load.
 
 Segmentation and diversity take images as float ``[N, 3, H, W]`` in ``[-1, 1]`` by default
@@ -28,6 +30,7 @@ from .frechet import (InceptionFeatures, SegmenterFeatures, extract_features, fe
                       frechet_distance, frechet_distance_few, frechet_distance_of)
 from .kid import kid_from_features
 from .segmentation import HFSegmenter, SegmentationMeter, confusion_matrix, evaluate_segmentation
+from .verdict import best_set, best_text, compare, interval_text, relation
 
 __all__ = [
     "MissingWeightsError", "bootstrap_ci", "hub_checkpoint_dir", "iter_image_batches", "to_unit_images",
@@ -37,6 +40,7 @@ __all__ = [
     "kid_from_features",
     "HFSegmenter", "SegmentationMeter", "confusion_matrix", "evaluate_segmentation",
     "ToySegmenter", "load_toy_segmenter",
+    "best_set", "best_text", "compare", "interval_text", "relation",
 ]
 
 

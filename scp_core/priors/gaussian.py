@@ -55,7 +55,13 @@ class GaussianAccumulator:
 
 
 def cov_root(cov: torch.Tensor) -> torch.Tensor:
-    """``root`` with ``cov = root @ root.T`` (``cov`` PSD, possibly singular: eigen-decomposition, not Cholesky).
+    """The symmetric square root ``root = V diag(sqrt(lambda)) V^T`` of ``cov = V diag(lambda) V^T``.
+
+    ``cov`` is PSD, possibly singular, so an eigen-decomposition, not Cholesky. The symmetric root
+    (rather than ``V diag(sqrt(lambda))``) does not depend on the signs LAPACK gives the eigenvectors,
+    nor on the basis it picks inside a repeated eigenvalue: two machines whose libraries disagree
+    there draw the same samples from the same ``z`` (the non-symmetric root made a draw's values
+    depend on the library build). ``root @ root.T = cov`` either way.
 
     Cached on the tensor itself (keyed by its storage and version), so a prior pays the decomposition
     once, not at every draw.
@@ -64,7 +70,7 @@ def cov_root(cov: torch.Tensor) -> torch.Tensor:
     cached = getattr(cov, "_scp_root", None)
     if cached is None or cached[0] != key:
         evals, evecs = torch.linalg.eigh(cov.double())
-        cached = (key, evecs * evals.clamp(min=0).sqrt())
+        cached = (key, (evecs * evals.clamp(min=0).sqrt()) @ evecs.T)
         cov._scp_root = cached
     return cached[1]
 
