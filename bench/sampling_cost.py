@@ -83,7 +83,8 @@ def reference_stack(s, device, batch: int):
 
 def toy_stack(device, n_ref: int, batch: int):
     """The committed toy stack (``zoo/toy``) with priors from ``n_ref`` toy-city training images."""
-    pipe, priors, labels, info = reference_stack(study.settings("toy", smoke=False, n_ref=n_ref), device, batch)
+    pipe, priors, labels, info = reference_stack(study.settings("toy", smoke=False, quick=False, n_ref=n_ref),
+                                                device, batch)
     return pipe, priors, labels, {"stack": "toy (zoo/toy/pipeline)", **info}
 
 
@@ -93,7 +94,8 @@ def camvid_stack(device, n_ref: int, batch: int):
     Needs the CamVid data and the TAEF2 weights (``--data-root`` / ``--weights-dir`` or the
     ``SCP_DATA_ROOT`` / ``SCP_WEIGHTS_DIR`` environment, as for ``scpdiff``).
     """
-    pipe, priors, labels, info = reference_stack(study.settings("camvid", smoke=False, n_ref=n_ref), device, batch)
+    pipe, priors, labels, info = reference_stack(study.settings("camvid", smoke=False, quick=False, n_ref=n_ref),
+                                                device, batch)
     return pipe, priors, labels, {"stack": "CamVid (zoo/camvid/pipeline, TAEF2 autoencoder)", **info}
 
 

@@ -1,6 +1,6 @@
 """``scpdiff``: the study's command line.
 
-    scpdiff reproduce --profile toy [--only NAME ...] [--smoke] [--with-training] [--eval-splits SPLIT ...]
+    scpdiff reproduce --profile toy [--only NAME ...] [--smoke | --quick] [--with-training] [--eval-splits SPLIT ...]
     scpdiff train --profile toy [--small] [--resume latest]
     scpdiff finetune --base DIR --dataset cityscapes --root data/cityscapes --out DIR [...]
     scpdiff priors --profile toy --out DIR [--n 2000]
@@ -17,12 +17,77 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import replace
 
 from . import _tv_compat  # noqa: F401
 from .io import REPO_ROOT
+
+MAX_SEED = 2**63 - 1
+
+
+def _int_at_least(low: int, what: str):
+    """An argparse ``type``: an integer >= ``low``, refused with the reason and the allowed range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; {what} is an integer >= {low}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small; {what} is an integer >= {low}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def _float_in(low: float, high: float, what: str, low_open: bool = False):
+    """An argparse ``type``: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            shown = f"{'(' if low_open else '['}{low:g}, {high:g}]".replace("inf]", "inf)")
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; {what} is a finite number in {shown}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; a seed is an integer in [0, 2**63 - 1]")
+    return value
+
+
+def _out_folder(text: str) -> str:
+    """An argparse ``type``: a folder path that is not a file and whose nearest existing folder is writable."""
+    path = os.path.abspath(text)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; choose another --out")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{text} lies under {parent}, which is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK)):
+        raise argparse.ArgumentTypeError(f"{text} is in a read-only folder ({parent}); choose a writable --out")
+    return text
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default: in the help's own words where it says "default", else appended."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
 
 
 def _cmd_reproduce(a) -> int:
@@ -33,9 +98,10 @@ def _cmd_reproduce(a) -> int:
             os.environ[var] = os.path.abspath(getattr(a, flag))
 
     run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out, jobs=a.jobs,
-                    eval_splits=a.eval_splits)
+                    eval_splits=a.eval_splits, quick=a.quick)
     failed = [n for n, r in run["notebooks"].items() if r["status"] != "ok"]
-    print(f"[scpdiff] report: {a.out or 'reports/' + ('_smoke/' if a.smoke else '') + a.profile}/index.md"
+    scratch = "_smoke/" if a.smoke else "_quick/" if a.quick else ""
+    print(f"[scpdiff] report: {a.out or 'reports/' + scratch + a.profile}/index.md"
           + (f"; FAILED: {', '.join(failed)}" if failed else "; all notebooks ran"))
     return 1 if failed else 0
 
@@ -132,8 +198,8 @@ def command_settings(a, command: str):
     else:
         counts = {"n_eval": a.n, "batch_size": a.batch_size, "steps": a.steps, "guidance": a.guidance,
                   "eval_splits": a.split}
-    s = settings(a.profile, smoke=False, notebook=command, pipeline=a.pipeline, data_root=a.root, seed=a.seed,
-                 **counts)
+    s = settings(a.profile, smoke=False, quick=False, notebook=command, pipeline=a.pipeline, data_root=a.root,
+                 seed=a.seed, **counts)
     if a.dataset and a.dataset != s.dataset:
         s = replace(s, dataset=a.dataset, dataset_options={})
     if a.pipeline is None and s.pipeline and not os.path.isabs(s.pipeline):
@@ -150,7 +216,8 @@ def _cmd_priors(a) -> int:
 
     s, split = command_settings(a, "priors")
     build_priors_distributed(s.pipeline, s.dataset, s.data_root, split, s.n_ref, a.out, min_count=s.min_count,
-                             fallback=s.fallback, seed=s.seed, device=a.device, dataset_options=s.dataset_options)
+                             fallback=s.fallback, seed=s.seed, device=a.device, dataset_options=s.dataset_options,
+                             overwrite=a.overwrite)
     return 0
 
 
@@ -160,7 +227,7 @@ def _cmd_sample(a) -> int:
     s, split = command_settings(a, "sample")
     sample_distributed(s.pipeline, s.dataset, s.data_root, split, s.n_eval, a.out, prior=a.prior, mu=a.mu,
                        steps=s.steps, guidance=s.guidance, seed=s.seed, batch_size=s.batch_size, device=a.device,
-                       dataset_options=s.dataset_options)
+                       dataset_options=s.dataset_options, overwrite=a.overwrite, clamp=a.n is None, force=a.force)
     return 0
 
 
@@ -174,7 +241,10 @@ def _add_reproduce(sub) -> None:
     r = sub.add_parser("reproduce", help="run the study notebooks and render reports/<profile>/")
     r.add_argument("--profile", default="toy", help="a profile of scp_core.study.settings.PROFILES")
     r.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to run (e.g. 03_prior_comparison)")
-    r.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
+    size = r.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
+    size.add_argument("--quick", action="store_true", help="a student's quick run: every notebook in minutes on a "
+                      "2-core CPU (small counts, the real DDIM steps); writes to reports/_quick/<profile>")
     r.add_argument("--with-training", action="store_true", help="include 07_training")
     r.add_argument("--out", help="report folder (default reports/<profile>)")
     r.add_argument("--jobs", type=int, default=2, help="notebooks at once (each single-threaded when > 1)")
@@ -191,7 +261,7 @@ def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet); "
                        "--profile toy-gv fine-tunes the global-variation variant from it; --profile camvid "
                        "trains base UNet, ControlNet and segmenter on CamVid with the pretrained TAEF2")
-    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "camvid"])
+    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "camvid"], help="the stack to train")
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/<profile>-small")
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
     t.add_argument("--report-only", action="store_true", help="camvid: write REPORT.md again from a finished run")
@@ -215,19 +285,21 @@ def _add_finetune(sub) -> None:
     f.add_argument("--pipeline", help="an SCP-Diff pipeline folder to continue from")
     f.add_argument("--base", default="stabilityai/stable-diffusion-2-1-base", help="SD 2.1 base folder or hub id")
     f.add_argument("--controlnet", help="a ControlNet folder to start from (default: a copy of the UNet encoder)")
-    f.add_argument("--dataset", required=True)
-    f.add_argument("--root")
+    f.add_argument("--dataset", required=True, help="dataset registry name (e.g. cityscapes)")
+    f.add_argument("--root", help="dataset root (default: the dataset's, data/<dataset>)")
     f.add_argument("--out", required=True, help="where the fine-tuned pipeline is written")
     f.add_argument("--work", default="runs/finetune", help="checkpoints and loss log")
-    f.add_argument("--steps", type=int, default=10000)
-    f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--lr", type=float, default=1e-5)
-    f.add_argument("--checkpoint-every", type=int, default=1000)
-    f.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    f.add_argument("--gradient-checkpointing", action="store_true")
+    f.add_argument("--steps", type=_int_at_least(1, "--steps"), default=10000, help="optimiser steps")
+    f.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=16,
+                   help="global batch (split across processes)")
+    f.add_argument("--lr", type=_float_in(0, math.inf, "--lr", low_open=True), default=1e-5, help="learning rate")
+    f.add_argument("--checkpoint-every", type=_int_at_least(1, "--checkpoint-every"), default=1000,
+                   help="steps between checkpoints")
+    f.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="autocast dtype")
+    f.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     f.add_argument("--locked", action="store_true", help="keep the UNet decoder frozen (default: unlocked)")
     f.add_argument("--resume", help="'latest' or a checkpoint folder")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, default=0, help="seed of the run, in [0, 2**63 - 1]")
     f.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="training image size (default: the dataset's paper size, or the --pipeline's)")
     _device_option(f)
@@ -245,9 +317,14 @@ def _study_options(s, split_help: str, n_help: str) -> None:
                         "dataset options, e.g. CamVid's hold-out: use --profile camvid for the study's frames)")
     s.add_argument("--root", help="dataset root (default: the profile's, SCP_DATA_ROOT at real scale)")
     s.add_argument("--split", default=None, help=split_help)
-    s.add_argument("--n", type=int, default=None, help=n_help)
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=None, help="base seed (default: the profile's)")
+    s.add_argument("--n", type=_int_at_least(1, "--n"), default=None, help=n_help + "; an integer >= 1")
+    s.add_argument("--out", required=True, type=_out_folder,
+                   help="output folder (no default), written as a whole: built in a temporary folder beside it and "
+                        "renamed into place; a second run into the same folder at the same time is refused")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out holding an earlier run of this command, as a whole "
+                        "(default: refuse it)")
+    s.add_argument("--seed", type=_seed, default=None, help="base seed in [0, 2**63 - 1] (default: the profile's)")
     _device_option(s)
 
 
@@ -255,8 +332,8 @@ def _add_priors(sub) -> None:
     s = sub.add_parser("priors", help="build spatial / categorical / joint priors (sharded)")
     _study_options(s, "the reference split (default: the study's, train)",
                    "reference images (default: the profile's n_ref; at most the split's size)")
-    s.add_argument("--min-count", type=int, default=None,
-                   help="joint prior fallback threshold (default: the profile's)")
+    s.add_argument("--min-count", type=_int_at_least(1, "--min-count"), default=None,
+                   help="joint prior fallback threshold, an integer >= 1 (default: the profile's)")
     s.add_argument("--fallback", default=None, choices=["class", "spatial"],
                    help="joint prior fallback (default: the profile's)")
     s.set_defaults(fn=_cmd_priors)
@@ -267,11 +344,20 @@ def _add_sample(sub) -> None:
     _study_options(s, "the split of the label maps (default: the profile's evaluation split)",
                    "label maps, the first n of the split (default: the table's for sample)")
     s.add_argument("--prior", help="prior file, or 'normal' (default)")
-    s.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the table's for sample)")
-    s.add_argument("--mu", type=float, default=None,
-                   help="step fraction (default: 1 for the normal prior, i.e. plain ControlNet; else the priors' mu)")
-    s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the profile's)")
-    s.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the profile's)")
+    s.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
+                   help="images per batch, an integer >= 1 (default: the table's for sample)")
+    s.add_argument("--mu", type=_float_in(0, 1, "--mu", low_open=True), default=None,
+                   help="step fraction in (0, 1] (default: 1 for the normal prior, i.e. plain ControlNet; else the "
+                        "priors' mu)")
+    s.add_argument("--steps", type=_int_at_least(1, "--steps"), default=None,
+                   help="DDIM steps, an integer >= 1 (default: the profile's)")
+    s.add_argument("--guidance", type=_float_in(1, math.inf, "--guidance"), default=None,
+                   help="classifier-free guidance scale, a finite number >= 1; 1 runs no unconditional branch "
+                        "(plain ControlNet sampling), so values below 1 would sample as 1 and are refused "
+                        "(default: the profile's)")
+    s.add_argument("--force", action="store_true",
+                   help="sample with a prior built for another autoencoder (scale factor, image size or "
+                        "autoencoder files differ from the pipeline's; default: refuse it)")
     s.set_defaults(fn=_cmd_sample)
 
 
@@ -281,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for add in (_add_reproduce, _add_train, _add_finetune, _add_priors, _add_sample):
         add(sub)
+    for command in sub.choices.values():  # every option's help shows its default
+        command.formatter_class = _HelpFormatter
     return p
 
 

@@ -16,6 +16,7 @@ processes; see ``tests/test_distributed.py``). Results do not depend on N:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 from pathlib import Path
 
@@ -23,14 +24,15 @@ import numpy as np
 import torch
 
 from .data import get_dataset, images_labels, to_float
-from .io import atomic_path, write_json
+from .io import AtomicFolder, OutputFolderError, write_json
 from .metrics import SegmentationMeter, SegmenterFeatures, extract_features, frechet_distance_of
 from .metrics._common import read_image
 from .metrics.toy_segmenter import load_toy_segmenter
 from .models import fresh_accelerate_state, run_on_cpu
 from .pipeline import load_pipeline
 from .priors import MIN_COUNT, NormalPrior, PriorAccumulator, load_prior
-from .reference import NUM_SHARDS, accumulate_shards, check_count, merge_shards, reference_provenance, save_accumulator
+from .reference import (NUM_SHARDS, accumulate_shards, check_count, merge_shards, provenance_problems,
+                        reference_provenance, save_accumulator)
 from .sampling import resolve_mu
 
 
@@ -76,6 +78,31 @@ def _gather_objects(obj, state) -> list:
     return out
 
 
+@contextlib.contextmanager
+def _run_folder(out, state, overwrite: bool, marker: str):
+    """The temporary folder every process writes ``out``'s run into; on success the main process puts it
+    in place of ``out`` as a whole (:class:`scp_core.io.AtomicFolder`: locked, debris of killed runs
+    cleared, a non-empty ``out`` refused unless ``overwrite``)."""
+    folder = AtomicFolder(out, overwrite=overwrite, marker=marker) if state.is_main_process else None
+    tmp, err = None, None
+    if folder is not None:
+        try:
+            tmp = str(folder.open())
+        except (OutputFolderError, OSError) as e:
+            err = str(e)
+    tmp, err = _gather_objects((tmp, err), state)[0]  # every process learns the folder (or the refusal)
+    if err:
+        raise OutputFolderError(err)
+    try:
+        yield Path(tmp)
+        state.wait_for_everyone()
+        if folder is not None:
+            folder.commit()
+    finally:
+        if folder is not None:
+            folder.close()
+
+
 def _load_pipe(pipeline, device):
     """The pipeline folder ``pipeline`` (default: the committed toy stack, in float32)."""
     return load_pipeline(pipeline, device=device, dtype=None if pipeline else torch.float32)
@@ -83,73 +110,95 @@ def _load_pipe(pipeline, device):
 
 def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, out, min_count: int = MIN_COUNT,
                              fallback: str = "class", seed: int = 0, device=None,
-                             dataset_options: dict | None = None) -> dict:
+                             dataset_options: dict | None = None, overwrite: bool = False) -> dict:
     """Spatial, categorical and joint prior files from ``n`` images, sharded across processes.
 
     ``device``: ``auto`` (default), ``cpu`` or ``cuda`` (see :func:`scp_core.models.run_on_cpu`);
     ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out).
+    The prior files and the accumulator are one unit: written into a temporary folder and renamed onto
+    ``out`` as a whole; a non-empty ``out`` is refused unless ``overwrite`` (which replaces it).
     Returns (on every process) ``{"spatial": path, "categorical": path, "joint": path}``.
     """
+    if int(min_count) < 1:
+        raise ValueError(f"--min-count must be an integer >= 1, got {min_count}")
     state = _state(device)
-    pipe = _load_pipe(pipeline, state.device)
-    ds = _dataset(pipe, dataset, root, split, dataset_options)
-    n = check_count(n, ds)
-    mine = [s for s in range(NUM_SHARDS) if s % state.num_processes == state.process_index]
-    accs = accumulate_shards(pipe, ds, n, mine, seed, progress=state.is_main_process)
-    gathered = {}
-    for part in _gather_objects({s: {k: v.cpu() for k, v in a.state_dict().items()} for s, a in accs.items()}, state):
-        gathered.update({s: PriorAccumulator.from_state_dict(sd) for s, sd in part.items()})
     out = Path(out)
     paths = {k: out / f"{k}.safetensors" for k in ("spatial", "categorical", "joint")}
+    with _run_folder(out, state, overwrite, "accumulator.safetensors") as tmp:
+        pipe = _load_pipe(pipeline, state.device)
+        ds = _dataset(pipe, dataset, root, split, dataset_options)
+        n = check_count(n, ds)
+        mine = [s for s in range(NUM_SHARDS) if s % state.num_processes == state.process_index]
+        accs = accumulate_shards(pipe, ds, n, mine, seed, progress=state.is_main_process)
+        gathered = {}
+        for part in _gather_objects({s: {k: v.cpu() for k, v in a.state_dict().items()} for s, a in accs.items()},
+                                    state):
+            gathered.update({s: PriorAccumulator.from_state_dict(sd) for s, sd in part.items()})
+        if state.is_main_process:
+            acc = merge_shards(gathered)
+            prov = reference_provenance(pipe, pipeline, dataset, split, n, seed)
+            for kind, prior in acc.priors(min_count, fallback, prov).items():
+                prior.save(tmp / paths[kind].name)
+            save_accumulator(acc, tmp / "accumulator.safetensors", json.dumps(prov, sort_keys=True))
     if state.is_main_process:
-        acc = merge_shards(gathered)
-        prov = reference_provenance(pipe, pipeline, dataset, split, n, seed)
-        for kind, prior in acc.priors(min_count, fallback, prov).items():
-            prior.save(paths[kind])
-        save_accumulator(acc, out / "accumulator.safetensors", json.dumps(prov, sort_keys=True))
         print(f"[scpdiff] priors from {n} images ({state.num_processes} process(es)) -> {out}")
-    state.wait_for_everyone()
     return paths
+
+
+def _sample_prior(pipe, pipeline, prior, force: bool = False):
+    """The prior ``sample`` runs with: normal, or the file ``prior`` checked against the pipeline."""
+    if prior in (None, "normal"):
+        return NormalPrior(latent_channels=pipe.latent_shape[0])
+    prior_obj = load_prior(prior, num_classes=pipe.prior_num_classes, latent_shape=pipe.latent_shape)
+    problems = provenance_problems(prior_obj, pipe, pipeline)
+    if problems and not force:
+        raise ValueError(f"prior file {prior} was not built for this pipeline: {'; '.join(problems)}. Build the "
+                         "prior with this pipeline (scpdiff priors), or pass --force to sample with it anyway")
+    return prior_obj
 
 
 def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float | None = None,
                        steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32,
-                       device=None, dataset_options: dict | None = None) -> list[Path]:
+                       device=None, dataset_options: dict | None = None, overwrite: bool = False,
+                       clamp: bool = False, force: bool = False) -> list[Path]:
     """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``.
 
-    ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out).
+    ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out). The run is
+    one unit: built in a temporary folder and renamed onto ``out`` as a whole, with ``samples.json``
+    listing its files; a non-empty ``out`` is refused unless ``overwrite``. ``n`` above the split's size
+    is an error unless ``clamp``; a prior built for another autoencoder is refused unless ``force``.
     """
     from PIL import Image  # Pillow comes with torchvision / diffusers; only sampling writes images
 
+    if int(n) < 1 or int(batch_size) < 1:
+        raise ValueError(f"--n and --batch-size must be integers >= 1, got n={n}, batch_size={batch_size}")
     state = _state(device)
-    pipe = _load_pipe(pipeline, state.device)
-    ds = _dataset(pipe, dataset, root, split, dataset_options)
-    n = min(int(n), len(ds))
-    if prior in (None, "normal"):
-        prior_obj = NormalPrior(latent_channels=pipe.latent_shape[0])
-    else:
-        prior_obj = load_prior(prior, num_classes=pipe.prior_num_classes, latent_shape=pipe.latent_shape)
-    mu = resolve_mu(prior_obj, mu)
-    mine = np.arange(n)[state.process_index::state.num_processes]
     out = Path(out)
-    written = []
-    for s in range(0, len(mine), batch_size):
-        idx = mine[s:s + batch_size]
-        _, lab = images_labels(ds, idx)
-        res = pipe(lab, prior=prior_obj, mu=mu, num_inference_steps=steps, guidance_scale=guidance,
-                   seed=[seed + int(i) for i in idx], batch_size=batch_size, output_type="np",
-                   progress=state.is_main_process)
-        for i, arr in zip(idx, res.images):
-            p = out / f"{int(i):06d}.png"
-            with atomic_path(p) as tmp:
-                Image.fromarray(arr).save(tmp, format="PNG")
-            written.append(p)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        write_json(out / "samples.json", {"dataset": dataset, "split": split, "n": n, "prior": str(prior or "normal"),
-                                          "mu": mu, "steps": steps, "guidance": guidance, "seed": seed,
-                                          "processes": state.num_processes})
-    return written
+    with _run_folder(out, state, overwrite, "samples.json") as tmp:
+        pipe = _load_pipe(pipeline, state.device)
+        ds = _dataset(pipe, dataset, root, split, dataset_options)
+        if int(n) > len(ds) and not clamp:
+            raise ValueError(f"--n {n} is more than the {len(ds)} label maps of split {split!r}: "
+                             f"pass --n {len(ds)} at most")
+        n = min(int(n), len(ds))
+        prior_obj = _sample_prior(pipe, pipeline, prior, force)
+        mu = resolve_mu(prior_obj, mu)
+        mine = np.arange(n)[state.process_index::state.num_processes]
+        for s in range(0, len(mine), batch_size):
+            idx = mine[s:s + batch_size]
+            _, lab = images_labels(ds, idx)
+            res = pipe(lab, prior=prior_obj, mu=mu, num_inference_steps=steps, guidance_scale=guidance,
+                       seed=[seed + int(i) for i in idx], batch_size=batch_size, output_type="np",
+                       progress=state.is_main_process)
+            for i, arr in zip(idx, res.images):
+                Image.fromarray(arr).save(tmp / f"{int(i):06d}.png", format="PNG")
+        state.wait_for_everyone()
+        if state.is_main_process:
+            write_json(tmp / "samples.json", {
+                "dataset": dataset, "split": split, "n": n, "prior": str(prior or "normal"), "mu": mu, "steps": steps,
+                "guidance": guidance, "seed": seed, "processes": state.num_processes,
+                "files": sorted(p.name for p in tmp.glob("*.png"))})
+    return [out / f"{i:06d}.png" for i in np.arange(n)[state.process_index::state.num_processes]]
 
 
 def evaluate_distributed(image_dir, dataset: str, root, split: str, n: int, segmenter=None, batch: int = 64) -> dict:

@@ -1,13 +1,16 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic writes: write to a temporary file (or folder) beside the target, then rename.
 
-A crash or a kill mid-write leaves the old file (or none), never a half-written one.
+A crash or a kill mid-write leaves the old file (or none), never a half-written one; a folder written
+with :func:`atomic_folder` holds one complete run, never parts of two.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -77,3 +80,126 @@ def write_text(path: str | os.PathLike, text: str, keep_paths: bool = False) -> 
 def write_json(path: str | os.PathLike, obj, keep_paths: bool = False) -> Path:
     """Atomically write ``obj`` as indented JSON (absolute paths made portable unless ``keep_paths``)."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", keep_paths=keep_paths)
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be written as one unit (used by another run, not ours, locked)."""
+
+
+class AtomicFolder:
+    """A folder written as one unit: built in a temporary folder beside it, then renamed into place.
+
+    :meth:`open` takes the folder's lock (``.<name>.lock`` beside it, an ``flock`` with the holder's
+    pid: the kernel lets go of it when the holder dies, so a killed run's lock is taken over), clears
+    the debris of a killed earlier run (``.<name>.tmp-*`` and ``.<name>.old-*`` folders; a run killed
+    between the two renames of :meth:`commit` gets its complete folder back), refuses a non-empty
+    ``path`` unless ``overwrite`` and returns the empty temporary folder to fill. :meth:`commit` puts
+    it in place of ``path`` as a whole; :meth:`close` removes what was not committed and frees the lock.
+
+    Args:
+        path: the final folder.
+        overwrite: replace a non-empty ``path`` as a whole (only one holding ``marker``, if given:
+            a folder that is not a run of this tool is never removed).
+        marker: the file every run of this kind holds (its manifest).
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, marker: str | None = None):
+        self.path = Path(path).absolute()
+        self.overwrite, self.marker = overwrite, marker
+        self.lock = self.path.parent / f".{self.path.name}.lock"
+        self.tmp: Path | None = None
+        self._fd: int | None = None
+
+    def _debris(self, kind: str) -> list[Path]:
+        return sorted(self.path.parent.glob(f".{glob.escape(self.path.name)}.{kind}-*"))
+
+    def _take_lock(self) -> None:
+        import fcntl  # POSIX only; the rest of this module runs anywhere
+
+        while True:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OutputFolderError(f"{self.path} is being written by another run (pid {holder}, lock file "
+                                        f"{self.lock}); wait for it to finish or choose another --out") from None
+            try:  # the holder may have removed the file between our open and our flock: lock the current one
+                same = os.fstat(fd).st_ino == os.stat(self.lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)
+
+    def open(self) -> Path:
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputFolderError(f"{self.path} is a file, not a folder; choose another --out")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            old = self._debris("old")
+            if old and not self.path.exists():  # killed between the renames of commit: the old run was complete
+                os.replace(max(old, key=lambda d: d.stat().st_mtime), self.path)
+            for d in self._debris("old") + self._debris("tmp"):
+                shutil.rmtree(d, ignore_errors=True)
+            if self.path.is_dir() and any(self.path.iterdir()):
+                if not self.overwrite:
+                    raise OutputFolderError(f"{self.path} holds an earlier run; pass --overwrite to replace it as "
+                                            "a whole, or choose another --out")
+                if self.marker and not (self.path / self.marker).exists():
+                    raise OutputFolderError(f"{self.path} is not empty and holds no {self.marker}: it is not a run "
+                                            "of this command, and --overwrite replaces only those; choose another "
+                                            "--out or empty it")
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-{os.getpid()}-", dir=self.path.parent))
+            os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        except BaseException:
+            self.close()
+            raise
+        return self.tmp
+
+    def commit(self) -> Path:
+        """Put the temporary folder in place of ``path`` (the earlier run, if any, is removed)."""
+        old = None
+        if self.path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-{os.getpid()}-", dir=self.path.parent))
+            os.replace(self.path, old)  # onto the empty folder mkdtemp made
+        os.replace(self.tmp, self.path)
+        self.tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def close(self) -> None:
+        """Remove the uncommitted temporary folder and free the lock."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.lock)
+            os.close(self._fd)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False, marker: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it replaces ``path`` as a whole on success
+    (see :class:`AtomicFolder`). On an exception ``path`` is left as it was."""
+    folder = AtomicFolder(path, overwrite=overwrite, marker=marker)
+    tmp = folder.open()
+    try:
+        yield tmp
+        folder.commit()
+    finally:
+        folder.close()
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -7,17 +7,32 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
+import numpy as np
 import torch
 
 _WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
 
 
+def _looks_like_colour(t: torch.Tensor) -> bool:
+    """``[H, W, 3|4]`` or ``[B, H, W, 3|4]`` with a real image's height and width: an RGB(A) image, not ids."""
+    return t.dim() in (3, 4) and t.shape[-1] in (3, 4) and min(t.shape[-3:-1]) >= 8
+
+
+def _colour_message(name: str, t: torch.Tensor) -> str:
+    return (f"{name} look like a colour image (shape {tuple(t.shape)}, RGB in the last axis), not a label map: "
+            "pass the label ids ([H, W] or [B, H, W] integers), or map the colours to ids with the dataset's "
+            "palette: scp_core.labels.ids_from_colours(image, palette)")
+
+
 def as_label_tensor(labels, name: str = "labels") -> torch.Tensor:
+    """``labels`` as an integer tensor; floats, booleans and colour images are refused, saying why."""
     if not isinstance(labels, torch.Tensor):
         try:
             labels = torch.as_tensor(labels)
         except (TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"{name} must be an integer tensor or array, got {type(labels).__name__}") from e
+    if _looks_like_colour(labels):
+        raise ValueError(_colour_message(name, labels))
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise ValueError(
             f"{name} must hold integer class ids, got dtype {labels.dtype}; "
@@ -87,9 +102,25 @@ def map_ignore(labels, ignore_index: int = 255, to: int | None = None) -> torch.
     return labels
 
 
+def ids_from_colours(image, palette) -> torch.Tensor:
+    """Colour-coded label maps ``[..., H, W, 3]`` -> ids ``[..., H, W]`` (int64) by exact match with
+    ``palette [K, 3]``; a colour that is not in the palette is refused, naming it."""
+    img = torch.as_tensor(np.asarray(image))[..., :3].long()
+    pal = torch.as_tensor(np.asarray(palette)).long().reshape(-1, 3)
+    match = (img[..., None, :] == pal).all(-1)  # [..., H, W, K]
+    found = match.any(-1)
+    if not found.all():
+        raise ValueError(f"colours not in the palette, e.g. {tuple(int(v) for v in img[~found][0])}; pass the "
+                         "palette the label maps were drawn with (e.g. the dataset's .palette)")
+    return match.float().argmax(-1)
+
+
 def check_ids(labels: torch.Tensor, num_classes: int) -> None:
+    """Refuse ids outside ``[0, num_classes)`` (explaining ignore ids and colour images)."""
     if labels.numel() == 0:
         return
+    if _looks_like_colour(labels) and int(labels.max()) >= num_classes:
+        raise ValueError(_colour_message("labels", labels))
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
         bad = torch.unique(labels[(labels < 0) | (labels >= num_classes)])

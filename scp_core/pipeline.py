@@ -36,7 +36,7 @@ from .io import REPO_ROOT, portable
 from .labels import as_label_tensor, downsample_labels, map_ignore
 from .models import SD_SCALE_FACTOR, default_device, default_dtype, load_vae, vae_downsample_factor
 from .priors import NormalPrior, Prior, load_prior, noise_to_step
-from .sampling import (_check_labels_fit, ddim_denoise, ddim_timesteps, resolve_mu,
+from .sampling import (_check_labels_fit, check_finite, ddim_denoise, ddim_timesteps, resolve_mu,
                        start_latents)
 
 CONFIG_NAME = "scp_pipeline.json"
@@ -182,6 +182,9 @@ class SCPDiffPipeline:
         prior = prior if prior is not None else (self.prior or NormalPrior(latent_channels=self.latent_shape[0]))
         if not isinstance(prior, NormalPrior):
             prior.check_compatible(num_classes=self.prior_num_classes, latent_shape=self.latent_shape)
+        elif prior.channels != self.latent_shape[0]:
+            raise ValueError(f"the normal prior has {prior.channels} channels, this model's latents have "
+                             f"{self.latent_shape[0]}: use NormalPrior(latent_channels={self.latent_shape[0]})")
         # the Fig. 3 sampler starts from real latents: mu is free there (default 1); else the prior decides
         mu = (1.0 if mu is None else mu) if x0 is not None else resolve_mu(prior, mu)
         timesteps = ddim_timesteps(self.scheduler, num_inference_steps, mu)
@@ -192,7 +195,7 @@ class SCPDiffPipeline:
         decode of every image of a large call at once would not fit a GPU at 512 x 1024)."""
         if output_type == "latent":
             return None
-        x = ((self.decode(latents) + 1) / 2).cpu()
+        x = check_finite((self.decode(latents) + 1) / 2, "decoded images").cpu()
         if output_type == "pt":
             return x
         arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
@@ -227,7 +230,8 @@ class SCPDiffPipeline:
                  guidance_scale: float = 1.0, controlnet_conditioning_scale: float = 1.0, eta: float = 0.0,
                  seed: int | Sequence[int] | None = None, generator=None, batch_size: int = 16,
                  output_type: str = "pil", callback: Callable | None = None, progress: bool = True,
-                 x0: torch.Tensor | None = None, compile: bool | dict = False) -> SCPOutput:
+                 x0: torch.Tensor | None = None, compile: bool | dict = False,
+                 x0_callback: Callable | None = None) -> SCPOutput:
         """Sample images for full-size label maps ``[B, H, W]`` (Eq. 6, then DDIM from muT).
 
         Args:
@@ -244,6 +248,7 @@ class SCPDiffPipeline:
             batch_size: label maps per forward pass; results do not depend on it.
             output_type: ``"pil"``, ``"pt"`` (float [0, 1]), ``"np"`` (uint8) or ``"latent"``.
             callback: ``callback(i, t, latents)`` after each DDIM step of each batch.
+            x0_callback: ``x0_callback(i, t, x0_hat)`` with each step's prediction of the clean latents.
             x0: real latents (scaled) for the Fig. 3 sampler: start from
                 ``N(sqrt(alpha_bar) x0, (1 - alpha_bar) I)`` instead of a prior draw.
             compile: opt-in ``torch.compile`` of the UNet and the ControlNet (``True``, or a
@@ -286,7 +291,8 @@ class SCPDiffPipeline:
                                control=control_all[idx.start:idx.stop], prompt_embeds=self.prompt_embeds,
                                negative_prompt_embeds=self.negative_prompt_embeds, guidance_scale=guidance_scale,
                                controlnet_conditioning_scale=controlnet_conditioning_scale, eta=eta,
-                               generator=step_gen, callback=callback)
+                               generator=step_gen, callback=callback, x0_callback=x0_callback)
+            check_finite(out, f"latents of the {prior.kind} prior (guidance_scale={guidance_scale}, eta={eta})")
             images.append(self._images(out, output_type))
             outs.append(out.cpu())
         return self._finish(images, outs, starts, timesteps, output_type)

@@ -103,7 +103,25 @@ def reference_provenance(pipe, pipeline, dataset: str, split: str, n: int, seed:
     """What a prior file records about where it came from (the same for every process count)."""
     return {"dataset": dataset, "split": split, "n": int(n), "pipeline": str(pipeline or "zoo/toy/pipeline"),
             "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": int(seed),
-            "reference_batch": REFERENCE_BATCH, "num_shards": NUM_SHARDS}
+            "reference_batch": REFERENCE_BATCH, "num_shards": NUM_SHARDS,
+            "autoencoder": autoencoder_fingerprint(pipeline)}  # the same value cached_accumulator keys with
+
+
+def provenance_problems(prior, pipe, pipeline) -> list[str]:
+    """How the autoencoder a prior's latents came from differs from the pipeline ``pipe`` (folder
+    ``pipeline``, ``None`` for the toy stack): scale factor, image and latent size, autoencoder files.
+    Fields a prior file does not record (older files) are not compared; ``[]`` when all agree."""
+    prov, problems = prior.provenance or {}, []
+    if prov.get("scale_factor") is not None and not np.isclose(float(prov["scale_factor"]), pipe.scale_factor,
+                                                               rtol=1e-6, atol=0):
+        problems.append(f"autoencoder scale factor {prov['scale_factor']} (the pipeline's is {pipe.scale_factor})")
+    for key, ours in (("image_size", pipe.image_size), ("latent_shape", pipe.latent_shape)):
+        if prov.get(key) is not None and [int(v) for v in prov[key]] != [int(v) for v in ours]:
+            problems.append(f"{key.replace('_', ' ')} {list(prov[key])} (the pipeline's is {list(ours)})")
+    if prov.get("autoencoder") and prov["autoencoder"] != autoencoder_fingerprint(pipeline):
+        problems.append(f"autoencoder fingerprint {prov['autoencoder'][:12]}... (the pipeline's autoencoder files "
+                        f"hash to {autoencoder_fingerprint(pipeline)[:12]}...)")
+    return problems
 
 
 def autoencoder_fingerprint(pipeline) -> str:

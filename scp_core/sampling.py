@@ -116,7 +116,8 @@ def ddim_denoise(latents: torch.Tensor, timesteps: torch.Tensor, *, unet, contro
                  negative_prompt_embeds: torch.Tensor | None = None, guidance_scale: float = 1.0,
                  controlnet_conditioning_scale: float = 1.0, eta: float = 0.0,
                  generator: torch.Generator | None = None,
-                 callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                 callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                 x0_callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, Eq. 12) with a ControlNet, from ``latents`` at ``timesteps[0]``.
 
     Classifier-free guidance ``eps = eps_u + w (eps_c - eps_u)`` keeps the control map in
@@ -126,6 +127,9 @@ def ddim_denoise(latents: torch.Tensor, timesteps: torch.Tensor, *, unet, contro
         latents: ``x_t`` at the first timestep, ``[B, C, h, w]``.
         control: control maps at image size, ``[B, 3, H, W]`` in [0, 1].
         callback: called as ``callback(i, t, latents)`` after every step.
+        x0_callback: called as ``x0_callback(i, t, x0_hat)`` with the step's prediction of the clean
+            latent, ``x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)`` (the DDIM step's
+            ``pred_original_sample``): what the model believes the image is at step ``t``.
 
     Returns:
         The denoised latents ``x_0``.
@@ -151,8 +155,10 @@ def ddim_denoise(latents: torch.Tensor, timesteps: torch.Tensor, *, unet, contro
             if cfg:
                 eps_u, eps_c = eps.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
-            latents = scheduler.step(eps.to(latents.dtype), t, latents, eta=eta, generator=generator,
-                                     return_dict=False)[0]
+            step = scheduler.step(eps.to(latents.dtype), t, latents, eta=eta, generator=generator)
+            latents = step.prev_sample
+            if x0_callback is not None:
+                x0_callback(i, int(t), step.pred_original_sample)
             if callback is not None:
                 callback(i, int(t), latents)
     return latents
@@ -206,6 +212,13 @@ def start_latents(prior: Prior, labels_latent: torch.Tensor, alpha_bar_start: fl
     if isinstance(prior, NormalPrior):
         return x
     return noise_to_step(x, alpha_bar_start, generator=generator)
+
+
+def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x``, or a ``ValueError`` naming ``what`` when it holds NaN or Inf (a sampler never writes those)."""
+    if not torch.isfinite(x).all():
+        raise ValueError(f"sampling stopped: the {what} hold NaN or Inf values")
+    return x
 
 
 def _check_labels_fit(labels: torch.Tensor, image_size: tuple[int, int], factor: int) -> None:

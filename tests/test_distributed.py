@@ -92,7 +92,7 @@ def test_cli_and_notebook_build_the_same_prior_file(tmp_path):
     s = study.settings("toy", smoke=False, n_ref=70, seed=3, out_dir=str(tmp_path / "nb"))
     study.build_priors(s)
     for kind in ("spatial", "categorical", "joint"):
-        a, b = tmp_path / "cli" / f"{kind}.safetensors", tmp_path / "nb" / "priors" / f"{kind}.safetensors"
+        a, b = tmp_path / "cli" / f"{kind}.safetensors", s.priors_dir / f"{kind}.safetensors"
         ta, tb = load_file(str(a)), load_file(str(b))
         assert ta.keys() == tb.keys() and all(np.array_equal(ta[k].numpy(), tb[k].numpy()) for k in ta), kind
         with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:

@@ -231,3 +231,33 @@ def test_the_batch_records_the_profiles_counts_from_the_study_table(tmp_path):
     assert rp.profile_params("camvid") is PROFILE_PARAMS["camvid"] and rp.profile_params("toy") == {}
     p = rp.notebook_params("camvid", "08_global_factors", False, tmp_path)
     assert (p["n_eval"], p["eval_splits"]) == (113, ["val", "holdout"])
+
+
+def _committed_notebooks() -> list[Path]:
+    """The executed notebooks of the committed reference runs (not scratch runs: _smoke, _quick)."""
+    return sorted(p for p in (ROOT / "reports").glob("*/notebooks/*.ipynb")
+                  if not p.parts[-3].startswith("_") and not p.name.endswith(".failed.ipynb"))
+
+
+@pytest.mark.parametrize("path", _committed_notebooks(), ids=lambda p: f"{p.parts[-3]}/{p.stem}")
+def test_every_image_of_a_committed_notebook_decodes_and_is_its_figure_file(path):
+    """What a notebook viewer shows: every image output decodes (PIL), carries the name of the figure file it
+    shows, and is that file byte for byte (study.save_figure displays the file it wrote)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    nb = nbformat.read(path, as_version=4)
+    images = [(o, o["data"]["image/png"]) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    for out, payload in images:
+        raw = base64.b64decode(payload)
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()                                  # the whole image, not only its header
+            assert im.size[0] > 50 and im.size[1] > 50
+        name = out.get("metadata", {}).get("image/png", {}).get("filename")
+        assert name, f"{path.name}: an image output without the name of its figure file"
+        figure = path.parents[1] / "figures" / name
+        assert figure.is_file() and figure.read_bytes() == raw, f"{path.name}: {name} differs from figures/{name}"
+    assert images, f"{path.name} shows no figure"

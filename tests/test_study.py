@@ -117,7 +117,7 @@ def test_reference_statistics_are_cached_per_report_and_invalidated_by_their_key
     s = study.settings("toy", smoke=True, out_dir=str(tmp_path), n_ref=24)
     study.CONTEXT.clear()
     first = study.build_priors(s)
-    assert (tmp_path / "priors" / "reference_statistics.safetensors").is_file()
+    assert (s.priors_dir / "reference_statistics.safetensors").is_file()
     study.CONTEXT.clear()  # a new kernel: the statistics come from the file, not from encoding again
     original = context.reference_accumulator
     monkeypatch.setattr(context, "reference_accumulator", lambda *a, **k: pytest.fail("re-encoded"))

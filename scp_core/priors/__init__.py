@@ -80,12 +80,27 @@ def load_prior(path: str | os.PathLike, num_classes: int | None = None,
 
 
 def _validate_tensors(prior: Prior, path) -> None:
+    """Refuse a prior file whose tensors cannot be sampled from, naming the file and the problem; a
+    ``latent_shape`` missing from the metadata is read from the tensors (mean ``[C, H, W]`` / ``[K, C, H, W]``)."""
+    for name in prior.TENSORS:
+        t = getattr(prior, name)
+        if name in ("mean", "std") and not t.is_floating_point():
+            raise ValueError(f"prior file {path}: tensor {name!r} has dtype {t.dtype}; a prior's mean and std are "
+                             "floating point (statistics of latents), re-create it with `scpdiff priors`")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"prior file {path}: tensor {name!r} has NaN or Inf values; re-create it")
+        if name == "std" and (t < 0).any():
+            raise ValueError(f"prior file {path}: tensor 'std' has negative values; re-create it")
+    mean = getattr(prior, "mean", None)
+    if prior.latent_shape is None and isinstance(mean, torch.Tensor) and mean.dim() in (3, 4):
+        prior.latent_shape = tuple(int(s) for s in mean.shape[-3:])
     if prior.latent_shape is None:
-        return
+        if prior.kind in ("normal", "categorical"):  # these need no latent size (categorical: [K, C])
+            return
+        raise ValueError(f"prior file {path}: its metadata has no latent_shape and its tensors do not give one; "
+                         "re-create it with `scpdiff priors`")
     for name, shape in prior.expected_shapes().items():
         t = getattr(prior, name)
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"prior file {path}: tensor {name!r} has shape {tuple(t.shape)}, "
                              f"metadata says {tuple(shape)}; the file is inconsistent, re-create it")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"prior file {path}: tensor {name!r} has NaN or Inf values; re-create it")

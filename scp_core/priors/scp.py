@@ -131,9 +131,23 @@ class Prior:
                 problems.append(f"latent_shape: prior has {tuple(self.latent_shape)}, requested {want}")
             if len(want) == 2 and want != tuple(self.latent_shape[1:]):
                 problems.append(f"latent size: prior has {tuple(self.latent_shape[1:])}, requested {want}")
+        channels = self.channels
+        if latent_shape is not None and len(latent_shape) == 3 and channels is not None \
+                and channels != int(latent_shape[0]) and not problems:
+            problems.append(f"latent channels: prior has {channels}, the model's latents have {int(latent_shape[0])}")
         if problems:
             raise ValueError(f"{self.kind} prior does not fit: " + "; ".join(problems)
                              + ". Build a prior for this model and label set (scpdiff priors ...).")
+
+    @property
+    def channels(self) -> int | None:
+        """Latent channels of the prior's draws: from ``latent_shape``, else from its mean (``None``: unknown)."""
+        if self.latent_shape is not None:
+            return int(self.latent_shape[0])
+        mean = getattr(self, "mean", None)
+        if isinstance(mean, torch.Tensor) and mean.dim() >= 2:
+            return int(mean.shape[-3] if mean.dim() >= 3 else mean.shape[-1])
+        return None
 
     # ---- persistence
     def _extra_meta(self) -> dict:
@@ -183,6 +197,10 @@ class NormalPrior(Prior):
     def __post_init__(self):
         if self.latent_shape is not None:
             self.latent_channels = int(self.latent_shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.latent_channels)
 
     def _map(self, labels):
         B, H, W = labels.shape

@@ -9,33 +9,37 @@ carries the sample count it rests on and, where affordable, a 95 % bootstrap int
 * :mod:`.evaluation` -- mIoU / accuracy, FD-toy or FID, KID, with intervals;
 * :mod:`.experiments` -- Table 1, Fig. 3, Fig. 8, Table 3, Table 2;
 * :mod:`.global_factors` -- notebook 08's priors that keep global factors, in the same harness;
-* :mod:`.output` -- figures, tables and metrics files.
+* :mod:`.output` -- figures, tables and metrics files;
+* :mod:`.method` -- the method in one picture (label map, prior draw, Eq. 6, DDIM, image).
 
 Profiles: ``toy`` (the embedded default: toy-city and the committed toy zoo, FD-toy in place of
 FID), ``toy-gv`` (toy-city with strong per-image global variation), ``camvid`` (real photographs on
 the CPU) and the real-scale ``cityscapes`` / ``ade20k`` (a pipeline folder, a dataset root and a
 segmenter; FID through pytorch-fid's Inception).
 """
-from ..data import images_labels, to_float
+from ..data import images_labels, to_float, to_uint8
 from ..metrics import frechet_bootstrap, frechet_distance_of
 from .context import (CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter,
                       training_facts)
-from .evaluation import kid_score, real_ceiling, reference_features, score
+from .evaluation import kid_score, map_agreement, real_ceiling, reference_features, score
 from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, comparison_table, diversity_study, generate,
-                          global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary)
+                          global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary, trajectory)
+from .method import method_figure, method_parts
 from .output import (colorized, git_commit, image_grid, readable, records, save_figure, save_table,
                      write_metrics)
-from .settings import (COMPANIONS, NOTEBOOKS, PRIOR_KINDS, PROFILE_PARAMS, PROFILES, SMOKE, Settings,
-                       comparison_profiles, parameters, settings)
+from .settings import (COMPANIONS, NOTEBOOKS, PRIOR_KINDS, PROFILE_PARAMS, PROFILES, QUICK, SMOKE, Settings,
+                       comparison_profiles, parameters, quick_counts, settings)
 
 __all__ = [
-    "images_labels", "to_float",
+    "images_labels", "to_float", "to_uint8",
     "CONTEXT", "build_priors", "eval_set", "feature_extractor", "load_data", "load_pipeline", "load_segmenter",
     "training_facts",
-    "frechet_bootstrap", "frechet_distance_of", "kid_score", "real_ceiling", "reference_features", "score",
+    "frechet_bootstrap", "frechet_distance_of", "kid_score", "map_agreement", "real_ceiling", "reference_features",
+    "score",
     "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "comparison_table", "diversity_study", "generate",
-    "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary",
+    "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary", "trajectory",
+    "method_figure", "method_parts",
     "colorized", "git_commit", "image_grid", "readable", "records", "save_figure", "save_table", "write_metrics",
-    "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "SMOKE", "Settings",
-    "comparison_profiles", "parameters", "settings",
+    "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "QUICK", "SMOKE", "Settings",
+    "comparison_profiles", "parameters", "quick_counts", "settings",
 ]

@@ -126,13 +126,13 @@ def build_priors(s: Settings, save: bool = True) -> dict:
         pipe = load_pipeline(s)
         ds = load_data(s, "train")
         prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", min(s.n_ref, len(ds)), s.seed)
-        acc = cached_accumulator(s.reports / "priors" / "reference_statistics.safetensors", prov, s.dataset_options,
+        acc = cached_accumulator(s.priors_dir / "reference_statistics.safetensors", prov, s.dataset_options,
                                  lambda: reference_accumulator(pipe, ds, s.n_ref, seed=s.seed))
         priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]),
                   **acc.priors(s.min_count, s.fallback, prov), "_accumulator": acc}
         if save:
             for k in ("spatial", "categorical", "joint"):
-                priors[k].save(s.reports / "priors" / f"{k}.safetensors")
+                priors[k].save(s.priors_dir / f"{k}.safetensors")
         return priors
     key = ("priors", s.profile, s.pipeline, s.dataset, s.data_root, s.n_ref, s.min_count, s.fallback, s.seed)
     return CONTEXT.get(key, make)

@@ -61,8 +61,19 @@ def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = Tr
     return out
 
 
+def map_agreement(s: Settings, images_u8: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Per-image mIoU (%): the segmenter on each image against its own label map (one number per image)."""
+    seg, ds = load_segmenter(s), load_data(s, "val")
+    out = []
+    for img, lab in zip(images_u8, labels):
+        meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index)
+        meter.update(seg.predict(to_float(img[None])), lab[None])
+        out.append(100 * float(meter.compute()["miou"]))
+    return out
+
+
 def real_ceiling(s: Settings) -> dict:
-    """What real images score: the ceiling of any generator.
+    """What real images score: the ceiling of any generator (index.md: "real images").
 
     mIoU / accuracy: the toy segmenter on the real validation images of the evaluated maps.
     FD-toy / FID (and KID): ``n_eval`` real *training* images against the validation reference

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import to_float
-from ..metrics import diversity
+from ..data import to_float, to_uint8
+from ..metrics import diversity, load_lpips
 from ..priors import NormalPrior
 from ..sampling import resolve_mu
 from .context import build_priors, eval_set, load_pipeline
@@ -62,6 +62,21 @@ def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = N
                guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
                output_type="np", x0=x0, progress=True)
     return torch.as_tensor(out.images)
+
+def trajectory(s: Settings, labels: torch.Tensor, prior, mu: float | None = None) -> tuple[list[int], torch.Tensor]:
+    """What the model believes at every kept DDIM step, for one label map: the decoded x0-predictions.
+
+    At step ``t`` DDIM predicts the clean latent ``x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) /
+    sqrt(alpha_bar_t)`` (Song et al. 2021, Eq. 12) and moves towards it. Decoding each ``x0_hat``
+    shows what a start saves: from N(0, I) the first predictions are a grey average; from a prior's
+    start they already hold the map's colours. Returns the timesteps and uint8 images ``[steps, H, W, 3]``.
+    """
+    pipe = load_pipeline(s)
+    mu = resolve_mu(prior, mu, default=s.mu)
+    steps, preds = [], []
+    pipe(labels[:1], prior=prior, mu=mu, num_inference_steps=s.steps, guidance_scale=s.guidance, seed=s.seed,
+         output_type="latent", progress=False, x0_callback=lambda i, t, x0: (steps.append(t), preds.append(x0)))
+    return steps, to_uint8(pipe.decode(torch.cat(preds))).cpu()
 
 def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict]:
     """Table 1: each prior at ``s.mu`` (normal at mu = 1, plain ControlNet) on ``n_eval`` maps."""
@@ -132,6 +147,9 @@ def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", 
     ``priors``: ``{kind: Prior}`` to draw from (default: :func:`build_priors`).
     """
     priors = priors or build_priors(s)
+    # A reference run never loses its LPIPS column silently: missing weights raise here, before any
+    # sampling, naming the fix (`python3 bootstrap.py setup`); smoke runs may report LPIPS unavailable.
+    lpips_net = None if s.smoke else load_lpips("alex")
     _, labels = eval_set(replace(s, n_eval=n_maps))
     rows, grids = [], {}
     for kind in kinds:
@@ -139,7 +157,7 @@ def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", 
         lab = labels.repeat_interleave(k, 0)
         gen = generate(s, lab, prior=priors[kind], mu=mu, seed_offset=10_000)
         groups = to_float(gen).view(len(labels), k, 3, *gen.shape[1:3])
-        d = diversity(groups, lpips_net=None, progress=False)
+        d = diversity(groups, lpips_net=lpips_net, progress=False, require_lpips=not s.smoke)
         rows.append({"prior": kind, "mu": mu, "lpips": d["lpips"], "lpips_ci": d.get("lpips_ci"),
                      "ms_ssim": d["ms_ssim"], "ms_ssim_ci": d.get("ms_ssim_ci"), "maps": d["n_maps"], "k": k,
                      "lpips_note": d.get("lpips_unavailable_reason")})

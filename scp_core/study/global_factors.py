@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ..data import images_labels
+from ..metrics.verdict import compare, relation
 from ..priors import NormalPrior
 from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator
 from ..priors.signal_leak import SignalLeakAccumulator
@@ -58,7 +59,7 @@ def global_priors(s: Settings, save: bool = True) -> dict:
                   "signal-leak": accs["signal-leak"].prior(K, prov)}
         if save:
             for k in ("joint-global", "joint-mixture", "signal-leak"):
-                priors[k].save(s.reports / "priors" / f"{k}.safetensors")
+                priors[k].save(s.priors_dir / f"{k}.safetensors")
         return priors
     return CONTEXT.get(("global_priors", s.profile, s.pipeline, s.dataset, s.n_ref, s.min_count, s.fallback, s.seed),
                        make)
@@ -112,22 +113,23 @@ def comparison(s: Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict]:
 
 
 def verdict(table: pd.DataFrame, daylight: bool) -> str:
-    """The goal, decided before the run, read off one table.
+    """The goal, decided before the run, read off one table by the project's rule (:mod:`scp_core.metrics.verdict`).
 
     Global-variation settings: the best new prior beats the joint prior with disjoint
     distance intervals and its brightness spread is within 25 % of real. Daylight: the best
-    new prior is no worse than the joint prior (overlapping intervals or better).
+    new prior is no worse than the joint prior (not distinguishable, or better). The sentence quotes
+    both distances with their intervals and ``n``.
     """
     by = table.set_index("prior")
     new = [k for k in ("joint-global", "joint-mixture") if k in by.index]
     best = min(new, key=lambda k: by.loc[k, "fd"])
     b, j = by.loc[best], by.loc["joint"]
-    beats = b.fd_ci[1] < j.fd_ci[0]
-    worse = b.fd_ci[0] > j.fd_ci[1]
+    rel = relation(b.fd_ci, j.fd_ci)
+    said = compare(best, b.fd, b.fd_ci, "joint", j.fd, j.fd_ci, n=int(b.n))
     spread_ok = abs(b.spread_ratio - 1) <= GOAL_SPREAD
     if daylight:
-        return f"{best}: " + ("no worse than joint (met)" if not worse
-                              else "WORSE than joint, intervals disjoint (not met)")
-    return (f"{best}: {'beats' if beats else 'does not beat'} joint with disjoint intervals; brightness spread "
-            f"{b.spread_ratio:.2f} of real ({'within' if spread_ok else 'outside'} 25 %) -> "
-            + ("goal met" if beats and spread_ok else "goal NOT met"))
+        return said + (" -> no worse than joint (goal met)" if rel != "worse" else " -> goal NOT met")
+    lo, hi = b.spread_ratio_ci
+    return (said + f"; brightness spread {b.spread_ratio:.2f} [{lo:.2f}, {hi:.2f}] of real "
+            f"({'within' if spread_ok else 'outside'} 25 %) -> " + ("goal met" if rel == "better" and spread_ok
+                                                                  else "goal NOT met"))

@@ -17,18 +17,25 @@ from .context import load_data
 from .settings import Settings
 
 
+FIGURE_DPI = 110  # every saved figure
+
+
 def image_grid(rows: dict, titles=None, path: Path | None = None, scale: float = 1.6):
     """A matplotlib grid: one row per entry of ``rows`` (``name -> uint8 [n, H, W, 3]``)."""
     n = max(len(v) for v in rows.values())
     h, w = next(iter(rows.values())).shape[1:3]
     fig, axes = plt.subplots(len(rows), n, figsize=(scale * n * w / h / 1.2, scale * len(rows)), squeeze=False)
+    # enlarged images show their pixels (nearest): sharper, and the PNG is half the size of a resampled one;
+    # reduced ones are filtered against aliasing
+    shown_px = scale * w / h / 1.2 * FIGURE_DPI
+    interpolation = "nearest" if shown_px >= w else "antialiased"
     for r, (name, imgs) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(imgs):
-                ax.imshow(np.asarray(imgs[c]))
+                ax.imshow(np.asarray(imgs[c]), interpolation=interpolation)
             if r == 0 and titles:
                 ax.set_title(titles[c], fontsize=8)
         axes[r, 0].set_ylabel(name, fontsize=8)
@@ -37,9 +44,29 @@ def image_grid(rows: dict, titles=None, path: Path | None = None, scale: float =
         save_figure(fig, path)
     return fig
 
-def save_figure(fig, path: Path) -> Path:
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (a notebook, papermill, nbval), False in scripts and the CLI."""
+    try:
+        from IPython import get_ipython  # IPython is there wherever a notebook runs; scripts may lack it
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def save_figure(fig, path: Path, show: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (PNG, atomically); in a notebook, show that very file and close ``fig``.
+
+    The notebook's output is the file's bytes with its name as metadata (``{"filename": ...}``), so
+    an executed notebook shows exactly what ``figures/`` holds (a test compares them), and the figure
+    is not drawn a second time by the inline backend.
+    """
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=FIGURE_DPI, format="png", bbox_inches="tight")
+    if show and _in_kernel():
+        from IPython.display import Image, display  # only in a kernel, where IPython is present
+        display(Image(data=Path(path).read_bytes(), format="png", metadata={"filename": Path(path).name}))
+        plt.close(fig)
     return Path(path)
 
 def readable(df: pd.DataFrame, metric: str, columns) -> pd.DataFrame:

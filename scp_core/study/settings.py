@@ -6,7 +6,8 @@ The table has four parts, each value written once:
   options (CamVid's hold-out), guidance, batch size, metric, segmenter, evaluation splits, counts;
 * :data:`NOTEBOOKS` -- each notebook's (and each command's) own counts, the same on every profile;
 * :data:`PROFILE_PARAMS` -- where a profile departs from them (CamVid's counts fit a 2-core CPU);
-* :data:`SMOKE` / :data:`SMOKE_PARAMS` -- the tiny counts of smoke runs (the test suite's).
+* :data:`SMOKE` / :data:`SMOKE_PARAMS` -- the tiny counts of smoke runs (the test suite's);
+* :data:`QUICK` / :data:`QUICK_PARAMS` -- a student's quick run: the real DDIM steps, small counts, minutes.
 
 :func:`settings` gives a profile's :class:`Settings` (for a notebook or command, with its counts);
 :func:`parameters` gives a notebook's counts that are not settings (``mus``, ``k``, ...). A notebook
@@ -29,7 +30,8 @@ REFERENCE_SPLIT = "train"  # the split the priors' reference images come from
 
 @dataclass(kw_only=True)
 class Settings:
-    """One run's knobs. ``smoke`` shrinks every count so a notebook runs in seconds.
+    """One run's knobs. ``smoke`` shrinks every count so a notebook runs in seconds; ``quick`` to a
+    student's quick run (minutes, real step count); the two exclude each other.
 
     Attributes:
         profile: a key of :data:`PROFILES`.
@@ -40,7 +42,8 @@ class Settings:
         min_count, fallback: joint prior fallback rule.
         seed: base seed (sample ``i`` uses ``seed + i``).
         out_dir: where reports go (default ``reports/<profile>``; smoke runs go to
-            ``reports/_smoke/<profile>`` so they never overwrite reference results).
+            ``reports/_smoke/<profile>``, quick runs to ``reports/_quick/<profile>``, so they never
+            overwrite reference results).
         data_root: the dataset's folder (``None``: the dataset's default).
         segmenter: a transformers segmentation folder, or one written by ToySegmenter (``None``: the toy one).
         metric: ``FD-toy``, or ``FID`` at real scale (pytorch-fid Inception; its weights must be present).
@@ -61,6 +64,7 @@ class Settings:
     seed: int = 0
     batch_size: int
     smoke: bool = False
+    quick: bool = False
     out_dir: str | None = None
     data_root: str | None = None
     segmenter: str | None = None
@@ -72,7 +76,16 @@ class Settings:
     def reports(self) -> Path:
         if self.out_dir:
             return Path(self.out_dir)
-        return REPO_ROOT / "reports" / ("_smoke" if self.smoke else "") / self.profile
+        return REPO_ROOT / "reports" / scratch_folder(self.smoke, self.quick) / self.profile
+
+    @property
+    def priors_dir(self) -> Path:
+        """Where this setting's prior files and reference statistics go: ``<reports>/priors/<profile>``.
+
+        One folder per profile, so that the companion settings of one run (toy and toy-gv in notebooks
+        03 and 08, which share the run's ``out_dir``) never overwrite each other's files.
+        """
+        return self.reports / "priors" / self.profile
 
 
 FIELDS = frozenset(f.name for f in fields(Settings))
@@ -142,6 +155,20 @@ SMOKE_PARAMS = {
     "08_global_factors": {"k": 2, "n_maps": 4},
 }
 
+# Quick runs (`scpdiff reproduce --quick`, or SCP_QUICK=1): a student's run of every notebook in minutes on a
+# 2-core CPU, between smoke (seconds, useless pictures) and the reference (an hour). QUICK caps every Settings
+# count but keeps the real DDIM steps, so the pictures look right; QUICK_PARAMS replaces a notebook's own counts.
+QUICK = dict(n_ref=256, n_eval=48)
+QUICK_PARAMS = {
+    "01_mismatch_study": {"mus": [0.6, 0.8, 1.0]},
+    "02_noise_priors": {"n_small": 32},
+    "04_mu_sweep": {"mus": [0.6, 0.8, 1.0], "kinds": ["joint", "categorical"]},
+    "05_diversity": {"k": 4, "n_maps": 6},
+    "07_training": {"steps_per_stage": 20, "n_train": 256},
+    "08_global_factors": {"k": 3, "n_maps": 4},
+    "09_zero_snr": {"oracle_stds": [1, 4, 16]},
+}
+
 # Table 1 on the toy profile runs both toy-city settings side by side (daylight and global variation).
 COMPANIONS = {"toy": ("toy", "toy-gv")}
 
@@ -162,12 +189,39 @@ def _smoke(smoke: bool | None) -> bool:
     return os.environ.get("SCP_SMOKE", "0") == "1" if smoke is None else bool(smoke)
 
 
-def parameters(notebook: str, profile: str = "toy", smoke: bool | None = None, **given) -> dict:
+def _quick(quick: bool | None) -> bool:
+    """``quick=None`` reads ``SCP_QUICK=1`` from the environment (how `scpdiff reproduce --quick` reaches the
+    notebooks' kernels; ``SCP_QUICK=1 jupyter lab`` gives the same counts by hand)."""
+    return os.environ.get("SCP_QUICK", "0") == "1" if quick is None else bool(quick)
+
+
+def _modes(smoke: bool | None, quick: bool | None) -> tuple[bool, bool]:
+    """``(smoke, quick)`` resolved; both at once is refused."""
+    smoke, quick = _smoke(smoke), _quick(quick)
+    if smoke and quick:
+        raise ValueError("smoke and quick runs exclude each other: smoke runs take seconds-sized counts, quick "
+                         "runs a student's small counts; ask for one (--smoke or --quick; SCP_SMOKE / SCP_QUICK)")
+    return smoke, quick
+
+
+def scratch_folder(smoke: bool, quick: bool = False) -> str:
+    """The folder under ``reports/`` of a run's reports: ``_smoke``, ``_quick``, or ``""`` (the reference)."""
+    return "_smoke" if smoke else "_quick" if quick else ""
+
+
+def quick_counts() -> dict:
+    """What a quick run changes: the capped settings (every notebook's, at most) and each notebook's own counts."""
+    return {"every notebook, at most": dict(QUICK), **QUICK_PARAMS}
+
+
+def parameters(notebook: str, profile: str = "toy", smoke: bool | None = None, quick: bool | None = None,
+               **given) -> dict:
     """A notebook's (or command's) parameters on a profile: each given value, else the table's.
 
     Returns every parameter the table names for ``notebook`` and every one given. A settings field
-    (``steps``, ``n_eval``, ...) comes at its full value (:func:`settings` caps it in smoke runs); the
-    notebook's own counts (``mus``, ``k``, ...) take their :data:`SMOKE_PARAMS` values in smoke runs.
+    (``steps``, ``n_eval``, ...) comes at its full value (:func:`settings` caps it in smoke and quick
+    runs); the notebook's own counts (``mus``, ``k``, ...) take their :data:`SMOKE_PARAMS` values in smoke
+    runs and their :data:`QUICK_PARAMS` values in quick runs (``quick=None`` reads ``SCP_QUICK=1``).
     """
     _check_profile(profile)
     if notebook not in NOTEBOOKS:
@@ -179,22 +233,27 @@ def parameters(notebook: str, profile: str = "toy", smoke: bool | None = None, *
     names = list(table) + [k for k in given if k not in table]
     out = {k: given[k] if given.get(k) is not None else table.get(k, getattr(PROFILES[profile], k, None))
            for k in names}
-    if _smoke(smoke):
-        out.update({k: v for k, v in SMOKE_PARAMS.get(notebook, {}).items() if k in out})
+    smoke, quick = _modes(smoke, quick)
+    if smoke or quick:
+        out.update({k: v for k, v in (SMOKE_PARAMS if smoke else QUICK_PARAMS).get(notebook, {}).items() if k in out})
     return out
 
 
-def settings(profile: str = "toy", smoke: bool | None = None, notebook: str | None = None, **overrides) -> Settings:
+def settings(profile: str = "toy", smoke: bool | None = None, notebook: str | None = None,
+             quick: bool | None = None, **overrides) -> Settings:
     """Settings of a profile: its row of :data:`PROFILES`, ``notebook``'s counts, then ``overrides``.
 
-    ``None`` overrides mean "the table's value"; ``smoke=None`` reads ``SCP_SMOKE=1`` from the environment.
+    ``None`` overrides mean "the table's value"; ``smoke=None`` reads ``SCP_SMOKE=1`` from the environment,
+    ``quick=None`` ``SCP_QUICK=1``. Smoke runs cap the counts at :data:`SMOKE`, quick runs at :data:`QUICK`.
     """
     _check_profile(profile)
     unknown = set(overrides) - FIELDS
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; Settings has {sorted(FIELDS)}")
     base = PROFILES[profile]
-    table = {k: v for k, v in parameters(notebook, profile, smoke=False).items() if k in FIELDS} if notebook else {}
+    smoke, quick = _modes(smoke, quick)
+    table = {k: v for k, v in parameters(notebook, profile, smoke=False, quick=False).items()
+             if k in FIELDS} if notebook else {}
     # The environment names a real dataset and its models; the toy profiles generate their own data
     # and use the committed toy zoo, so it does not apply to them (a camvid root given to toy-city
     # would have it generate its images into that folder).
@@ -205,13 +264,13 @@ def settings(profile: str = "toy", smoke: bool | None = None, notebook: str | No
     if "eval_splits" in given:  # a notebook parameter or flag may give a list, or one split's name
         splits = given["eval_splits"]
         given["eval_splits"] = (splits,) if isinstance(splits, str) else tuple(splits)
-    s = replace(base, smoke=_smoke(smoke), **given)
+    s = replace(base, smoke=smoke, quick=quick, **given)
     if not s.eval_splits:
         raise ValueError("eval_splits is empty: name at least one split")
     if s.metric == "FID" and not s.pipeline:
         raise ValueError(f"profile {profile!r} is real scale: give the fine-tuned pipeline folder "
                          "(`scpdiff reproduce --profile ... --pipeline DIR --data-root DIR --segmenter DIR`, "
                          "or SCP_PIPELINE / SCP_DATA_ROOT / SCP_SEGMENTER)")
-    if s.smoke:
-        s = replace(s, **{k: min(getattr(s, k), v) for k, v in SMOKE.items()})
+    if s.smoke or s.quick:
+        s = replace(s, **{k: min(getattr(s, k), v) for k, v in (SMOKE if s.smoke else QUICK).items()})
     return s

@@ -55,7 +55,7 @@ __all__ = ["train_stack", "train_segmenter", "rewrite_report", "load_images", "L
 
 
 def _profile_dataset(profile: str, split: str, data_root=None):
-    s = settings(profile, smoke=False)
+    s = settings(profile, smoke=False, quick=False)
     ds = get_dataset(s.dataset, root=data_root or s.data_root, split=split, **s.dataset_options)
     return ds, s
 
