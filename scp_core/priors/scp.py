@@ -174,7 +174,10 @@ class Prior:
         return meta
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the prior as safetensors with its metadata, atomically."""
+        """Write the prior as safetensors with its metadata, atomically, to the file ``path``."""
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"cannot save the prior to {path}: it is a folder; give a file path "
+                                    f"such as {Path(path) / 'prior.safetensors'}")
         tensors = {n: getattr(self, n).detach().cpu().contiguous() for n in self.TENSORS}
         if not tensors:  # safetensors needs at least a header; keep a marker tensor
             tensors = {"_empty": torch.zeros(0)}
