@@ -28,11 +28,11 @@ import torch
 from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .data import control_map
-from .io import REPO_ROOT, portable
+from .io import REPO_ROOT, follow_umask, portable, save_safetensors
 from .labels import as_label_tensor, downsample_labels, map_ignore
 from .models import SD_SCALE_FACTOR, default_dtype, load_vae, usable_device, vae_downsample_factor
 from .pipeline_folder import (CONFIG_NAME, HASHES_KEY, check_target_folder, check_weight_hashes, put_in_place,
@@ -317,16 +317,16 @@ class SCPDiffPipeline:
             self.unet.save_pretrained(tmp / "unet")
             self.controlnet.save_pretrained(tmp / "controlnet")
             self.scheduler.save_pretrained(tmp / "scheduler")
-            save_file({"prompt_embeds": self.prompt_embeds.detach().float().cpu().contiguous(),
-                       "negative_prompt_embeds": self.negative_prompt_embeds.detach().float().cpu().contiguous()},
-                      str(tmp / "conditioning.safetensors"))
+            cond = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+            save_safetensors({k: v.detach().float().cpu().contiguous() for k, v in cond.items()},
+                             tmp / "conditioning.safetensors")
             if save_prior and self.prior is not None:
                 self.prior.save(tmp / "prior.safetensors")
             for cfg in tmp.glob("*/*.json"):  # diffusers records where a component was loaded from
                 cfg.write_text(portable(cfg.read_text()))
             (tmp / CONFIG_NAME).write_text(json.dumps({**self.config(), HASHES_KEY: weight_hashes(tmp)}, indent=2)
                                            + "\n")
-            put_in_place(tmp, path)
+            put_in_place(follow_umask(tmp), path)  # diffusers' files are 0600, mkdtemp's folder 0700
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)

@@ -412,6 +412,31 @@ def test_replaced_components_are_not_checked_against_the_folder(saved_pipeline, 
     assert SCPDiffPipeline.from_pretrained(folder, device="cpu", prior=other).prior is other
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_safetensors_files_follow_the_umask(tmp_path, umask):
+    """safetensors' save_file makes 0600 files; every weight file the project writes follows the umask (issue 22)."""
+    from scp_core.metrics.toy_segmenter import ToySegmenter
+    from scp_core.reference import save_accumulator
+    from scp_core.training.stacks import save_final
+
+    old = os.umask(umask)
+    try:
+        pipe = _tiny_pipeline()
+        pipe.prior = _joint_for(pipe)
+        pipe.save_pretrained(tmp_path / "pipe")
+        pipe.prior.save(tmp_path / "prior.safetensors")
+        save_accumulator(PriorAccumulator(3, (4, 2, 2)), tmp_path / "acc.safetensors")
+        ToySegmenter(4, (8, 8, 8, 8)).save_pretrained(tmp_path / "seg")
+        save_final(pipe.unet, tmp_path / "stage" / "final")
+    finally:
+        os.umask(old)
+    files = sorted(tmp_path.rglob("*.safetensors"))
+    assert len(files) == 9, files
+    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    assert (tmp_path / "pipe").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+
+
 # ============================================================================ training killed mid-way
 STEPS = 10
 CFG = dict(steps=STEPS, batch_size=4, lr=5e-4, seed=1, checkpoint_every=1, keep_checkpoints=2, log_every=1)
