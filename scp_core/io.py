@@ -82,6 +82,29 @@ def write_json(path: str | os.PathLike, obj, keep_paths: bool = False) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", keep_paths=keep_paths)
 
 
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Atomically write ``tensors`` as a safetensors file that follows the umask like every other file.
+
+    (safetensors' own ``save_file`` makes every file 0600 whatever the umask; this writes its bytes.)
+    """
+    from safetensors.torch import save  # imports torch: only the writers of weights pay for it
+
+    data = save(tensors, metadata=metadata)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def follow_umask(folder: str | os.PathLike) -> Path:
+    """Give a folder another library just wrote (diffusers' ``save_pretrained``, accelerate's checkpoints:
+    their safetensors files are 0600; ``mkdtemp`` makes 0700) the permissions the umask gives new files."""
+    folder, umask = Path(folder), _umask()
+    for p in [folder, *folder.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+    return folder
+
+
 class OutputFolderError(ValueError):
     """An output folder that cannot be written as one unit (used by another run, not ours, locked)."""
 

@@ -70,6 +70,22 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def usable_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: :func:`default_device`), or a ``ValueError`` naming it
+    where this machine cannot run it (CUDA without a GPU, a GPU index beyond those torch sees)."""
+    try:
+        d = torch.device(device) if device is not None else default_device()
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a torch device ({e}); use 'cpu', 'cuda' or None") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(d)!r} was asked for, but torch {torch.__version__} sees no CUDA GPU on this "
+                         "machine; pass device='cpu', or None to use a GPU only where there is one")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(d)!r} was asked for, but torch sees {torch.cuda.device_count()} GPU(s); "
+                         "pass 'cuda' (the first) or an index below that")
+    return d
+
+
 def run_on_cpu(device: str | torch.device | None = None) -> bool:
     """Whether a run (training, priors, sampling) asked to use ``device`` goes to the CPU.
 

@@ -28,18 +28,19 @@ import torch
 from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .data import control_map
-from .io import REPO_ROOT, portable
+from .io import REPO_ROOT, follow_umask, portable, save_safetensors
 from .labels import as_label_tensor, downsample_labels, map_ignore
-from .models import SD_SCALE_FACTOR, default_device, default_dtype, load_vae, vae_downsample_factor
+from .models import SD_SCALE_FACTOR, default_dtype, load_vae, usable_device, vae_downsample_factor
+from .pipeline_folder import (CONFIG_NAME, HASHES_KEY, check_target_folder, check_weight_hashes, put_in_place,
+                              read_config, weight_hashes)
 from .priors import NormalPrior, Prior, load_prior, noise_to_step
 from .sampling import (_check_labels_fit, check_finite, ddim_denoise, ddim_timesteps, resolve_mu,
                        start_latents)
 
-CONFIG_NAME = "scp_pipeline.json"
 TOY_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy" / "pipeline"  # the committed toy stack (the default pipeline)
 
 
@@ -304,9 +305,11 @@ class SCPDiffPipeline:
                 "scale_factor": self.scale_factor, "info": self.info}
 
     def save_pretrained(self, path: str | os.PathLike, save_prior: bool = True) -> Path:
-        """Write every component into ``path`` (built in a temporary folder, then renamed)."""
+        """Write every component into the folder ``path`` (built in a temporary folder, then renamed),
+        with the sha256 of every weight file in ``scp_pipeline.json``."""
 
         path = Path(path)
+        check_target_folder(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
@@ -314,23 +317,16 @@ class SCPDiffPipeline:
             self.unet.save_pretrained(tmp / "unet")
             self.controlnet.save_pretrained(tmp / "controlnet")
             self.scheduler.save_pretrained(tmp / "scheduler")
-            save_file({"prompt_embeds": self.prompt_embeds.detach().float().cpu().contiguous(),
-                       "negative_prompt_embeds": self.negative_prompt_embeds.detach().float().cpu().contiguous()},
-                      str(tmp / "conditioning.safetensors"))
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
+            cond = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+            save_safetensors({k: v.detach().float().cpu().contiguous() for k, v in cond.items()},
+                             tmp / "conditioning.safetensors")
             if save_prior and self.prior is not None:
                 self.prior.save(tmp / "prior.safetensors")
             for cfg in tmp.glob("*/*.json"):  # diffusers records where a component was loaded from
                 cfg.write_text(portable(cfg.read_text()))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                path.rename(old)
-            tmp.rename(path)
-            if old is not None:
-                shutil.rmtree(old)
+            (tmp / CONFIG_NAME).write_text(json.dumps({**self.config(), HASHES_KEY: weight_hashes(tmp)}, indent=2)
+                                           + "\n")
+            put_in_place(follow_umask(tmp), path)  # diffusers' files are 0600, mkdtemp's folder 0700
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -358,9 +354,9 @@ class SCPDiffPipeline:
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path} is not an SCP-Diff pipeline folder (no {CONFIG_NAME}); "
                                     "create one with SCPDiffPipeline.save_pretrained or `scpdiff train`")
-        device = torch.device(device) if device is not None else default_device()
+        device = usable_device(device)
         dtype = dtype or default_dtype(device)
-        cfg = _read_config(path / CONFIG_NAME)
+        cfg = read_config(path / CONFIG_NAME)
         try:
             vae = load_vae(path / "vae", torch_dtype=dtype)
             unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
@@ -378,6 +374,7 @@ class SCPDiffPipeline:
             if not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
                 raise ValueError(f"the {name} weights of {path} contain NaN or Inf: the weight file is corrupt; "
                                  "re-create it (`scpdiff train`) or restore it from git")
+        check_weight_hashes(path, cfg, skip=("controlnet/",) * bool(controlnet) + ("prior",) * (prior is not None))
         pipe = cls(vae.eval(), unet.eval(), cn.eval(), scheduler, cond["prompt_embeds"],
                    cond["negative_prompt_embeds"], num_classes=cfg["num_classes"], palette=cfg["palette"],
                    image_size=cfg["image_size"], ignore_index=cfg["ignore_index"],
@@ -397,28 +394,6 @@ class SCPDiffPipeline:
         """Build from the dict returned by ``models.load_sd_components`` plus label-set fields."""
         return cls(components["vae"], components["unet"], components["controlnet"], components["scheduler"],
                    components["prompt_embeds"], components["negative_prompt_embeds"], **kw)
-
-
-def _read_config(path: Path) -> dict:
-    """``scp_pipeline.json`` as a dict with the keys the pipeline needs; ``ValueError`` saying what is wrong."""
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it from git or re-save the pipeline") from e
-    need = ("num_classes", "palette", "image_size", "ignore_index", "scale_factor")
-    missing = [k for k in need if k not in cfg] if isinstance(cfg, dict) else list(need)
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; restore it from git or re-save the pipeline")
-    try:
-        ok = (int(cfg["num_classes"]) >= 1 and len(cfg["image_size"]) == 2
-              and np.asarray(cfg["palette"]).shape == (int(cfg["num_classes"]), 3) and float(cfg["scale_factor"]) > 0)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{path} has invalid values (num_classes={cfg['num_classes']!r}, image_size="
-                         f"{cfg['image_size']!r}, palette of shape {np.asarray(cfg['palette'], dtype=object).shape}, "
-                         f"scale_factor={cfg['scale_factor']!r}); restore it from git or re-save the pipeline")
-    return cfg
 
 
 def load_pipeline(path: str | os.PathLike | None = None, device="cpu", dtype=torch.float32,

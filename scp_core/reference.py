@@ -24,11 +24,10 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .data import images_labels, to_float
-from .io import REPO_ROOT, atomic_path
+from .io import REPO_ROOT, save_safetensors
 from .pipeline import TOY_PIPELINE_DIR
 from .priors import PriorAccumulator
 
@@ -137,9 +136,7 @@ def autoencoder_fingerprint(pipeline) -> str:
 
 def save_accumulator(acc: PriorAccumulator, path, key: str = "") -> Path:
     """The accumulator's exact state as safetensors, atomically, with ``key`` in its metadata."""
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in acc.state_dict().items()}, str(tmp), metadata={"key": key})
-    return Path(path)
+    return save_safetensors({k: v.contiguous() for k, v in acc.state_dict().items()}, path, metadata={"key": key})
 
 
 def load_accumulator(path, key: str | None = None) -> PriorAccumulator | None:

@@ -150,40 +150,80 @@ def test_ensure_generates_once_then_reuses_and_regenerates(tmp_path, monkeypatch
     root = tmp_path / "tc"
     kw = dict(n_train=12, n_val=4, size=(32, 64))
     assert ensure_toy_city(root, **kw) == root
-    meta = json.loads((root / "meta.json").read_text())
+    files = toy_city.toy_city_files(root, **kw)
+    meta = json.loads(files["meta"].read_text())
     assert meta["generator_version"] == toy_city.GENERATOR_VERSION
     assert meta["n_train"] == 12 and meta["size"] == [32, 64] and meta["global_variation"] == 0.0
-    with np.load(root / "train.npz") as z:
+    with np.load(files["train"]) as z:
         assert z["images"].shape == (12, 32, 64, 3) and z["labels"].shape == (12, 32, 64)
         np.testing.assert_array_equal(z["labels"], generate_toy_city(12, seed=0, size=(32, 64))[1])
-    with np.load(root / "val.npz") as z:  # validation scenes come from another seed
+    with np.load(files["val"]) as z:  # validation scenes come from another seed
         np.testing.assert_array_equal(z["labels"], generate_toy_city(4, seed=1, size=(32, 64))[1])
-    stamp = (root / "train.npz").stat().st_mtime_ns
+    stamp = files["train"].stat().st_mtime_ns
 
     ensure_toy_city(root, **kw)  # same parameters: reused
-    assert (root / "train.npz").stat().st_mtime_ns == stamp
+    assert files["train"].stat().st_mtime_ns == stamp
 
-    ensure_toy_city(root, **{**kw, "n_train": 10})  # changed parameters: regenerated
-    with np.load(root / "train.npz") as z:
+    ensure_toy_city(root, **{**kw, "n_train": 10})  # changed parameters: files of their own
+    with np.load(toy_city.toy_city_files(root, **{**kw, "n_train": 10})["train"]) as z:
         assert len(z["labels"]) == 10
+    assert files["train"].stat().st_mtime_ns == stamp  # the first parameters' files are untouched
 
-    stamp = (root / "train.npz").stat().st_mtime_ns
     monkeypatch.setattr(toy_city, "GENERATOR_VERSION", "test-bump")
-    ensure_toy_city(root, **{**kw, "n_train": 10})  # new generator version: regenerated
-    assert (root / "train.npz").stat().st_mtime_ns != stamp
-    assert json.loads((root / "meta.json").read_text())["generator_version"] == "test-bump"
+    bumped = toy_city.toy_city_files(root, **kw)
+    assert bumped["train"] != files["train"]  # a new generator version: new files, the old ones untouched
+    ensure_toy_city(root, **kw)
+    assert json.loads(bumped["meta"].read_text())["generator_version"] == "test-bump"
+    assert files["train"].stat().st_mtime_ns == stamp
     assert not list(root.glob(".*"))  # no temporary files left behind
+
+
+def test_cache_is_keyed_and_never_rewritten_in_place(tmp_path):
+    """Another size gets files of its own; the default size keeps the plain names (issue 22)."""
+    root = tmp_path / "tc"
+    default = toy_city.toy_city_files(root)
+    assert [default[k].name for k in ("train", "val", "meta")] == ["train.npz", "val.npz", "meta.json"]
+    small = dict(n_train=4000, n_val=500, size=(16, 32))  # default counts, another size
+    ensure_toy_city(root, n_train=3, n_val=2, size=(16, 32))
+    ensure_toy_city(root, n_train=3, n_val=2, size=(16, 24))
+    a = ToyCity(root=root, n_train=3, n_val=2, size=(16, 32))
+    b = ToyCity(root=root, n_train=3, n_val=2, size=(16, 24))
+    assert a.images.shape == (3, 16, 32, 3) and b.images.shape == (3, 16, 24, 3)
+    assert len(list(root.glob("train*.npz"))) == 2 and not (root / "train.npz").exists()
+    assert toy_city.toy_city_files(root, **small)["train"].name.startswith("train-")
+    # the default counts in a folder whose meta.json describes another generator version: new files too
+    (root / "meta.json").write_text(json.dumps({**toy_city._params(4000, 500, (64, 128), 0.0, 0),
+                                                "generator_version": "old"}))
+    assert toy_city.toy_city_files(root)["train"].name != "train.npz"
+
+
+def test_damaged_cache_files_are_named_with_the_fix(tmp_path):
+    root = tmp_path / "tc"
+    kw = dict(n_train=3, n_val=2, size=(16, 32))
+    ensure_toy_city(root, **kw)
+    path = toy_city.toy_city_files(root, **kw)["train"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(ValueError, match="damaged or truncated") as e:
+        ToyCity(root=root, **kw)
+    assert str(path) in str(e.value) and "delete" in str(e.value)
+    images, _ = generate_toy_city(3, size=(16, 32))
+    np.savez(path, images=images)  # no labels
+    with pytest.raises(ValueError, match="holds no 'labels' array") as e:
+        ToyCity(root=root, **kw)
+    assert str(path) in str(e.value) and "regenerated on next use" in str(e.value)
 
 
 def test_ensure_recovers_from_damaged_folder(tmp_path):
     root = tmp_path / "tc"
     ensure_toy_city(root, n_train=3, n_val=2, size=(16, 32))
-    (root / "meta.json").write_text("{not json")
+    files = toy_city.toy_city_files(root, n_train=3, n_val=2, size=(16, 32))
+    files["meta"].write_text("{not json")
     ensure_toy_city(root, n_train=3, n_val=2, size=(16, 32))
-    assert json.loads((root / "meta.json").read_text())["n_val"] == 2
-    (root / "val.npz").unlink()
+    assert json.loads(files["meta"].read_text())["n_val"] == 2
+    files["val"].unlink()
     ensure_toy_city(root, n_train=3, n_val=2, size=(16, 32))
-    assert (root / "val.npz").is_file()
+    assert files["val"].is_file()
 
 
 def test_relative_roots_resolve_against_the_repository(tmp_path, monkeypatch):
@@ -227,7 +267,8 @@ def test_registry_gives_both_toy_settings(tmp_path):
     assert day.global_variation == 0.0 and gv.global_variation == 1.0
     np.testing.assert_array_equal(day.labels, gv.labels)
     assert not np.array_equal(day.images, gv.images)
-    assert json.loads((tmp_path / "b" / "meta.json").read_text())["global_variation"] == 1.0
+    meta = toy_city.toy_city_files(tmp_path / "b", global_variation=1.0, **kw)["meta"]
+    assert json.loads(meta.read_text())["global_variation"] == 1.0
 
 
 def test_control_map_of_toy_labels_and_sample_grid(tmp_path):

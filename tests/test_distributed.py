@@ -25,33 +25,51 @@ pytestmark = pytest.mark.skipif(not (PIPELINE_DIR / "scp_pipeline.json").is_file
                                 reason="needs the committed toy pipeline (zoo/toy/pipeline)")
 
 
-def scpdiff(args, n=1, tmp=None):
+def scpdiff(args):
+    """``python -m scp_core.cli ARGS`` in a fresh process."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
-    if n == 1:
-        cmd = [sys.executable, "-m", "scp_core.cli", *args]
-    else:
-        # accelerate 1.15: `--cpu --num_processes N` starts one process; `--multi_gpu` on a
-        # machine without GPUs starts N CPU processes (gloo) through torchrun.
-        script = tmp / "scpdiff_entry.py"
-        script.write_text("import sys\nfrom scp_core.cli import main\nsys.exit(main(sys.argv[1:]))\n")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
-               "--dynamo_backend", "no", str(script), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "scp_core.cli", *args], capture_output=True, text=True, env=env,
+                         timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
 
+# priors -> sample -> evaluate in one Python start per process count (each a fresh start per command
+# before: six starts, three of them accelerate launches); the commands run as `scpdiff` would run them.
+SEQUENCE = """import json, sys
+from pathlib import Path
+from scp_core.cli import main
+from scp_core.distributed import evaluate_distributed
+n, tmp = sys.argv[1], Path(sys.argv[2])
+assert main(["priors", "--n", "100", "--out", str(tmp / f"priors{n}")]) == 0, "priors"
+assert main(["sample", "--prior", str(tmp / "priors1" / "joint.safetensors"), "--n", "5", "--steps", "3",
+             "--batch-size", "2", "--out", str(tmp / f"samples{n}")]) == 0, "sample"
+r = evaluate_distributed(str(tmp / "samples1"), "toy-city", None, "val", 5)
+print("RESULT", json.dumps(r)) if r else None
+"""
+
+
 def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_path):
-    for n in (1, 2):
-        scpdiff(["priors", "--n", "100", "--out", str(tmp_path / f"priors{n}")], n, tmp_path)
+    """One process, then two (accelerate, gloo): the prior statistics bit-identical, the samples within one grey
+    level, the evaluation of the one-process samples the same. Both runs sample with the one-process joint
+    prior and evaluate the one-process samples, so that each step is compared on the same input."""
+    import json
+
+    (tmp_path / "sequence.py").write_text(SEQUENCE)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    one = subprocess.run([sys.executable, str(tmp_path / "sequence.py"), "1", str(tmp_path)], capture_output=True,
+                         text=True, env=env, timeout=900, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+                          "--dynamo_backend", "no", str(tmp_path / "sequence.py"), "2", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+
     a = load_file(str(tmp_path / "priors1" / "accumulator.safetensors"))
     b = load_file(str(tmp_path / "priors2" / "accumulator.safetensors"))
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), "sharded statistics must be bit-identical"
 
-    for n in (1, 2):
-        scpdiff(["sample", "--prior", str(tmp_path / "priors1" / "joint.safetensors"), "--n", "5", "--steps", "3",
-                 "--batch-size", "2", "--out", str(tmp_path / f"samples{n}")], n, tmp_path)
     files = sorted(p.name for p in (tmp_path / "samples1").glob("*.png"))
     assert files == [f"{i:06d}.png" for i in range(5)]
     assert files == sorted(p.name for p in (tmp_path / "samples2").glob("*.png"))
@@ -60,21 +78,10 @@ def test_priors_sampling_and_evaluation_do_not_depend_on_the_process_count(tmp_p
         y = np.asarray(Image.open(tmp_path / "samples2" / f)).astype(int)
         assert np.abs(x - y).max() <= 1, f  # same seed per index; at most one grey level of float noise
 
-    code = ("import json, sys; from scp_core.distributed import evaluate_distributed; "
-            f"r = evaluate_distributed({str(tmp_path / 'samples1')!r}, 'toy-city', None, 'val', 5); "
-            "print('RESULT', json.dumps(r)) if r else None")
-    (tmp_path / "ev.py").write_text(code)
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    one = subprocess.run([sys.executable, str(tmp_path / "ev.py")], capture_output=True, text=True, env=env,
-                         timeout=600)
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
-                          "--dynamo_backend", "no", str(tmp_path / "ev.py")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
-    import json
     r1 = json.loads(next(l for l in one.stdout.splitlines() if l.startswith("RESULT"))[7:])
-    r2 = json.loads(next(l for l in two.stdout.splitlines() if l.startswith("RESULT"))[7:])
+    r2s = [l for l in two.stdout.splitlines() if l.startswith("RESULT")]
+    assert len(r2s) == 1, "only the main process reports"
+    r2 = json.loads(r2s[0][7:])
     assert r2["processes"] == 2 and r1["processes"] == 1
     assert r1["miou"] == r2["miou"] and r1["acc"] == r2["acc"]
     assert abs(r1["fd"] - r2["fd"]) < 1e-9

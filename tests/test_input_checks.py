@@ -102,3 +102,49 @@ def test_a_colour_image_passed_as_a_label_map_is_recognised_and_explained():
     with pytest.raises(ValueError, match=r"colours not in the palette, e.g. \(255, 0, 0\)"):
         ids_from_colours(rgb, palette[[0, 2]])
     assert as_label_tensor(ids[:, :3]).shape == (16, 3)  # a narrow map of ids is still a map
+
+
+# ------------------------------------------------------------------ the Python API names the problem (issue 22)
+def test_saving_onto_the_wrong_kind_of_path_names_the_problem(tmp_path):
+    from test_sampling import _tiny_pipeline
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="it is a file, and a pipeline is a folder"):
+        _tiny_pipeline().save_pretrained(tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "x"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="holds other files and no scp_pipeline.json"):
+        _tiny_pipeline().save_pretrained(tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep"
+    with pytest.raises(IsADirectoryError, match="it is a folder; give a file path"):
+        _spatial().save(tmp_path / "other")
+
+
+def test_an_accumulator_state_without_its_tensors_names_what_is_missing():
+    from scp_core.priors import PriorAccumulator
+
+    with pytest.raises(ValueError, match=r"lacks \['count', 'mean', 'm2', 'num_images'\]"):
+        PriorAccumulator.from_state_dict({})
+    state = PriorAccumulator(3, (4, 2, 2)).state_dict()
+    with pytest.raises(ValueError, match="shapes"):
+        PriorAccumulator.from_state_dict({**state, "mean": torch.zeros(3, 4)})
+    assert PriorAccumulator.from_state_dict(state).mean.shape == (3, 4, 2, 2)
+
+
+def test_get_dataset_without_a_name_lists_the_names():
+    from scp_core.data import get_dataset
+
+    with pytest.raises(ValueError, match="must be a string, got None; known: toy-city"):
+        get_dataset(None)
+
+
+@needs_toy
+def test_cuda_without_a_gpu_is_refused_naming_the_device(monkeypatch):
+    from scp_core.pipeline import load_pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda' was asked for, but torch .* sees no CUDA GPU"):
+        load_pipeline(device="cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        load_pipeline(device="gpu0")

@@ -183,6 +183,38 @@ def test_fid_path_with_standin_inception_weights(tmp_path, monkeypatch):
     d2 = M.frechet_distance_of(fa, fb)
     assert d1 > 1e-4 and d1 == pytest.approx(d2, rel=1e-6)
     assert M.frechet_distance_of(M.extract_features(a, ex), M.extract_features(b, ex)) == d2  # deterministic
+    from pytorch_fid.inception import InceptionV3  # imports torchvision (seconds)
+
+    theirs = InceptionV3([0]).eval()  # pytorch-fid's own loader (it unpickles: fine on a file this test wrote)
+    with torch.no_grad():
+        assert torch.equal(ex(a.permute(0, 3, 1, 2).float() / 255), theirs(a.permute(0, 3, 1, 2).float() / 255)[0]
+                           .mean(dim=(2, 3)))
+
+
+class _WritesAFileWhenUnpickled:
+    """A pickle payload: unpickling it calls ``exec``, which writes the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_inception_weights_are_never_unpickled(tmp_path, monkeypatch):
+    """A pickle planted as pytorch-fid's weight file is refused before any of it runs (issue 22)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"Conv2d_1a_3x3.conv.weight": _WritesAFileWhenUnpickled(marker)}, folder / FR.FID_WEIGHTS_FILE)
+    with pytest.raises(ValueError, match="not a plain state dict") as e:
+        M.InceptionFeatures(dims=64)
+    assert not marker.exists()
+    assert FR.FID_WEIGHTS_FILE in str(e.value) and "delete" in str(e.value)
+    (folder / FR.FID_WEIGHTS_FILE).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        M.InceptionFeatures(dims=64)
 
 
 def test_fd_toy_uses_segmenter_features():

@@ -375,6 +375,68 @@ def test_a_corrupt_controlnet_override_gives_a_clear_error(saved_pipeline, tmp_p
         SCPDiffPipeline.from_pretrained(saved_pipeline, device="cpu", controlnet=tmp_path / "cn")
 
 
+def _flip_sign_bits(path: Path, n: int = 64) -> None:
+    """Flip the sign bit of the first ``n`` float32 values of a safetensors file: it still loads, finite."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    for i in range(n):
+        data[start + 4 * i + 3] ^= 0x80
+    path.write_bytes(bytes(data))
+
+
+def test_weight_files_are_checked_against_their_recorded_sha256(saved_pipeline, tmp_path):
+    """A UNet with flipped sign bits loads and samples other images unless its sha256 is checked (issue 22)."""
+    cfg = json.loads((saved_pipeline / "scp_pipeline.json").read_text())
+    files = sorted(p.relative_to(saved_pipeline).as_posix() for p in saved_pipeline.rglob("*.safetensors"))
+    assert sorted(cfg["weights_sha256"]) == files and f"unet/{WEIGHTS}" in files and "prior.safetensors" in files
+    folder = tmp_path / "p"
+    shutil.copytree(saved_pipeline, folder)
+    _flip_sign_bits(folder / "unet" / WEIGHTS)
+    with pytest.raises(ValueError, match="does not match the sha256 recorded") as e:
+        SCPDiffPipeline.from_pretrained(folder, device="cpu")
+    assert str(folder / "unet" / WEIGHTS) in str(e.value) and "restore it from git" in str(e.value)
+    # a folder written before the hashes were recorded still loads (unchecked)
+    del cfg["weights_sha256"]
+    (folder / "scp_pipeline.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    assert SCPDiffPipeline.from_pretrained(folder, device="cpu").prior is not None
+
+
+def test_replaced_components_are_not_checked_against_the_folder(saved_pipeline, tmp_path):
+    shutil.copytree(saved_pipeline / "controlnet", tmp_path / "cn")
+    _flip_sign_bits(tmp_path / "cn" / WEIGHTS)  # another ControlNet: not the folder's, not its hash
+    SCPDiffPipeline.from_pretrained(saved_pipeline, device="cpu", controlnet=tmp_path / "cn")
+    folder = tmp_path / "p"
+    shutil.copytree(saved_pipeline, folder)
+    _flip_sign_bits(folder / "prior.safetensors")
+    other = SCPDiffPipeline.from_pretrained(saved_pipeline, device="cpu").prior
+    assert SCPDiffPipeline.from_pretrained(folder, device="cpu", prior=other).prior is other
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_safetensors_files_follow_the_umask(tmp_path, umask):
+    """safetensors' save_file makes 0600 files; every weight file the project writes follows the umask (issue 22)."""
+    from scp_core.metrics.toy_segmenter import ToySegmenter
+    from scp_core.reference import save_accumulator
+    from scp_core.training.stacks import save_final
+
+    old = os.umask(umask)
+    try:
+        pipe = _tiny_pipeline()
+        pipe.prior = _joint_for(pipe)
+        pipe.save_pretrained(tmp_path / "pipe")
+        pipe.prior.save(tmp_path / "prior.safetensors")
+        save_accumulator(PriorAccumulator(3, (4, 2, 2)), tmp_path / "acc.safetensors")
+        ToySegmenter(4, (8, 8, 8, 8)).save_pretrained(tmp_path / "seg")
+        save_final(pipe.unet, tmp_path / "stage" / "final")
+    finally:
+        os.umask(old)
+    files = sorted(tmp_path.rglob("*.safetensors"))
+    assert len(files) == 9, files
+    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    assert (tmp_path / "pipe").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+
+
 # ============================================================================ training killed mid-way
 STEPS = 10
 CFG = dict(steps=STEPS, batch_size=4, lr=5e-4, seed=1, checkpoint_every=1, keep_checkpoints=2, log_every=1)

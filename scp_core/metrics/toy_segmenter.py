@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..data import GENERATOR_VERSION, ToyCity, to_float
-from ..io import atomic_path, write_json, write_text
+from ..io import save_safetensors, write_json, write_text
 from .segmentation import evaluate_segmentation
 
 __all__ = ["ToySegmenter", "load_toy_segmenter", "train_toy_segmenter", "evaluate_toy_segmenter",
@@ -141,8 +141,7 @@ class ToySegmenter(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(folder / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
         write_json(folder / CONFIG_NAME, dict(self.config, **(extra_config or {})))
         return folder
 

@@ -144,6 +144,16 @@ class PriorAccumulator:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], device="cpu") -> "PriorAccumulator":
+        """The accumulator whose :meth:`state_dict` is ``state``; ``ValueError`` saying what is missing or wrong."""
+        missing = [k for k in ("count", "mean", "m2", "num_images") if k not in state] if isinstance(state, dict) \
+            else ["count", "mean", "m2", "num_images"]
+        if missing:
+            raise ValueError(f"not a PriorAccumulator state dict: it lacks {missing}; pass what "
+                             "PriorAccumulator.state_dict() returns (or load a file written by save_accumulator)")
+        shapes = [tuple(getattr(state[k], "shape", ())) for k in ("count", "mean", "m2")]
+        if len(shapes[1]) != 4 or shapes[2] != shapes[1] or shapes[0] != (shapes[1][0], *shapes[1][2:]):
+            raise ValueError(f"not a PriorAccumulator state dict: count, mean, m2 have shapes {shapes}, not "
+                             "[K, H, W], [K, C, H, W], [K, C, H, W]")
         K, C, H, W = state["mean"].shape
         acc = cls(K, (C, H, W), device=device)
         acc.count = state["count"].to(device, torch.float64).clone()

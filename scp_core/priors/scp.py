@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import save_file
 
-from ..io import atomic_path
+from ..io import save_safetensors
 from ..labels import as_label_tensor, check_ids
 
 __all__ = [
@@ -174,13 +173,14 @@ class Prior:
         return meta
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the prior as safetensors with its metadata, atomically."""
+        """Write the prior as safetensors with its metadata, atomically, to the file ``path``."""
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"cannot save the prior to {path}: it is a folder; give a file path "
+                                    f"such as {Path(path) / 'prior.safetensors'}")
         tensors = {n: getattr(self, n).detach().cpu().contiguous() for n in self.TENSORS}
         if not tensors:  # safetensors needs at least a header; keep a marker tensor
             tensors = {"_empty": torch.zeros(0)}
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata=self.metadata())
-        return Path(path)
+        return save_safetensors(tensors, path, metadata=self.metadata())
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_classes={self.num_classes}, latent_shape={self.latent_shape}, "

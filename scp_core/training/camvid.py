@@ -33,12 +33,11 @@ import numpy as np
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, get_dataset, images_labels, to_float
-from ..io import atomic_path, write_json, write_text
+from ..io import follow_umask, save_safetensors, write_json, write_text
 from ..metrics.segmentation import evaluate_segmentation
 from ..metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
 from ..models import make_scheduler, toy_text_conditioning, toy_unet
@@ -49,7 +48,8 @@ from .loop import fit
 from .losses import LatentCache, fit_scale_factor, unet_loss_fn
 from .recipes import StackRecipe, recipe_for
 from .report import write_camvid_report
-from .stacks import assemble_pipeline, controlnet_stage, reconstruction_psnr, run_stage, save_half, stage_done
+from .stacks import (assemble_pipeline, controlnet_stage, reconstruction_psnr, run_stage, save_final, save_half,
+                     stage_done)
 
 __all__ = ["train_stack", "train_segmenter", "rewrite_report", "load_images", "LatentSet", "scrub_local_paths"]
 
@@ -96,8 +96,7 @@ class LatentSet:
         for s in tqdm(range(0, len(images), batch_size), desc="encoding latents", leave=False):
             out.append(vae.encode(to_float(images[s:s + batch_size])).latent_dist.mean.float())
         z = torch.cat(out).contiguous()
-        with atomic_path(path) as tmp:
-            save_file({"latents": z}, str(tmp), metadata=meta)
+        save_safetensors({"latents": z}, path, metadata=meta)
         return z
 
 
@@ -131,7 +130,8 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
 
     def save_pair(model, final: Path):
         model.unet.save_pretrained(work / "controlnet_unet" / "final")
-        model.controlnet.save_pretrained(final)
+        follow_umask(work / "controlnet_unet" / "final")
+        save_final(model.controlnet, final)
 
     def load_pair(final: Path):
         return ControlNetWithUNet(ControlNetModel.from_pretrained(final),

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .. import _tv_compat  # noqa: F401
-from ..io import atomic_path, write_json
+from ..io import atomic_path, follow_umask, write_json
 from ..models import fresh_accelerate_state, run_on_cpu
 
 
@@ -106,6 +106,7 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / "step.json", {"step": step})
+        follow_umask(tmp)  # accelerate's safetensors files are 0600 whatever the umask
         final = out_dir / f"checkpoint-{step}"
         if final.exists():
             shutil.rmtree(final)

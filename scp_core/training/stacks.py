@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data import control_map, to_float
-from ..io import write_json
+from ..io import follow_umask, write_json
 from ..models import controlnet_from_unet, make_scheduler
 from ..pipeline import SCPDiffPipeline
 from .finetune import prepare_controlnet_training
@@ -47,8 +47,10 @@ def stage_done(stage_dir: str | Path, steps: int | None = None) -> bool:
 
 
 def save_final(module, final: Path) -> None:
-    """``module.save_pretrained(final)``: the stage's product that later stages load."""
+    """``module.save_pretrained(final)``: the stage's product that later stages load (with the umask's
+    permissions: diffusers' safetensors files are 0600)."""
     module.save_pretrained(final)
+    follow_umask(final)
 
 
 def run_stage(stage_dir: str | Path, train: Callable[[], tuple[Any, dict, dict]], *, reuse_from: Path | None = None,
