@@ -445,3 +445,43 @@ def test_toy_segmenter_training_is_deterministic():
     assert log_a["steps_done"] == 3 and a.class_names[0] == "road"
     c, _ = train_toy_segmenter(**dict(kw, seed=1))
     assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def _lpips_from_hub_only(tmp_path, monkeypatch):
+    """No lpips_alexnet.safetensors anywhere: load_lpips falls back to torchvision's file in $TORCH_HOME."""
+    monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("SCP_CACHE_DIR", str(tmp_path / "no-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    from scp_core.metrics.diversity import lpips_trunk_weights
+
+    return folder / lpips_trunk_weights("alex")[0]
+
+
+def test_lpips_trunk_from_torchvisions_file_is_read_as_weights_only(tmp_path, monkeypatch):
+    """The fallback trunk goes in without torchvision's hub loader (weights_only=False there): same tensors."""
+    import torchvision
+
+    from scp_core.metrics import load_lpips
+
+    path = _lpips_from_hub_only(tmp_path, monkeypatch)
+    torch.manual_seed(3)
+    tv = torchvision.models.alexnet(weights=None)
+    torch.save(tv.state_dict(), path)
+    net = load_lpips("alex")
+    assert torch.equal(net.net.slice1[0].weight, tv.features[0].weight)
+    assert torch.equal(getattr(net.net.slice5, "10").bias, tv.features[10].bias)
+
+
+def test_a_planted_lpips_trunk_pickle_is_refused_and_nothing_in_it_runs(tmp_path, monkeypatch):
+    import pickle
+
+    from scp_core.metrics import load_lpips
+
+    path = _lpips_from_hub_only(tmp_path, monkeypatch)
+    marker = tmp_path / "ran.txt"
+    path.write_bytes(pickle.dumps({"features.0.weight": _WritesAFileWhenUnpickled(marker)}))
+    with pytest.raises(ValueError, match="not a plain weights file"):
+        load_lpips("alex")
+    assert not marker.exists()

@@ -208,7 +208,7 @@ def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.devi
                                   f"(shipped with the lpips package; reinstall lpips==0.1.4)")
     fname, url = lpips_trunk_weights(net)
     try:
-        require_hub_checkpoint(fname, url, f"torchvision ImageNet {net} weights (the LPIPS trunk)")
+        trunk_file = require_hub_checkpoint(fname, url, f"torchvision ImageNet {net} weights (the LPIPS trunk)")
     except MissingWeightsError as e:
         if net == "alex" and version == "0.1":
             raise MissingWeightsError(
@@ -219,8 +219,27 @@ def load_lpips(net: str = "alex", version: str = "0.1", device: str | torch.devi
         raise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
-        model = lpips.LPIPS(net=net, version=version, verbose=False)
+        # pnet_rand: torchvision does not load the trunk (its hub loader unpickles with weights_only=False);
+        # _load_trunk reads the same file with weights_only=True. The heads: lpips's torch.load, weights only.
+        model = lpips.LPIPS(net=net, version=version, verbose=False, pnet_rand=True)
+    _load_trunk(model, trunk_file)
     return model.to(device).eval()
+
+
+def _load_trunk(model: torch.nn.Module, path: Path) -> None:
+    """torchvision's ``features.N.*`` of ``path`` into lpips's ``net.sliceK.N.*``, never unpickling code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an UnpicklingError or a damaged file: say which file, and the fix
+        raise ValueError(f"{path} is not a plain weights file ({type(e).__name__}: {str(e)[:200]}); delete it "
+                         "and use lpips_alexnet.safetensors (python3 bootstrap.py setup) instead") from e
+    slots = {k.split(".", 2)[2]: k for k in model.state_dict() if k.startswith("net.slice")}
+    trunk = {slots[k[len("features."):]]: v for k, v in state.items()
+             if k.startswith("features.") and k[len("features."):] in slots}
+    if set(trunk) != set(slots.values()):
+        raise ValueError(f"{path}: not the torchvision trunk lpips expects (missing "
+                         f"{sorted(set(slots.values()) - set(trunk))[:4]})")
+    model.load_state_dict(trunk, strict=False)
 
 
 # --------------------------------------------------------------------------- diversity
