@@ -6,6 +6,7 @@ with :func:`atomic_folder` holds one complete run, never parts of two.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import glob
 import json
 import os
@@ -36,6 +37,15 @@ def portable(text: str, root: str | os.PathLike = REPO_ROOT) -> str:
         name = p.rstrip("/").rsplit("/", 1)[-1]
         return f".../{name}" if name else "..."
     return _ABS_PATH.sub(repl, text)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (weight files, imported files, downloads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ written before the hashes were recorded (no ``weights_sha256``) still load, unch
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,20 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import sha256_file
+
 __all__ = ["CONFIG_NAME", "HASHES_KEY", "read_config", "weight_hashes", "check_weight_hashes", "put_in_place",
            "check_target_folder"]
 
 CONFIG_NAME = "scp_pipeline.json"
 HASHES_KEY = "weights_sha256"
 WEIGHT_SUFFIX = ".safetensors"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weight_hashes(folder: str | os.PathLike) -> dict[str, str]:

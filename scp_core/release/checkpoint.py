@@ -22,7 +22,6 @@ the first missing, unexpected or mis-shaped weights.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import pickle
 import warnings
@@ -33,6 +32,7 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ..io import sha256_file
 from ..models import make_scheduler
 
 __all__ = ["SD21_MODEL_CONFIG", "PREFIXES", "read_checkpoint", "check_schedule", "convert_checkpoint",
@@ -62,11 +62,7 @@ SD21_MODEL_CONFIG = {"ldm": SD21_LDM_CONFIG, "text_encoder": SD21_TEXT_CONFIG}
 def file_digest(path: str | os.PathLike) -> dict:
     """``{"file", "bytes", "sha256"}`` of a file (the provenance of what was imported)."""
     path = Path(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -26,7 +26,6 @@ another dataset and is refused), fills what was never seen (categorical: the glo
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import safe_pickle
+from .checkpoint import file_digest
 from ..priors import FALLBACKS, CategoricalPrior, JointPrior, SpatialPrior
 
 __all__ = ["STAT_SUFFIXES", "read_release_npy", "find_stat_files", "prior_class_map", "release_priors"]
@@ -176,14 +176,6 @@ def _unknown_categorical(cat, cmap, path, num_prior_classes, joint_checked: bool
     return bad
 
 
-def _digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": h.hexdigest()}
-
-
 def _pool_joint(mean, std, count, cmap, K):
     """The authors' ``[256, C, h, w]`` cells pooled exactly (Chan's rule, by count) into ``K`` prior classes."""
     _, C, H, W = mean.shape
@@ -296,7 +288,7 @@ def release_priors(files: dict[str, str | os.PathLike], id_map: dict[int, int], 
         dropped = _unknown_joint(joint[2], cmap, files["joint"], K)
         pooled = _pool_joint(*joint, cmap, K)
         images = int(joint[2].sum(axis=0).max())  # one token per position and image: the images behind the file
-    prov = {"source": TOOLKIT, "files": {k: _digest(p) for k, p in files.items()},
+    prov = {"source": TOOLKIT, "files": {k: file_digest(p) for k, p in files.items()},
             "label_map": {str(v): c for v, c in sorted(cmap.items())}}
     kw = dict(num_classes=K, latent_shape=shape, num_images=images)
     out = {}
