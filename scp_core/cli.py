@@ -111,7 +111,7 @@ def _cmd_train(a) -> int:
     # the training stacks load diffusers and the models: for this command only
     from .training.recipes import RECIPES, TOY_SMALL, recipe_for
     from .training.toy import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, runs_dir, train_toy_gv,
-                               train_toy_stack)
+                               train_toy_locked, train_toy_stack)
 
     if a.schedule != "sd" and a.profile not in ("toy", "toy-gv"):
         print(f"scpdiff train: --schedule {a.schedule} is an experiment of the toy profiles (toy, toy-gv)",
@@ -122,6 +122,9 @@ def _cmd_train(a) -> int:
         facts = train_toy_gv(out=out, resume=a.resume, schedule=a.schedule, base_work=runs_dir("toy", a.schedule),
                              vae_work=RUNS, work=runs_dir("toy-gv", a.schedule))
         print(json.dumps(facts, indent=2))
+        return 0
+    if a.profile == "toy-locked":
+        print(json.dumps(train_toy_locked(**({"out": a.out} if a.out else {}), resume=a.resume), indent=2))
         return 0
     if a.profile in RECIPES:  # real images: base UNet, ControlNet and segmenter on the pretrained TAEF2
         from .training.camvid import rewrite_report, train_stack  # also loads the study and its metrics
@@ -300,9 +303,11 @@ def _add_reproduce(sub) -> None:
 
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train the toy stack from scratch (VAE, base UNet, ControlNet); "
-                       "--profile toy-gv fine-tunes the global-variation variant from it; --profile camvid "
+                       "--profile toy-gv fine-tunes the global-variation variant from it, --profile toy-locked a "
+                       "daylight ControlNet with the UNet frozen whole; --profile camvid "
                        "trains base UNet, ControlNet and segmenter on CamVid with the pretrained TAEF2")
-    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "camvid"], help="the stack to train")
+    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "toy-locked", "camvid"],
+                   help="the stack to train")
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/<profile>-small")
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
     t.add_argument("--report-only", action="store_true", help="camvid: write REPORT.md again from a finished run")

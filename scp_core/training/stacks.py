@@ -86,8 +86,9 @@ def run_stage(stage_dir: str | Path, train: Callable[[], tuple[Any, dict, dict]]
 
 def controlnet_stage(unet, cache: LatentCache, labels: np.ndarray, ds, scheduler, cond: torch.Tensor,
                      uncond: torch.Tensor, cfg: TrainConfig, stage_dir: Path, resume: str | None, desc: str,
-                     control_channels: tuple | None = None) -> tuple[Any, dict, dict]:
-    """Fine-tune a ControlNet made from ``unet`` with the UNet decoder unlocked (the authors' ``sd_locked=False``).
+                     control_channels: tuple | None = None, unlock: bool = True) -> tuple[Any, dict, dict]:
+    """Fine-tune a ControlNet made from ``unet`` with the UNet decoder unlocked (the authors' ``sd_locked=False``;
+    ``unlock=False``: the UNet stays frozen whole, as in the original ControlNet).
 
     ``labels[i]`` is the label map of ``cache``'s item ``i``; the control is its colour-coded map
     in ``ds``'s palette. Returns what :func:`run_stage` expects of ``train``; the module is the
@@ -96,7 +97,7 @@ def controlnet_stage(unet, cache: LatentCache, labels: np.ndarray, ds, scheduler
     controlnet = controlnet_from_unet(unet, conditioning_embedding_out_channels=control_channels)
     controls = lambda idx: control_map(torch.as_tensor(labels[idx]).long(), ds.palette,  # noqa: E731
                                        ignore_index=ds.ignore_index)
-    model, unlocked = prepare_controlnet_training(controlnet, unet, unlock=True)
+    model, unlocked = prepare_controlnet_training(controlnet, unet, unlock=unlock)
     r = fit(model, controlnet_loss_fn(cache, controls, scheduler, cond, uncond), len(labels), cfg, stage_dir,
             resume=resume, desc=desc)
     return r["model"], r, {"unlocked_unet_tensors": len(unlocked)}

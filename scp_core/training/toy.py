@@ -18,6 +18,7 @@ training report in ``zoo/toy/REPORT.md``.
 """
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import asdict
@@ -45,6 +46,8 @@ GV_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv" / "pipeline"
 # The toy-gv stack retrained under zero terminal SNR (``models.ZERO_SNR_SCHEDULER_CONFIG``), same VAE:
 # does SD's schedule keep plain ControlNet from painting night?
 GV_ZERO_SNR_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv-zero-snr" / "pipeline"
+# A daylight ControlNet trained with the UNet frozen whole (notebook 10: do priors need an unlocked decoder?)
+LOCKED_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-locked" / "pipeline"
 RUNS = REPO_ROOT / "runs" / "toy"
 
 
@@ -232,3 +235,55 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
         copy_loss_logs({"base_unet": base_work / "unet"}, out.parent)
     return facts
 
+
+
+def train_toy_locked(out: str | Path = LOCKED_PIPELINE_DIR, work: str | Path = RUNS.with_name("toy-locked"),
+                     resume: str | None = None, n_train: int = 4000, seed: int = 0,
+                     configs: dict | None = None) -> dict:
+    """A daylight toy ControlNet trained the original ControlNet way: the UNet frozen whole.
+
+    The committed toy stacks unlock the UNet decoder (the authors' ``sd_locked=False``); a public
+    ControlNet does not. To ask whether the priors still help such a model (SCP-Diff toolkit
+    issue #5), this trains one in the committed stacks' latent space: the VAE and scale factor of
+    ``zoo/toy/pipeline`` (so the priors of zoo/toy and zoo/toy-gv apply unchanged), a base UNet
+    retrained with the toy recipe on both regimes (the zoo keeps only fine-tuned UNets; it is
+    reused from ``work/unet`` when finished), then the toy ControlNet recipe on daylight toy-city
+    with no UNet tensor trainable. ``configs``: ``{"unet": ..., "controlnet": ...}`` overrides.
+    """
+    configs = {**TOY_FULL, **(configs or {})}
+    work, out = Path(work), Path(out)
+    zoo = load_pipeline(PIPELINE_DIR, device="cpu", dtype=torch.float32)
+    vae, scale = zoo.vae.eval().requires_grad_(False), zoo.scale_factor
+    # written back file for file (its config names where the zoo's VAE was trained), so the priors' fingerprint holds
+    zoo_vae_config = json.loads((PIPELINE_DIR / "vae" / "config.json").read_text())
+    vae.register_to_config(_name_or_path=zoo_vae_config["_name_or_path"])
+    t0 = time.time()
+    images = base_images(n_train)
+    cache = LatentCache.build(vae, images, scale_factor=scale)
+    cond, uncond = toy_text_conditioning(seed)
+    ddpm = make_scheduler("ddpm")
+
+    def train_unet():
+        r = fit(toy_unet(seed), unet_loss_fn(cache, ddpm, cond, uncond), len(images), configs["unet"], work / "unet",
+                resume=resume, desc="toy base UNet (for the locked ControlNet)")
+        return r["model"], r, {"schedule": "sd"}
+
+    unet, unet_facts, _ = run_stage(work / "unet", train_unet, reuse_from=work / "unet",
+                                    steps=configs["unet"].steps, load=UNet2DConditionModel.from_pretrained)
+    train = ToyCity(split="train")
+    daylight = LatentCache(cache.mean[:n_train], cache.std[:n_train], scale)
+    model, stage, _ = run_stage(work / "controlnet", lambda: controlnet_stage(
+        unet, daylight, train.labels[:n_train], train, ddpm, cond, uncond, configs["controlnet"],
+        work / "controlnet", resume, "toy ControlNet, UNet locked", unlock=False), save=None)
+    facts = {"dataset": "toy-city", "vae": "zoo/toy/pipeline", "scale_factor": round(scale, 5),
+             "unlocked_unet_tensors": stage["unlocked_unet_tensors"], "steps": stage["steps"],
+             "wall_s": stage["wall_s"], "final_loss": stage["final_loss"], "total_wall_s": round(time.time() - t0, 1),
+             "threads": torch.get_num_threads(), "torch": torch.__version__, "base_unet": unet_facts,
+             "config": asdict(configs["controlnet"])}
+    pipe = assemble_pipeline(vae, model.unet, model.controlnet, cond, uncond, train, scale,
+                             info={"profile": "toy-locked", "dataset": "toy-city", "prompt": train.prompt,
+                                   "trained": facts})
+    save_half(pipe, out)
+    write_json(out.parent / "training_facts.json", facts)
+    copy_loss_logs({"controlnet": work / "controlnet", "base_unet": work / "unet"}, out.parent)
+    return facts
