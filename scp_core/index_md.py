@@ -25,6 +25,7 @@ TITLES = {
     "07_training": "Training the toy stack (small)",
     "08_global_factors": "Beyond the paper: priors that keep global factors",
     "09_zero_snr": "Is the schedule the bottleneck? Zero terminal SNR",
+    "10_prior_transfer": "Prior transfer and a locked UNet (toolkit issue #5)",
 }
 NOTEBOOKS = list(TITLES)  # in the study's order
 
@@ -264,6 +265,21 @@ def _zero_snr_section(out: Path) -> list[str]:
             df[cols].to_markdown(index=False, floatfmt=".3f"), "", "![zero-SNR samples](figures/09_samples.png)"]
 
 
+def _transfer_section(out: Path) -> list[str]:
+    m = _load(out, "10_prior_transfer")
+    if not m:
+        return []
+    df = _ci_columns(pd.DataFrame(m["table"]))
+    cols = ["model", "start", "mu", "fd_daylight", "fd_daylight_ci", "fd_toy-gv", "fd_toy-gv_ci", "miou", "miou_ci",
+            "brightness_mean", "n"]
+    answers = [f"- Training-free: {m['answers']['training_free']}."]
+    answers += [f"- Transfer: {text}." for text in m["answers"]["transfer"].values()]
+    return ["", "## Prior transfer and a locked UNet (toolkit issue #5)", "",
+            f"Three toy stacks, {m['n_eval']} validation maps each, every start scored against both regimes' real "
+            f"images ({_metric(m)}). Rules fixed before the run: {m['goals']}", "",
+            _md(df, cols), "", *answers, "", "![prior transfer](figures/10_prior_transfer.png)"]
+
+
 def _table2_section(out: Path) -> list[str]:
     m = _load(out, "06_comparison_table")
     if not m:
@@ -276,7 +292,7 @@ def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
     lines = _index_header(run) + _notebook_rows(out, run)
     for section in (_table1_section, _mismatch_section, _mu_sweep_section, _diversity_section, _reading_section,
-                    _global_factors_section, _zero_snr_section, _table2_section):
+                    _global_factors_section, _zero_snr_section, _transfer_section, _table2_section):
         lines += section(out)
     files = sorted(p.relative_to(out).as_posix() for d in ("tables", "figures") if (out / d).is_dir()
                    for p in (out / d).iterdir() if p.suffix in (".md", ".png", ".csv"))

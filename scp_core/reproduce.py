@@ -26,8 +26,10 @@ from .index_md import NOTEBOOKS, write_index
 from .io import REPO_ROOT, atomic_path, portable, write_text
 
 DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
-LONGEST = ["03_prior_comparison", "08_global_factors", "04_mu_sweep", "09_zero_snr", "01_mismatch_study"]
-TOY_ONLY = {"09_zero_snr"}  # experiments on the toy stacks (their retrained models exist for toy-city only)
+LONGEST = ["03_prior_comparison", "08_global_factors", "10_prior_transfer", "04_mu_sweep", "09_zero_snr",
+           "01_mismatch_study"]
+# experiments on the toy stacks (their retrained models exist for toy-city only)
+TOY_ONLY = {"09_zero_snr", "10_prior_transfer"}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 

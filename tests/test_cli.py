@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -255,3 +256,71 @@ def test_sample_exits_0_with_a_whole_run_or_non_zero_naming_the_argument(capsys,
         else:
             assert bad and any(f"argument {b}:" in err for b in bad), (bad, err[-500:])
             assert not out.exists()
+
+
+PRIOR_FILES = ["accumulator.safetensors", "categorical.safetensors", "joint.safetensors", "spatial.safetensors"]
+
+
+def holds_one_priors_run(folder: Path) -> int:
+    """The reference-image count of the priors run in ``folder``, asserting that its four files are all there, load,
+    can be sampled from (finite, not constant) and come from one run (the same count in every file)."""
+    from safetensors import safe_open
+
+    from scp_core.priors import load_prior
+
+    assert sorted(p.name for p in folder.iterdir()) == PRIOR_FILES
+    counts = set()
+    for kind in ("spatial", "categorical", "joint"):
+        prior = load_prior(folder / f"{kind}.safetensors")
+        assert torch.isfinite(prior.mean).all() and prior.mean.std() > 0, kind
+        counts.add(prior.num_images)
+    with safe_open(str(folder / "accumulator.safetensors"), framework="pt") as f:
+        counts.add(json.loads(f.metadata()["key"])["n"])
+    assert len(counts) == 1, counts  # never the priors of one run beside the accumulator of another
+    return counts.pop()
+
+
+@needs_toy
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          derandomize=True)
+@given(n=st.integers(-2, 3), min_count=st.one_of(st.integers(-1, 3), st.sampled_from([2**40, 2**70])),
+       seed=st.one_of(st.sampled_from([0, -1, 2**63 - 1, 2**63]), st.integers(-2**70, 2**70)),
+       out=st.sampled_from(["p", "with space/p", "ünï", "a/b/c", "a-file", "a-file/under"]))
+@example(n=2, min_count=2**40, seed=7, out="with space/p")
+@example(n=0, min_count=1, seed=0, out="p")
+@example(n=1, min_count=0, seed=0, out="a-file")
+def test_priors_exits_0_with_a_whole_run_or_non_zero_naming_the_argument(capsys, n, min_count, seed, out):
+    bad = {name for name, ok in (("--n", n >= 1), ("--min-count", min_count >= 1), ("--seed", 0 <= seed < 2**63),
+                                 ("--out", not out.startswith("a-file"))) if not ok}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "a-file").write_text("not a folder")
+        folder = Path(tmp) / out
+        code, err = run_main(["priors", "--device", "cpu", "--out", folder, f"--n={n}", f"--min-count={min_count}",
+                              f"--seed={seed}"], capsys)
+        if code == 0:
+            assert not bad
+            assert holds_one_priors_run(folder) == n
+        else:
+            assert bad and any(f"argument {b}:" in err for b in bad), (bad, err[-500:])
+            assert out.startswith("a-file") or not folder.exists()
+        assert (Path(tmp) / "a-file").read_text() == "not a folder"
+
+
+@needs_toy
+def test_sigkill_during_priors_over_a_used_folder_always_leaves_one_complete_run(tmp_path, capsys):
+    out = tmp_path / "priors"
+    assert run_main(["priors", "--device", "cpu", "--n", "3", "--out", out], capsys)[0] == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "scp_core.cli", "priors", "--device", "cpu", "--n", "2", "--out", str(out),
+           "--overwrite"]
+    rng = np.random.default_rng(23)
+    for delay in (0.5, *rng.uniform(2.0, 6.0, size=2)):  # from the start, through loading, encoding, writing
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert holds_one_priors_run(out) in (2, 3), delay  # the earlier run or the new one, never parts of both
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert holds_one_priors_run(out) == 2
+    no_debris(out)

@@ -27,6 +27,8 @@ def _spatial(mean=None, std=None, latent_shape=LAT, **kw) -> SpatialPrior:
     (lambda: _spatial(std=torch.full(LAT, float("inf"))), "tensor 'std' has NaN or Inf"),
     (lambda: _spatial(mean=torch.zeros(LAT, dtype=torch.int64)), "tensor 'mean' has dtype torch.int64"),
     (lambda: _spatial(std=-torch.ones(LAT)), "'std' has negative values"),
+    (lambda: _spatial(std=torch.full(LAT, 1e30)), "tensor 'std' reaches 1e\\+30, beyond the 10000"),
+    (lambda: _spatial(mean=torch.full(LAT, -3e5)), "tensor 'mean' reaches 3e\\+05"),
 ])
 def test_a_prior_that_cannot_be_sampled_from_is_refused_naming_the_file(tmp_path, make, message):
     path = make().save(tmp_path / "bad.safetensors")

@@ -269,3 +269,25 @@ def test_finetuning_moves_the_frozen_vae_and_the_prompt_to_the_run_device(tmp_pa
                     ("controlnet", next(pipe.controlnet.parameters())), ("prompt", pipe.prompt_embeds),
                     ("null prompt", pipe.negative_prompt_embeds)]:
         assert t.device.type == dev.type, name
+
+
+def test_the_locked_toy_controlnet_keeps_the_base_unet_and_the_zoos_autoencoder(tmp_path):
+    """`scpdiff train --profile toy-locked` at tiny counts: no UNet weight moves, the autoencoder is zoo/toy's file for
+    file (so the committed stacks' priors apply to it: same fingerprint, same scale factor)."""
+    from diffusers import UNet2DConditionModel
+
+    from scp_core.pipeline import TOY_PIPELINE_DIR, load_pipeline
+    from scp_core.reference import autoencoder_fingerprint
+    from scp_core.training.toy import train_toy_locked
+
+    tiny = TrainConfig(steps=2, batch_size=2, log_every=1, checkpoint_every=2)
+    facts = train_toy_locked(out=tmp_path / "zoo" / "pipeline", work=tmp_path / "runs", n_train=8,
+                             configs={"unet": tiny, "controlnet": tiny})
+    assert facts["unlocked_unet_tensors"] == 0 and facts["steps"] == 2 and facts["base_unet"]["steps"] == 2
+    pipe = load_pipeline(tmp_path / "zoo" / "pipeline")
+    base = UNet2DConditionModel.from_pretrained(tmp_path / "runs" / "unet" / "final")
+    for k, v in base.state_dict().items():  # the pipeline stores float16: the base UNet rounded, nothing else
+        assert torch.equal(pipe.unet.state_dict()[k], v.half().float()), k
+    assert autoencoder_fingerprint(tmp_path / "zoo" / "pipeline") == autoencoder_fingerprint(TOY_PIPELINE_DIR)
+    assert pipe.scale_factor == load_pipeline(TOY_PIPELINE_DIR).scale_factor
+    assert (tmp_path / "zoo" / "training_facts.json").is_file() and (tmp_path / "zoo" / "loss_controlnet.csv").is_file()

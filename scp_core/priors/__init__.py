@@ -38,6 +38,11 @@ KINDS: dict[str, type[Prior]] = {cls.kind: cls for cls in (
     NormalPrior, SpatialPrior, CategoricalPrior, JointPrior, GlobalJointPrior, MixtureJointPrior, SignalLeakPrior)}
 
 
+# Largest |mean| or std a prior file may hold: scaled latents are of order 1 (SD's unscaled ones reach ~50);
+# 1e30 is a corrupt file, which would otherwise be found only by the sampler's non-finite check.
+MAX_ABS_STATISTIC = 1e4
+
+
 def load_prior(path: str | os.PathLike, num_classes: int | None = None,
                latent_shape: Sequence[int] | None = None, device: str | torch.device = "cpu") -> Prior:
     """Load a prior written by :meth:`Prior.save`, checking it against the intended use.
@@ -91,6 +96,11 @@ def _validate_tensors(prior: Prior, path) -> None:
             raise ValueError(f"prior file {path}: tensor {name!r} has NaN or Inf values; re-create it")
         if name == "std" and (t < 0).any():
             raise ValueError(f"prior file {path}: tensor 'std' has negative values; re-create it")
+        if name in ("mean", "std") and t.numel() and float(t.abs().max()) > MAX_ABS_STATISTIC:
+            raise ValueError(f"prior file {path}: tensor {name!r} reaches {float(t.abs().max()):.3g}, beyond the "
+                             f"{MAX_ABS_STATISTIC:g} that statistics of scaled latents (order 1) never approach; "
+                             "the file is corrupt or was built without the autoencoder's scale factor, re-create it "
+                             "with `scpdiff priors`")
     mean = getattr(prior, "mean", None)
     if prior.latent_shape is None and isinstance(mean, torch.Tensor) and mean.dim() in (3, 4):
         prior.latent_shape = tuple(int(s) for s in mean.shape[-3:])

@@ -112,6 +112,8 @@ PROFILES = {
     # the same toy-gv stack with base UNet and ControlNet retrained under zero terminal SNR (notebook 09)
     "toy-gv-zero-snr": replace(_TOY, profile="toy-gv-zero-snr", dataset="toy-city-gv",
                                pipeline="zoo/toy-gv-zero-snr/pipeline"),
+    # a daylight ControlNet trained with the UNet frozen whole, same latent space (notebook 10)
+    "toy-locked": replace(_TOY, profile="toy-locked", pipeline="zoo/toy-locked/pipeline"),
 }
 
 # Each notebook's counts on every profile, and the commands' (`scpdiff priors`, `scpdiff sample`).
@@ -128,6 +130,7 @@ NOTEBOOKS = {
     "07_training": {"steps_per_stage": 60, "n_train": 1000},
     "08_global_factors": {"n_ref": N_REF, "n_eval": 300, "k": 4, "n_maps": 8},
     "09_zero_snr": {"n_ref": N_REF, "n_eval": 300, "oracle_stds": [1, 2, 4, 8, 16, 32]},
+    "10_prior_transfer": {"n_ref": N_REF, "n_eval": 300},
     "priors": {},
     "sample": {"n_eval": 100, "batch_size": 32},
 }
