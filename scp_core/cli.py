@@ -5,6 +5,7 @@
     scpdiff finetune --base DIR --dataset cityscapes --root data/cityscapes --out DIR [...]
     scpdiff priors --profile toy --out DIR [--n 2000]
     scpdiff sample --profile toy --prior FILE --out DIR [--split val] [--n 100]
+    scpdiff compose --base DIR --controlnet DIR --dataset ade20k --control ade20k --out DIR
     scpdiff import-release --dataset cityscapes [--checkpoint F --tokenizer D] [--stat-dir D --stat-name N] --out DIR
 
 ``priors``, ``sample`` and the notebooks that ``reproduce`` runs read their dataset, dataset options
@@ -24,64 +25,9 @@ import sys
 from dataclasses import replace
 
 from . import _tv_compat  # noqa: F401
+from .cli_args import _float_in, _int_at_least, _out_folder, _seed
+from .cli_outside import _add_compose, _add_import_release
 from .io import REPO_ROOT
-
-MAX_SEED = 2**63 - 1
-
-
-def _int_at_least(low: int, what: str):
-    """An argparse ``type``: an integer >= ``low``, refused with the reason and the allowed range."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; {what} is an integer >= {low}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is too small; {what} is an integer >= {low}")
-        return value
-    parse.__name__ = what
-    return parse
-
-
-def _float_in(low: float, high: float, what: str, low_open: bool = False):
-    """An argparse ``type``: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-            shown = f"{'(' if low_open else '['}{low:g}, {high:g}]".replace("inf]", "inf)")
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; {what} is a finite number in {shown}")
-        return value
-    parse.__name__ = what
-    return parse
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; a seed is an integer in [0, 2**63 - 1]")
-    return value
-
-
-def _out_folder(text: str) -> str:
-    """An argparse ``type``: a folder path that is not a file and whose nearest existing folder is writable."""
-    path = os.path.abspath(text)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; choose another --out")
-    parent = path
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise argparse.ArgumentTypeError(f"{text} lies under {parent}, which is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK)):
-        raise argparse.ArgumentTypeError(f"{text} is in a read-only folder ({parent}); choose a writable --out")
-    return text
-
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default: in the help's own words where it says "default", else appended."""
@@ -235,46 +181,6 @@ def _cmd_sample(a) -> int:
     return 0
 
 
-def _cmd_import_release(a) -> int:
-    from .release import import_release  # diffusers and transformers: loaded for this command only
-
-    config = None
-    if a.model_config:
-        with open(a.model_config, encoding="utf-8") as f:
-            config = json.load(f)
-    out = import_release(a.out, a.dataset, checkpoint=a.checkpoint, tokenizer=a.tokenizer, stat_dir=a.stat_dir,
-                         stat_name=a.stat_name, convention=a.convention, fallback=a.fallback,
-                         diffusion_steps=a.diffusion_steps, image_size=a.size, model_config=config,
-                         overwrite=a.overwrite)
-    print(f"[scpdiff] imported into {out}")
-    return 0
-
-
-def _add_import_release(sub) -> None:
-    s = sub.add_parser("import-release", help="convert the authors' released checkpoint (ControlNet repository "
-                       "format) and / or statistics (*_mean_std.npy) into a pipeline folder and prior files")
-    s.add_argument("--dataset", required=True, choices=["cityscapes", "ade20k", "coco-stuff"],
-                   help="the release's dataset: label set, palette, image size, label values (no default)")
-    s.add_argument("--checkpoint", help="a .ckpt (read with weights_only=True) or .safetensors (default: none)")
-    s.add_argument("--tokenizer", help="SD 2.1 base's tokenizer/ folder, to encode the prompts (default: none; "
-                   "needed with --checkpoint)")
-    s.add_argument("--stat-dir", help="folder of the statistics files (default: none)")
-    s.add_argument("--stat-name", help="their name: <name>_spatial_mean_std.npy, ... (default: none)")
-    s.add_argument("--convention", default="authors", choices=["authors", "ours"],
-                   help="whose prompts the pipeline encodes and whose fallback the joint prior takes")
-    s.add_argument("--fallback", choices=["spatial", "class"],
-                   help="joint cells seen 0 times take these statistics (default: the convention's)")
-    s.add_argument("--diffusion-steps", type=_int_at_least(0, "--diffusion-steps"), default=799,
-                   help="the authors' step index, recorded as this project's mu")
-    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (default: the dataset's)")
-    s.add_argument("--model-config", help="JSON {ldm: cldm yaml as a dict, text_encoder: CLIPTextConfig} "
-                   "(default: SD 2.1 base + ControlNet, cldm_v21.yaml)")
-    s.add_argument("--out", required=True, type=_out_folder,
-                   help="output folder (no default), written as a whole; nothing is written on an error")
-    s.add_argument("--overwrite", action="store_true", help="replace an earlier import in --out (default: refuse)")
-    s.set_defaults(fn=_cmd_import_release)
-
-
 def _device_option(parser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (default: SCP_DEVICE if set, else this process's GPU where there is one, "
@@ -411,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scpdiff", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_add_reproduce, _add_train, _add_finetune, _add_priors, _add_sample, _add_import_release):
+    for add in (_add_reproduce, _add_train, _add_finetune, _add_priors, _add_sample, _add_compose,
+                _add_import_release):
         add(sub)
     for command in sub.choices.values():  # every option's help shows its default
         command.formatter_class = _HelpFormatter
