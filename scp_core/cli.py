@@ -23,6 +23,7 @@ import math
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from . import _tv_compat  # noqa: F401
 from .cli_args import _float_in, _int_at_least, _out_folder, _seed
@@ -175,7 +176,17 @@ def _cmd_sample(a) -> int:
     from .distributed import sample_distributed  # accelerate and the models: loaded for this command only
 
     s, split = command_settings(a, "sample")
-    sample_distributed(s.pipeline, s.dataset, s.data_root, split, s.n_eval, a.out, prior=a.prior, mu=a.mu,
+    prior, mu = a.prior, a.mu
+    if a.convention:  # the imported pipeline's recorded conventions fill what was not given
+        from .pipeline import TOY_PIPELINE_DIR
+        from .pipeline_folder import CONFIG_NAME, read_config
+        from .release.conventions import recorded_conventions, sampling_choices
+
+        folder = Path(s.pipeline) if s.pipeline else TOY_PIPELINE_DIR
+        conv = recorded_conventions(read_config(folder / CONFIG_NAME).get("info"), a.convention, folder)
+        c = sampling_choices(conv, prior, a.guidance, a.steps, mu)
+        prior, mu, s = c["prior"], c["mu"], replace(s, guidance=c["guidance"], steps=c["steps"])
+    sample_distributed(s.pipeline, s.dataset, s.data_root, split, s.n_eval, a.out, prior=prior, mu=mu,
                        steps=s.steps, guidance=s.guidance, seed=s.seed, batch_size=s.batch_size, device=a.device,
                        dataset_options=s.dataset_options, overwrite=a.overwrite, clamp=a.n is None, force=a.force)
     return 0
@@ -295,7 +306,11 @@ def _add_sample(sub) -> None:
     s = sub.add_parser("sample", help="sample label maps of a dataset with a prior (sharded)")
     _study_options(s, "the split of the label maps (default: the profile's evaluation split)",
                    "label maps, the first n of the split (default: the table's for sample)")
-    s.add_argument("--prior", help="prior file, or 'normal' (default)")
+    s.add_argument("--prior", help="prior file, 'normal' (default: plain ControlNet, mu = 1) or 'authors-normal' "
+                   "(the authors' N(0, I) baseline: 19 of 20 steps, from t = 901)")
+    s.add_argument("--convention", default=None, choices=["authors", "ours"],
+                   help="an imported pipeline's recorded sampling conventions (CFG, steps, mu; under 'authors' the "
+                        "normal prior is their baseline); flags given explicitly win (default: none, the table's)")
     s.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
                    help="images per batch, an integer >= 1 (default: the table's for sample)")
     s.add_argument("--mu", type=_float_in(0, 1, "--mu", low_open=True), default=None,

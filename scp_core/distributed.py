@@ -33,6 +33,7 @@ from .pipeline import load_pipeline
 from .priors import MIN_COUNT, NormalPrior, PriorAccumulator, load_prior
 from .reference import (NUM_SHARDS, accumulate_shards, check_count, merge_shards, provenance_problems,
                         reference_provenance, save_accumulator)
+from .release.conventions import AUTHORS_NORMAL, authors_normal_prior
 from .sampling import resolve_mu
 
 
@@ -149,6 +150,8 @@ def _sample_prior(pipe, pipeline, prior, force: bool = False):
     """The prior ``sample`` runs with: normal, or the file ``prior`` checked against the pipeline."""
     if prior in (None, "normal"):
         return NormalPrior(latent_channels=pipe.latent_shape[0])
+    if prior == AUTHORS_NORMAL:  # their N(0, I) baseline, run below mu = 1 (scp_core.release.conventions)
+        return authors_normal_prior(pipe.latent_shape)
     prior_obj = load_prior(prior, num_classes=pipe.prior_num_classes, latent_shape=pipe.latent_shape)
     problems = provenance_problems(prior_obj, pipe, pipeline)
     if problems and not force:

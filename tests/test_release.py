@@ -323,3 +323,36 @@ def test_the_sd21_configuration_fits_the_controlnet_repositorys_sd21_layout():
     counts = {k: sum(p.numel() for p in mods[k].parameters()) for k in ("unet", "vae", "text_encoder", "controlnet")}
     assert counts == {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840, "controlnet": 364_228_240}
     assert tuple(mods["controlnet"].config.conditioning_embedding_out_channels) == (16, 32, 96, 256)
+
+
+def test_sample_with_the_recorded_conventions_fills_cfg_steps_mu_and_the_authors_baseline(release, tmp_path, capsys):
+    """`scpdiff sample --convention authors`: CFG 4.0, 20 steps, mu of --diffusion_steps 799 from the imported
+    pipeline; the normal prior becomes their baseline (19 steps from t = 901); a flag given wins; a pipeline imported
+    with the other conventions, or one that records none, is refused naming the fix."""
+    from minisd import make_mini_cityscapes
+
+    cs = make_mini_cityscapes(tmp_path / "cityscapes")
+    out = import_release(tmp_path / "imp", "cityscapes", checkpoint=release["ckpt"], tokenizer=release["tokenizer"],
+                         stat_dir=release["stat_dir"], stat_name=NAME, image_size=SIZE,
+                         model_config=release["config"])
+    common = ["sample", "--pipeline", str(out), "--dataset", "cityscapes", "--root", str(cs), "--split", "val",
+              "--n", "1", "--device", "cpu"]
+
+    def run(*extra, folder):
+        code = cli.main([*common, *extra, "--out", str(tmp_path / folder)])
+        err = capsys.readouterr().err
+        return code, err, (json.loads((tmp_path / folder / "samples.json").read_text()) if code == 0 else None)
+
+    code, err, meta = run("--convention", "authors", "--prior", str(out / "priors" / "joint.safetensors"), folder="j")
+    assert code == 0, err
+    assert (meta["guidance"], meta["steps"], meta["mu"]) == (4.0, 20, authors_mu(799))
+    code, err, meta = run("--convention", "authors", folder="n")
+    assert code == 0, err
+    assert meta["prior"] == "authors-normal" and meta["mu"] == authors_mu(999) and authors_steps(999) == (19, 901)
+    code, err, meta = run("--convention", "authors", "--guidance", "2.5", "--steps", "10", folder="g")
+    assert code == 0 and (meta["guidance"], meta["steps"]) == (2.5, 10)
+    code, err, _ = run("--convention", "ours", folder="o")
+    assert code == 2 and "imported with the 'authors' conventions" in err and "--convention ours" in err
+    code = cli.main(["sample", "--convention", "authors", "--n", "1", "--out", str(tmp_path / "toy")])
+    assert code == 2 and "records no sampling conventions" in capsys.readouterr().err
+    nothing_written(tmp_path / "toy")

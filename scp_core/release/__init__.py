@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 from .checkpoint import SD21_MODEL_CONFIG, convert_checkpoint, read_checkpoint
-from .conventions import (CONVENTIONS, SamplingConventions, authors_id_map, authors_mu, authors_normal_prior,
-                          authors_palette, authors_steps, conventions)
+from .conventions import (AUTHORS_NORMAL, CONVENTIONS, SamplingConventions, authors_id_map, authors_mu,
+                          authors_normal_prior, authors_palette, authors_steps, conventions, recorded_conventions,
+                          sampling_choices)
 from .importer import MANIFEST, build_pipeline, import_release
 from .stats import STAT_SUFFIXES, find_stat_files, read_release_npy, release_priors
 
-__all__ = ["SD21_MODEL_CONFIG", "convert_checkpoint", "read_checkpoint", "CONVENTIONS", "SamplingConventions",
+__all__ = ["SD21_MODEL_CONFIG", "convert_checkpoint", "read_checkpoint", "AUTHORS_NORMAL", "CONVENTIONS",
+           "SamplingConventions", "recorded_conventions", "sampling_choices",
            "authors_id_map", "authors_mu", "authors_normal_prior", "authors_palette", "authors_steps", "conventions",
            "MANIFEST",
            "build_pipeline", "import_release", "STAT_SUFFIXES", "find_stat_files", "read_release_npy",

@@ -37,7 +37,10 @@ from ..sampling import DEFAULT_MU
 
 __all__ = ["AUTHORS_PROMPTS", "AUTHORS_A_PROMPT", "AUTHORS_N_PROMPT", "AUTHORS_GUIDANCE", "AUTHORS_DIFFUSION_STEPS",
            "SamplingConventions", "authors_steps", "authors_mu", "authors_normal_prior", "authors_id_map",
-           "authors_palette", "conventions", "CONVENTIONS"]
+           "authors_palette", "conventions", "CONVENTIONS", "AUTHORS_NORMAL", "recorded_conventions",
+           "sampling_choices"]
+
+AUTHORS_NORMAL = "authors-normal"  # `scpdiff sample --prior authors-normal`: their N(0, I) baseline (19 steps from 901)
 
 AUTHORS_PROMPTS = {"cityscapes": "Realistic city road scenes", "ade20k": "diverse images depicting various scenes",
                    "coco-stuff": "Realistic image"}
@@ -166,3 +169,38 @@ def conventions(name: str, dataset: str, diffusion_steps: int = AUTHORS_DIFFUSIO
             AUTHORS_DDIM_STEPS, authors_mu(diffusion_steps), "spatial", 1, int(diffusion_steps))
     return SamplingConventions(name, DATASETS[dataset].prompt, "", OUR_GUIDANCE[dataset], AUTHORS_DDIM_STEPS,
                                DEFAULT_MU, "class", MIN_COUNT)
+
+
+def recorded_conventions(info: dict | None, name: str, pipeline="the pipeline") -> dict:
+    """The conventions an imported pipeline recorded (``info["conventions"]``), which must be ``name``'s.
+
+    The prompts are encoded when the pipeline is imported, so a pipeline imported with one set of
+    conventions cannot sample with the other's: that is refused, naming the fix.
+    """
+    if name not in CONVENTIONS:
+        raise ValueError(f"conventions must be one of {CONVENTIONS}, got {name!r}")
+    conv = (info or {}).get("conventions")
+    if not conv:
+        raise ValueError(f"{pipeline} records no sampling conventions (only `scpdiff import-release` writes them): "
+                         "leave out --convention and pass --guidance, --steps and --mu")
+    if conv.get("name") != name:
+        raise ValueError(f"{pipeline} was imported with the {conv.get('name')!r} conventions, whose prompts its "
+                         f"embeddings hold; re-import it with `scpdiff import-release --convention {name}`")
+    return conv
+
+
+def sampling_choices(conv: dict, prior: str | None, guidance: float | None = None, steps: int | None = None,
+                     mu: float | None = None) -> dict:
+    """``{"prior", "guidance", "steps", "mu"}`` of a ``scpdiff sample`` run under recorded conventions ``conv``.
+
+    A value given explicitly wins. Under the authors' conventions the normal prior is their baseline
+    (:data:`AUTHORS_NORMAL`, :func:`authors_normal_prior` at ``authors_mu(999)``: 19 steps from t = 901);
+    under ours it is plain ControlNet (mu = 1). A prior file runs at the conventions' mu.
+    """
+    normal = prior in (None, "normal", AUTHORS_NORMAL)
+    if normal and conv["name"] == "authors":
+        prior, default_mu = AUTHORS_NORMAL, authors_mu(999, conv["num_inference_steps"])
+    else:
+        default_mu = None if normal else conv["mu"]
+    return {"prior": prior, "guidance": conv["guidance_scale"] if guidance is None else guidance,
+            "steps": conv["num_inference_steps"] if steps is None else steps, "mu": default_mu if mu is None else mu}
