@@ -208,23 +208,29 @@ def test_camvid_batch_passes_its_counts_to_the_notebooks(tmp_path):
         "profile": "toy", "smoke": True, "out_dir": str(tmp_path)}
 
 
-def test_camvid_table1_smoke_has_fid_and_kid(tmp_path, monkeypatch):
-    """Notebook 03 on the camvid profile at smoke size: FID with KID on real frames, from the committed zoo."""
-    import json
+def test_camvid_table1_has_fid_and_kid_on_real_frames(tmp_path, monkeypatch):
+    """Table 1's functions on the camvid profile at a few frames: FID with KID on real frames from the committed zoo,
+    and index.md's Table 1 shows KID (notebook 03 itself runs under nbval on the toy profile)."""
+    from dataclasses import replace
 
+    from scp_core import study
     from scp_core.data import REPO_ROOT
-    from scp_core.reproduce import reproduce
+    from scp_core.index_md import _table1_section
 
     if not CAMVID.is_dir() or not (weights_dir() / "taef2_encoder.safetensors").is_file():
         pytest.skip("needs ../shared/data/camvid and ../shared/weights (TAEF2, FID Inception)")
     if not (REPO_ROOT / "zoo" / "camvid" / "pipeline" / "scp_pipeline.json").is_file():
         pytest.skip("zoo/camvid not trained yet (scpdiff train --profile camvid)")
-    monkeypatch.setenv("SCP_DATA_ROOT", str(CAMVID))  # inherited by the notebook's kernel
-    run = reproduce("camvid", only=["03_prior_comparison"], smoke=True, out=tmp_path, jobs=1)
-    assert run["notebooks"]["03_prior_comparison"]["status"] == "ok", run["notebooks"]
-    m = json.loads((tmp_path / "metrics" / "prior_comparison.json").read_text())
-    rows = m["tables"]["camvid"]
-    assert {r["metric"] for r in rows} == {"FID"} and all(r["kid_se"] > 0 for r in rows)
-    assert "KID x1e3" in (tmp_path / "index.md").read_text()
-    ceiling = m["real_ceiling"]["camvid"]  # real training frames against the validation reference
+    monkeypatch.setenv("SCP_DATA_ROOT", str(CAMVID))
+    s = replace(study.settings("camvid", smoke=True, notebook="03_prior_comparison", out_dir=str(tmp_path)),
+                n_ref=16, n_eval=8)
+    table, images = study.prior_comparison(s, kinds=("normal", "joint"))
+    rows = study.records(table)
+    assert {r["metric"] for r in rows} == {"FID"} and all(r["kid_se"] > 0 and len(r["fd_ci"]) == 2 for r in rows)
+    assert images["joint"].shape == (8, 192, 256, 3)
+    ceiling = study.real_ceiling(s)  # real training frames against the validation reference
     assert ceiling["kid_se"] > 0 and ceiling["metric"] == "FID"
+    study.write_metrics(s, "prior_comparison", {"tables": {"camvid": rows}, "metric": "FID",
+                                                "real_ceiling": {"camvid": ceiling}, "verdict": {"camvid": "-"},
+                                                "paper_table1": study.records(study.PAPER_TABLE1)})
+    assert "KID x1e3" in "\n".join(_table1_section(tmp_path))

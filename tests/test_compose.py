@@ -34,7 +34,8 @@ def _public_controlnet(sd: Path, folder: Path, **overrides) -> Path:
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in cn.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
+            zero_initialised = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+            if name.startswith(zero_initialised):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     cn.save_pretrained(folder)
     return folder
@@ -109,7 +110,8 @@ def test_compose_then_priors_then_sample_equals_the_modules_loaded_directly(worl
     tok = CLIPTokenizer.from_pretrained(sd / "tokenizer")
     te = CLIPTextModel.from_pretrained(sd / "text_encoder")
     ds = get_dataset("cityscapes", root=world["cs"], split="val", size=SIZE)
-    direct = SCPDiffPipeline(AutoencoderKL.from_pretrained(sd / "vae"), UNet2DConditionModel.from_pretrained(sd / "unet"),
+    direct = SCPDiffPipeline(AutoencoderKL.from_pretrained(sd / "vae"),
+                             UNet2DConditionModel.from_pretrained(sd / "unet"),
                              ControlNetModel.from_pretrained(world["cn"]), make_scheduler("ddim"),
                              encode_prompt(te, tok, ds.prompt, "cpu"), encode_prompt(te, tok, "", "cpu"),
                              num_classes=19, palette=control_palette("cityscapes", "ade20k")[0], image_size=SIZE,

@@ -262,8 +262,16 @@ def frechet_distance_few(feats_a, mu2: np.ndarray, sigma2: np.ndarray) -> float:
 
 
 def frechet_distance_of(feats_a, feats_b) -> float:
-    """Frechet distance between two feature sets ``[n_a, D]`` and ``[n_b, D]`` (tensors or arrays)."""
-    return frechet_distance(*feature_statistics(feats_a), *feature_statistics(feats_b))
+    """Frechet distance between two feature sets ``[n_a, D]`` and ``[n_b, D]`` (tensors or arrays).
+
+    With fewer vectors in ``feats_a`` than dimensions (a hundred FID features, 2048-d) through
+    :func:`frechet_distance_few` (an ``n x n`` eigenproblem: 11 s of ``sqrtm`` per distance on one
+    CPU thread become milliseconds), else pytorch-fid's formula (:func:`frechet_distance`).
+    """
+    fa = _as_array(feats_a)
+    if fa.ndim == 2 and 2 <= len(fa) < fa.shape[1]:
+        return frechet_distance_few(fa, *feature_statistics(feats_b))
+    return frechet_distance(*feature_statistics(fa), *feature_statistics(feats_b))
 
 
 def frechet_bootstrap(feats_a, feats_b, n_boot: int = 100, seed: int = 0):
