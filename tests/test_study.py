@@ -146,7 +146,7 @@ TOY_TODAY = {
                     "kinds": ["joint", "categorical", "spatial"]},
     "05_diversity": {"s": {"n_ref": 2000, "n_eval": 500}, "k": 8, "n_maps": 24},
     "06_comparison_table": {"s": {"n_ref": 2000, "n_eval": 500}},
-    "07_training": {"s": {"n_ref": 2000, "n_eval": 500}, "steps_per_stage": 60, "n_train": 1000},
+    "07_training": {"s": {"n_ref": 2000, "n_eval": 500}, "steps_per_stage": 60, "n_train": 1000, "psnr_images": 256},
     "08_global_factors": {"s": {"n_ref": 2000, "n_eval": 300}, "k": 4, "n_maps": 8},
     "09_zero_snr": {"s": {"n_ref": 2000, "n_eval": 300}, "oracle_stds": [1, 2, 4, 8, 16, 32]},
     "10_prior_transfer": {"s": {"n_ref": 2000, "n_eval": 300}},
@@ -163,7 +163,8 @@ CAMVID_TODAY = {
     "08_global_factors": {"s": {"n_ref": 2000, "n_eval": 113, "eval_splits": ("val", "holdout")}, "k": 4, "n_maps": 8},
 }
 SMOKE_TODAY = {"01_mismatch_study": {"mus": [0.8, 1.0]}, "04_mu_sweep": {"mus": [0.8, 1.0]},
-               "05_diversity": {"k": 3, "n_maps": 2}, "07_training": {"steps_per_stage": 3, "n_train": 64},
+               "05_diversity": {"k": 3, "n_maps": 2},
+               "07_training": {"steps_per_stage": 3, "n_train": 64, "psnr_images": 16},
                "08_global_factors": {"k": 2, "n_maps": 4}}
 
 

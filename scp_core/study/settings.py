@@ -127,7 +127,7 @@ NOTEBOOKS = {
                     "kinds": ["joint", "categorical", "spatial"]},
     "05_diversity": {"n_ref": N_REF, "k": 8, "n_maps": 24},  # k samples of each of n_maps maps
     "06_comparison_table": {},
-    "07_training": {"steps_per_stage": 60, "n_train": 1000},
+    "07_training": {"steps_per_stage": 60, "n_train": 1000, "psnr_images": 256},
     "08_global_factors": {"n_ref": N_REF, "n_eval": 300, "k": 4, "n_maps": 8},
     "09_zero_snr": {"n_ref": N_REF, "n_eval": 300, "oracle_stds": [1, 2, 4, 8, 16, 32]},
     "10_prior_transfer": {"n_ref": N_REF, "n_eval": 300},
@@ -154,7 +154,7 @@ SMOKE_PARAMS = {
     "01_mismatch_study": {"mus": [0.8, 1.0]},
     "04_mu_sweep": {"mus": [0.8, 1.0]},
     "05_diversity": {"k": 3, "n_maps": 2},
-    "07_training": {"steps_per_stage": 3, "n_train": 64},
+    "07_training": {"steps_per_stage": 3, "n_train": 64, "psnr_images": 16},
     "08_global_factors": {"k": 2, "n_maps": 4},
 }
 

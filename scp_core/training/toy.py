@@ -98,8 +98,10 @@ def anneal_vae(vae, images: np.ndarray, cfg: TrainConfig | None, vae_work: Path,
     return r["model"]
 
 
-def _vae_stage(vae, images, configs: dict, work: Path, vae_work: Path, retrain: bool, resume, facts: dict):
-    """Train the VAE (both phases) or reuse ``vae_work``'s; its facts and PSNR go into ``facts``."""
+def _vae_stage(vae, images, configs: dict, work: Path, vae_work: Path, retrain: bool, resume, facts: dict,
+               psnr_images: int = 256):
+    """Train the VAE (both phases) or reuse ``vae_work``'s; its facts and its PSNR on the first ``psnr_images``
+    validation images of each regime go into ``facts``."""
     def train():
         r = fit(vae, vae_loss_fn(images), len(images), configs["vae"], work / "vae", resume=resume, desc="toy VAE")
         return anneal_vae(r["model"], images, configs.get("vae_anneal"), work / "vae", resume=resume), r, {}
@@ -112,14 +114,14 @@ def _vae_stage(vae, images, configs: dict, work: Path, vae_work: Path, retrain: 
     vae.eval().requires_grad_(False)
     for key, gv in (("vae_psnr_val_db", 0.0), ("vae_psnr_val_gv_db", 1.0)):
         val = ToyCity(split="val", global_variation=gv)
-        facts[key] = round(float(reconstruction_psnr(vae, val.images[:256]).mean()), 2)
+        facts[key] = round(float(reconstruction_psnr(vae, val.images[:psnr_images]).mean()), 2)
     return vae
 
 
 def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR, work: str | Path = RUNS,
                     resume: str | None = None, stages=("vae", "unet", "controlnet"), seed: int = 0,
                     n_train: int = 4000, report: bool = True, schedule: str = "sd",
-                    vae_work: str | Path | None = None) -> dict:
+                    vae_work: str | Path | None = None, psnr_images: int = 256) -> dict:
     """Train the toy stack from scratch (or resume it) and write the pipeline folder.
 
     Args:
@@ -133,6 +135,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
             :func:`scp_core.models.make_scheduler`); the VAE does not depend on it.
         vae_work: where a VAE that is not retrained is read from (default ``work``), so a run
             under another schedule shares the committed stack's VAE and latent space.
+        psnr_images: validation images of each regime the VAE's PSNR is measured on (the zoo's: 256).
 
     Returns:
         dict of measured facts (steps, wall times, final losses, VAE PSNR, scale factor).
@@ -148,7 +151,7 @@ def train_toy_stack(configs: dict | None = None, out: str | Path = PIPELINE_DIR,
     t_all = time.time()
     vae, unet = toy_models(seed)
     vae = _vae_stage(vae, images, configs, work, Path(vae_work) if vae_work else work, "vae" in stages, resume,
-                     facts)
+                     facts, psnr_images)
     cache = LatentCache.build(vae, images, scale_factor=1.0)  # latents of both regimes
     cache.scale_factor = scale = fit_scale_factor(cache.mean)
     facts["scale_factor"] = round(scale, 5)
