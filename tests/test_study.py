@@ -106,7 +106,8 @@ def test_notebook_03_follows_its_profile_parameter(tmp_path):
     assert study.comparison_profiles("toy") == ["toy", "toy-gv"] and study.comparison_profiles("toy-gv") == ["toy-gv"]
     nbdir = Path(__file__).resolve().parents[1] / "notebooks"
     pm.execute_notebook(str(nbdir / "03_prior_comparison.ipynb"), str(tmp_path / "03.ipynb"), cwd=str(nbdir),
-                        parameters={"profile": "toy-gv", "smoke": True, "out_dir": str(tmp_path)},
+                        parameters={"profile": "toy-gv", "smoke": True, "out_dir": str(tmp_path), "n_ref": 16,
+                                    "n_eval": 8, "steps": 2},
                         kernel_name="python3", progress_bar=False)
     m = json.loads((tmp_path / "metrics" / "prior_comparison.json").read_text())
     assert set(m["tables"]) == {"toy-gv"} and m["settings"]["profile"] == "toy-gv"
