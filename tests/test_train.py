@@ -291,3 +291,31 @@ def test_the_locked_toy_controlnet_keeps_the_base_unet_and_the_zoos_autoencoder(
     assert autoencoder_fingerprint(tmp_path / "zoo" / "pipeline") == autoencoder_fingerprint(TOY_PIPELINE_DIR)
     assert pipe.scale_factor == load_pipeline(TOY_PIPELINE_DIR).scale_factor
     assert (tmp_path / "zoo" / "training_facts.json").is_file() and (tmp_path / "zoo" / "loss_controlnet.csv").is_file()
+
+
+def _line_fit(cfg, out, **kw):
+    """A linear model fitted to a fixed target with ``fit`` (seconds, bitwise reproducible on the CPU)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    loss = lambda m, step, idx, gen: ((m(x[idx]) - y[idx]) ** 2).mean()  # noqa: E731
+    return fit(model, loss, 16, cfg, out, device="cpu", **kw)
+
+
+def test_ema_weights_are_returned_and_survive_a_resume(tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=4, lr=5e-2, checkpoint_every=4, ema_decay=0.9, log_every=1)
+    plain = _line_fit(TrainConfig(**{**cfg.__dict__, "ema_decay": 0.0}), tmp_path / "plain")["model"]
+    straight = _line_fit(cfg, tmp_path / "a")["model"]
+    assert not torch.equal(straight.weight, plain.weight), "the EMA, not the last weights, is the product"
+    _line_fit(cfg, tmp_path / "b", stop_after=6)
+    resumed = _line_fit(cfg, tmp_path / "b", resume="latest")["model"]
+    assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        _line_fit(TrainConfig(steps=1, ema_decay=1.5), tmp_path / "c")
+
+
+def test_a_wall_clock_budget_stops_the_stage_and_records_the_steps_done(tmp_path):
+    r = _line_fit(TrainConfig(steps=50, batch_size=4, max_wall_s=1e-9, log_every=1), tmp_path)
+    assert r["steps"] == 1 and len(r["losses"]) == 1
+    assert (tmp_path / "loss.csv").read_text().splitlines() == ["step,loss", f"1,{r['losses'][0]}"]

@@ -44,6 +44,10 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0: only at the end).
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (GPU only).
         gradient_checkpointing: trade compute for memory (GPU-size models).
+        ema_decay: keep an exponential moving average of the trained weights (diffusers' ``EMAModel``,
+            saved in the checkpoints) and return it instead of the last weights; 0: none.
+        max_wall_s: stop after the first step that ends past this many seconds of the stage (a device's
+            time budget); the result records the steps done. 0: no limit.
     """
 
     steps: int = 1000
@@ -58,6 +62,8 @@ class TrainConfig:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     max_grad_norm: float = 1.0
+    ema_decay: float = 0.0
+    max_wall_s: float = 0.0
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
@@ -229,6 +235,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndar
     accelerator = accelerator or make_accelerator(cfg.mixed_precision, device)
     params = _trainable_parameters(model, cfg)
     model, opt, sched = accelerator.prepare(model, *_optimizer(params, cfg))
+    ema = _ema(params, cfg, accelerator)
     log_path = out_dir / "loss.csv"
     start, losses = _resume(accelerator, out_dir, resume, log_path)
 
@@ -241,6 +248,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndar
         idx = batch_indices(step, n_items, cfg.batch_size, cfg.seed)[rank::world]
         mean_loss = _step(model, loss_fn, idx, step_generator(cfg.seed, step, rank), accelerator, opt, sched, params,
                           cfg, step)
+        if ema is not None:
+            ema.step(params)
         losses.append((step + 1, mean_loss))
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{mean_loss:.4f}")
@@ -249,14 +258,33 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, int, np.ndar
             _save_checkpoint(accelerator, out_dir, done, cfg.keep_checkpoints)
             if accelerator.is_main_process:
                 _write_log(log_path, losses)
+        if cfg.max_wall_s and time.time() - t0 > cfg.max_wall_s and done < end:
+            end = done  # the device's budget is spent: the weights so far, the steps recorded
+            break
     wall = time.time() - t0
     if accelerator.is_main_process:
         _write_log(log_path, losses)
         plot_losses(log_path, out_dir / "loss.png", title=desc)
+    if ema is not None:
+        ema.copy_to(params)  # the averaged weights are the stage's product
     model.eval()
     return {"steps": end, "wall_s": wall, "final_loss": losses[-1][1] if losses else float("nan"),
             "losses": [l for _, l in losses], "accelerator": accelerator,
             "model": accelerator.unwrap_model(model)}
+
+
+def _ema(params, cfg: TrainConfig, accelerator):
+    """diffusers' ``EMAModel`` of ``params`` (registered so that checkpoints hold it), or ``None``."""
+    if not cfg.ema_decay:
+        return None
+    if not 0 < cfg.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
+    from diffusers.training_utils import EMAModel  # diffusers' training helpers: only when an EMA is asked for
+
+    ema = EMAModel(params, decay=cfg.ema_decay)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    return ema
 
 
 def _write_log(path: Path, losses) -> None:
