@@ -74,17 +74,23 @@ def _cmd_train(a) -> int:
         print(json.dumps(train_toy_locked(**({"out": a.out} if a.out else {}), resume=a.resume), indent=2))
         return 0
     if a.profile in RECIPES:  # real images: base UNet, ControlNet and segmenter on the pretrained TAEF2
-        from .training.camvid import rewrite_report, train_stack  # also loads the study and its metrics
+        from .training.camvid import rewrite_report, train_stack, write_training_pack  # also loads the study
 
         small = REPO_ROOT / "runs" / f"{a.profile}-small"
+        gpu = a.device == "cuda"  # the one-GPU recipe (GPU_RECIPES): wider networks, bf16, EMA, a time budget
+        recipe = recipe_for(a.profile, small=a.small, gpu=gpu)
+        if a.write_pack:
+            print(write_training_pack(a.write_pack, a.profile, data_root=a.data_root,
+                                      work=small if a.small else None, recipe=recipe, limit=8 if a.small else None))
+            return 0
         if a.report_only:
             print(rewrite_report(a.profile, out=a.out or (small / "zoo" if a.small else None),
-                                 work=small if a.small else None, data_root=a.data_root,
-                                 recipe=recipe_for(a.profile, small=a.small)))
+                                 work=small if a.small else None, data_root=a.data_root, recipe=recipe))
             return 0
         facts = train_stack(a.profile, out=a.out or (small / "zoo" if a.small else None),
-                            work=small if a.small else None, data_root=a.data_root, resume=a.resume,
-                            recipe=recipe_for(a.profile, small=a.small), limit=8 if a.small else None)
+                            work=a.work or (small if a.small else None), data_root=a.data_root, resume=a.resume,
+                            recipe=recipe, limit=8 if a.small else None,
+                            device=None if a.device == "auto" else a.device, pack=a.pack)
         print(json.dumps(facts, indent=2, default=str))
         return 0
     if a.profile != "toy":
@@ -227,7 +233,16 @@ def _add_train(sub) -> None:
                    help="the stack to train")
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/<profile>-small")
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
-    t.add_argument("--report-only", action="store_true", help="camvid: write REPORT.md again from a finished run")
+    t.add_argument("--report-only", action="store_true",
+                   help="camvid: write REPORT.md again from a finished run (and evaluate one trained from a pack)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="camvid: where the diffusion stages train; cuda takes the one-GPU recipe (GPU_RECIPES)")
+    t.add_argument("--write-pack", default=None, metavar="FILE",
+                   help="camvid: write the training pack (latents and label maps, for a machine without the "
+                        "frames) and stop (default: none)")
+    t.add_argument("--pack", default=None, metavar="FILE",
+                   help="camvid: train from a training pack instead of the dataset (default: the dataset)")
+    t.add_argument("--work", default=None, help="camvid: checkpoints and logs (default runs/camvid)")
     t.add_argument("--resume", choices=["latest"], help="continue each stage from its newest checkpoint")
     t.add_argument("--stage", nargs="+", choices=["vae", "unet", "controlnet"],
                    help="toy: the stages to (re)train, the others are read from runs/toy; without 'controlnet' "

@@ -234,3 +234,42 @@ def test_camvid_table1_has_fid_and_kid_on_real_frames(tmp_path, monkeypatch):
                                                 "real_ceiling": {"camvid": ceiling}, "verdict": {"camvid": "-"},
                                                 "paper_table1": study.records(study.PAPER_TABLE1)})
     assert "KID x1e3" in "\n".join(_table1_section(tmp_path))
+
+
+def test_the_gpu_recipe_trains_from_a_pack_where_no_frame_is_then_is_evaluated_where_they_are(tmp_path):
+    """Issue 25's device run at tiny counts on the CPU: the pack (latents and label maps) is all the training reads;
+    the GPU recipe's networks fit the zoo's 25 MB in float16; the committed segmenter is reused; the evaluation and
+    the report follow where the frames are."""
+    if not (CAMVID / "train").is_dir() or not (weights_dir() / "taef2_encoder.safetensors").is_file():
+        pytest.skip("needs ../shared/data/camvid and ../shared/weights (TAEF2)")
+    import json
+
+    from scp_core.data import REPO_ROOT
+    from scp_core.pipeline import SCPDiffPipeline
+    from scp_core.training.camvid import rewrite_report, train_stack, write_training_pack
+    from scp_core.training.recipes import recipe_for
+
+    recipe = recipe_for("camvid", small=True, gpu=True)
+    assert recipe.unet_cfg.mixed_precision == "bf16" and recipe.unet_cfg.ema_decay and recipe.unet_cfg.max_wall_s
+    pack = write_training_pack(tmp_path / "camvid.pack", "camvid", data_root=CAMVID, work=tmp_path / "w0",
+                               recipe=recipe, limit=3)
+    from safetensors import safe_open
+
+    with safe_open(str(pack), framework="pt") as f:  # the frames' maps only: their flips are made again on reading
+        assert f.get_slice("labels").get_shape() == [3, 192, 256] and f.get_slice("latents").get_shape()[0] == 6
+    out, work = tmp_path / "zoo", tmp_path / "w1"
+    facts = train_stack("camvid", out=out, work=work, data_root=tmp_path / "no-frames-here", recipe=recipe,
+                        pack=pack, device="cpu")
+    assert facts["n_train_images"] == 3 and facts["n_train_latents"] == 6 and facts["device"] == "cpu"
+    assert facts["unet"]["steps"] == 4 and facts["controlnet"]["steps"] == 4 and "segmenter" not in facts
+    pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
+    assert tuple(pipe.unet.config.block_out_channels) == (64, 96, 160) and pipe.latent_shape == (32, 24, 32)
+    weights = [*(out / "pipeline").rglob("*.safetensors"), *(out / "segmenter").glob("*.safetensors")]
+    assert sum(p.stat().st_size for p in weights) <= 25 * 2**20, "the zoo's weights stay under 25 MB"
+    committed = REPO_ROOT / "zoo" / "camvid" / "segmenter" / "model.safetensors"
+    assert (out / "segmenter" / "model.safetensors").read_bytes() == committed.read_bytes()
+    report = rewrite_report("camvid", out=out, work=work, data_root=CAMVID, recipe=recipe, limit=3)
+    evaluated = json.loads((out / "training_facts.json").read_text())
+    assert evaluated["segmenter"]["n_val"] == 3 and evaluated["taef2_psnr_val_db"] > 10 and report.is_file()
+    with pytest.raises(ValueError, match="not a training pack of profile 'camvid'"):
+        train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w2", recipe=recipe, pack=committed)

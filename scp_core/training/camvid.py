@@ -47,11 +47,13 @@ from .finetune import ControlNetWithUNet
 from .loop import fit
 from .losses import LatentCache, fit_scale_factor, unet_loss_fn
 from .recipes import StackRecipe, recipe_for
+from .pack import read_pack, write_pack
 from .report import write_camvid_report
 from .stacks import (assemble_pipeline, controlnet_stage, reconstruction_psnr, run_stage, save_final, save_half,
                      stage_done)
 
-__all__ = ["train_stack", "train_segmenter", "rewrite_report", "load_images", "LatentSet", "scrub_local_paths"]
+__all__ = ["train_stack", "train_segmenter", "rewrite_report", "load_images", "LatentSet", "scrub_local_paths",
+           "write_training_pack"]
 
 
 def _profile_dataset(profile: str, split: str, data_root=None):
@@ -87,16 +89,22 @@ class LatentSet:
     @torch.no_grad()
     def build(vae, images: np.ndarray, path: Path, meta: dict, batch_size: int = 8) -> torch.Tensor:
         """Encode ``images`` (uint8 NHWC) or read ``path`` if it was written for the same ``meta``."""
-        meta = {k: json.dumps(v) for k, v in meta.items()}
         if path.is_file():
             with safe_open(str(path), "pt") as f:
-                if f.metadata() == meta:
+                if f.metadata() == {k: json.dumps(v) for k, v in meta.items()}:
                     return f.get_tensor("latents")
+        if images is None:
+            raise ValueError(f"{path} does not hold the latents of these frames, and there are no images to encode")
         out = []
         for s in tqdm(range(0, len(images), batch_size), desc="encoding latents", leave=False):
             out.append(vae.encode(to_float(images[s:s + batch_size])).latent_dist.mean.float())
-        z = torch.cat(out).contiguous()
-        save_safetensors({"latents": z}, path, metadata=meta)
+        return LatentSet.store(torch.cat(out), path, meta)
+
+    @staticmethod
+    def store(z: torch.Tensor, path: Path, meta: dict) -> torch.Tensor:
+        """Write latents with the metadata :meth:`build` recognises (a training pack's, on a device machine)."""
+        z = z.float().contiguous()
+        save_safetensors({"latents": z}, path, metadata={k: json.dumps(v) for k, v in meta.items()})
         return z
 
 
@@ -112,7 +120,8 @@ def _latents(vae, images, names, train, recipe: StackRecipe, work: Path, facts: 
     return LatentCache(z, torch.zeros_like(z), scale)
 
 
-def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: Path, resume, facts: dict):
+def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: Path, resume, facts: dict,
+                      device: str | None = None):
     """The base UNet, then the ControlNet with the UNet decoder unlocked; returns the ControlNetWithUNet."""
     cond, uncond = toy_text_conditioning(recipe.seed)
     ddpm = make_scheduler("ddpm")
@@ -120,7 +129,7 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
     def train_unet():
         unet = toy_unet(recipe.seed, **recipe.unet)
         r = fit(unet, unet_loss_fn(cache, ddpm, cond, uncond), len(labels), recipe.unet_cfg, work / "unet",
-                resume=resume, desc=f"{profile} base UNet")
+                resume=resume, desc=f"{profile} base UNet", device=device)
         return r["model"], r, {}
 
     # from step 0, or on from the stage's newest checkpoint (also when the recipe has more steps now)
@@ -142,15 +151,44 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
     model, facts["controlnet"], _ = run_stage(
         work / "controlnet", lambda: controlnet_stage(
             unet, cache, labels, train, ddpm, cond, uncond, recipe.controlnet_cfg, work / "controlnet", cn_resume,
-            f"{profile} ControlNet", control_channels=recipe.control_channels),
+            f"{profile} ControlNet", control_channels=recipe.control_channels, device=device),
         reuse_from=work / "controlnet" if cn_resume and stage_done(work / "controlnet_unet") else None,
         steps=recipe.controlnet_cfg.steps, load=load_pair, save=save_pair)
     return model, cond, uncond
 
 
+def _training_set(profile, recipe: StackRecipe, data_root, limit, pack, work: Path):
+    """``(images or None, labels, names, train, settings)``: the frames and their flips from the dataset, or,
+    from a training pack, no images (its latents are stored where :class:`LatentSet` finds them)."""
+    s = settings(profile, smoke=False, quick=False)
+    if pack is None:
+        train, s = _profile_dataset(profile, "train", data_root)
+        images, labels, names = load_images(train, limit)
+        return (*_with_flips(images, labels, recipe.hflip), names, train, s)
+    z, labels, names, train, hflip = read_pack(pack, profile)
+    if hflip != recipe.hflip:
+        raise ValueError(f"the pack {pack} was written with hflip={hflip}, the recipe asks for {recipe.hflip}")
+    work.mkdir(parents=True, exist_ok=True)
+    LatentSet.store(z, work / "latents.safetensors", {"names": names, "size": list(train.size), "hflip": hflip})
+    return None, labels, names, train, s
+
+
+def write_training_pack(path: str | Path, profile: str = "camvid", data_root=None, work: str | Path | None = None,
+                        recipe: StackRecipe | None = None, limit: int | None = None) -> Path:
+    """The training pack of ``profile`` (:mod:`.pack`): the latents of the training frames and their flips
+    (reusing ``work``'s latent cache when it holds them) and their label maps, for a machine without the data."""
+    recipe = recipe or recipe_for(profile)
+    _, work = _dirs(profile, None, work)
+    images, labels, names, train, _ = _training_set(profile, recipe, data_root, limit, None, work)
+    z = LatentSet.build(TAEF2.from_weights(), np.ascontiguousarray(images), work / "latents.safetensors",
+                        {"names": names, "size": list(train.size), "hflip": recipe.hflip})
+    return write_pack(path, z, labels, names, train, profile, recipe.hflip)
+
+
 def train_stack(profile: str = "camvid", out: str | Path | None = None, work: str | Path | None = None,
                 data_root=None, resume: str | None = None, recipe: StackRecipe | None = None,
-                limit: int | None = None, report: bool = True) -> dict:
+                limit: int | None = None, report: bool = True, device: str | None = None,
+                pack: str | Path | None = None) -> dict:
     """Train (or resume) the profile's base UNet, ControlNet and segmenter; write pipeline and report.
 
     Args:
@@ -162,6 +200,10 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
             checkpoint.
         recipe: override ``RECIPES[profile]``.
         limit: use only the first ``limit`` training and validation images (tests).
+        device: where the diffusion stages train (``None``: accelerate's choice, ``"cuda"``, ``"cpu"``).
+        pack: a training pack (:func:`write_training_pack`) instead of the dataset, on a machine without
+            the frames: the recipe must reuse a segmenter, and the evaluation and report wait for
+            :func:`rewrite_report` where the data is.
 
     Returns:
         the measured facts (also in ``<out>/training_facts.json``).
@@ -170,21 +212,20 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     out, work = _dirs(profile, out, work)
     t_all = time.time()
     vae = TAEF2.from_weights()  # fails early, naming the missing file
-    train, s = _profile_dataset(profile, "train", data_root)
-    val, _ = _profile_dataset(profile, "val", data_root)
-    images, labels, names = load_images(train, limit)
-    images, labels = _with_flips(images, labels, recipe.hflip)
+    images, labels, names, train, s = _training_set(profile, recipe, data_root, limit, pack, work)
     work.mkdir(parents=True, exist_ok=True)
     facts: dict = {"profile": profile, "dataset": s.dataset, "dataset_options": s.dataset_options,
                    "image_size": list(train.size), "n_train_images": len(names), "hflip": recipe.hflip,
-                   "n_train_latents": int(len(images)), "python": platform.python_version(),
+                   "n_train_latents": int(len(labels)), "python": platform.python_version(),
                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "machine": platform.processor() or platform.machine()}
+                   "machine": platform.processor() or platform.machine(), "device": _device_name(device)}
     cache = _latents(vae, images, names, train, recipe, work, facts)
-    model, cond, uncond = _diffusion_stages(profile, recipe, cache, labels, train, work, resume, facts)
+    model, cond, uncond = _diffusion_stages(profile, recipe, cache, labels, train, work, resume, facts, device)
     seg, seg_log = _segmenter_stage(images, labels, train, recipe, work / "segmenter", resume)
-    val_images, val_labels, _ = load_images(val, limit)
-    seg_metrics = _evaluate(vae, seg, seg_log, val_images, val_labels, train, facts)
+    if images is not None:
+        val, _ = _profile_dataset(profile, "val", data_root)
+        val_images, val_labels, _ = load_images(val, limit)
+        seg_metrics = _evaluate(vae, seg, seg_log, val_images, val_labels, train, facts)
     facts["total_wall_s"] = round(time.time() - t_all, 1)
 
     # the pipeline, the segmenter and the report, all under ``out``
@@ -194,11 +235,19 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     scrub_local_paths(out / "pipeline")
     seg.save_pretrained(out / "segmenter", extra_config={"dataset": s.dataset, "image_size": list(train.size)})
     write_json(out / "segmenter" / "training_log.json", seg_log)
-    write_json(out / "segmenter" / "val_metrics.json", seg_metrics)
+    if images is not None:
+        write_json(out / "segmenter" / "val_metrics.json", seg_metrics)
     write_json(out / "training_facts.json", facts)
-    if report:
+    if report and images is not None:
         write_camvid_report(out, work, facts, recipe, val_labels, val_images, train)
     return facts
+
+
+def _device_name(device) -> str:
+    """What the diffusion stages ran on, for the report: the GPU's name or the CPU."""
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "cpu"
 
 
 def _evaluate(vae, seg, seg_log: dict, val_images, val_labels, train, facts: dict) -> dict:
@@ -225,8 +274,9 @@ def _seg_summary(r: dict) -> dict:
 
 
 def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work: str | Path | None = None,
-                   data_root=None, recipe: StackRecipe | None = None) -> Path:
-    """Write ``<out>/REPORT.md`` again from ``<out>/training_facts.json`` and the run folder, without training."""
+                   data_root=None, recipe: StackRecipe | None = None, limit: int | None = None) -> Path:
+    """Write ``<out>/REPORT.md`` again from ``<out>/training_facts.json`` and the run folder, without training;
+    a stack trained from a pack is evaluated first (on the first ``limit`` validation frames, default all)."""
     recipe = recipe or recipe_for(profile)
     out, work = _dirs(profile, out, work)
     facts_path = out / "training_facts.json"
@@ -235,14 +285,30 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
     facts = json.loads(facts_path.read_text())
     train, _ = _profile_dataset(profile, "train", data_root)
     val, _ = _profile_dataset(profile, "val", data_root)
-    val_images, val_labels, _ = load_images(val, facts["taef2_psnr_n"])
+    val_images, val_labels, _ = load_images(val, facts.get("taef2_psnr_n", limit))
+    if "segmenter" not in facts:  # trained from a pack, where no frame was: the evaluation happens here
+        seg = ToySegmenter.from_pretrained(out / "segmenter")
+        seg_log = json.loads((out / "segmenter" / "training_log.json").read_text())
+        write_json(out / "segmenter" / "val_metrics.json",
+                   _evaluate(TAEF2.from_weights(), seg, seg_log, val_images, val_labels, train, facts))
+        write_json(facts_path, facts)
     return write_camvid_report(out, work, facts, recipe, val_labels, val_images, train)
 
 
 def _segmenter_stage(images, labels, train, recipe: StackRecipe, seg_dir: Path, resume: str | None):
-    """Train (or, resuming, load) the segmenter with the toy segmenter's recipe on the training images."""
-    if resume and (seg_dir / "model.safetensors").is_file() and (seg_dir / "config.json").is_file():
+    """Train (or, resuming, load) the segmenter with the toy segmenter's recipe on the training images, or
+    reuse the recipe's ``segmenter_from``."""
+    if recipe.segmenter_from:
+        seg_dir = REPO_ROOT / recipe.segmenter_from
+    elif images is None:
+        raise ValueError("a training pack holds no frames to train a segmenter on: use a recipe that reuses one "
+                         "(segmenter_from, as the GPU recipe does)")
+    if (recipe.segmenter_from or resume) and (seg_dir / "model.safetensors").is_file() and \
+            (seg_dir / "config.json").is_file():
         return ToySegmenter.from_pretrained(seg_dir), json.loads((seg_dir / "training_log.json").read_text())
+    if recipe.segmenter_from:
+        raise FileNotFoundError(f"the recipe reuses the segmenter in {recipe.segmenter_from}, which holds none; "
+                                "train the CPU stack first (`scpdiff train --profile camvid`) or restore it from git")
     seg, log = train_toy_segmenter(data=(images, labels), seed=recipe.seed, progress=False,
                                    label_set=(train.num_classes, train.ignore_index, train.class_names),
                                    **recipe.segmenter)

@@ -86,7 +86,8 @@ def run_stage(stage_dir: str | Path, train: Callable[[], tuple[Any, dict, dict]]
 
 def controlnet_stage(unet, cache: LatentCache, labels: np.ndarray, ds, scheduler, cond: torch.Tensor,
                      uncond: torch.Tensor, cfg: TrainConfig, stage_dir: Path, resume: str | None, desc: str,
-                     control_channels: tuple | None = None, unlock: bool = True) -> tuple[Any, dict, dict]:
+                     control_channels: tuple | None = None, unlock: bool = True,
+                     device: str | None = None) -> tuple[Any, dict, dict]:
     """Fine-tune a ControlNet made from ``unet`` with the UNet decoder unlocked (the authors' ``sd_locked=False``;
     ``unlock=False``: the UNet stays frozen whole, as in the original ControlNet).
 
@@ -99,7 +100,7 @@ def controlnet_stage(unet, cache: LatentCache, labels: np.ndarray, ds, scheduler
                                        ignore_index=ds.ignore_index)
     model, unlocked = prepare_controlnet_training(controlnet, unet, unlock=unlock)
     r = fit(model, controlnet_loss_fn(cache, controls, scheduler, cond, uncond), len(labels), cfg, stage_dir,
-            resume=resume, desc=desc)
+            resume=resume, desc=desc, device=device)
     return r["model"], r, {"unlocked_unet_tensors": len(unlocked)}
 
 
