@@ -37,7 +37,7 @@ from .settings import Settings
 REGIMES = {"daylight": "toy", "toy-gv": "toy-gv"}
 # model -> (the profile of its stack, the regime it was fine-tuned on)
 MODELS = {"daylight": ("toy", "daylight"), "toy-gv": ("toy-gv", "toy-gv"),
-          "daylight, UNet locked": ("toy-locked", "daylight")}
+          "locked UNet": ("toy-locked", "daylight")}
 NORMAL = "N(0, I)"
 GOALS = (
     "**Training-free** (toolkit #5, first question): the priors help a ControlNet whose UNet was never unlocked "
