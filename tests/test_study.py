@@ -295,3 +295,15 @@ def test_scpdiff_priors_profile_camvid_builds_from_the_studys_reference_set(tmp_
         cli_prior = load_prior(tmp_path / "cli" / f"{kind}.safetensors")
         assert cli_prior.provenance == ours[kind].provenance and cli_prior.provenance["n"] == 4
         torch.testing.assert_close(cli_prior.mean, ours[kind].mean, rtol=0, atol=0)
+
+
+def test_nearest_training_finds_a_copied_training_image_at_distance_zero():
+    """The memorisation check (issue 25): a training image passed as generated has distance 0 to itself; the real
+    validation images sit further away."""
+    s = study.settings("toy", smoke=True, n_eval=6)
+    train = study.load_data(s, "train")
+    copies, _ = study.images_labels(train, np.array([3, 7]))
+    real_val, _ = study.eval_set(s)
+    r = study.nearest_training(s, torch.cat([copies, real_val]), n_train=40)
+    assert r["n_train"] == 40 and list(r["index"][:2]) == [3, 7]
+    assert np.allclose(r["distance"][:2], 0, atol=1e-6) and (r["distance"][2:] > 1e-3).all()

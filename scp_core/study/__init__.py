@@ -21,7 +21,7 @@ from ..data import images_labels, to_float, to_uint8
 from ..metrics import frechet_bootstrap, frechet_distance_of
 from .context import (CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter,
                       training_facts)
-from .evaluation import kid_score, map_agreement, real_ceiling, reference_features, score
+from .evaluation import kid_score, map_agreement, nearest_training, real_ceiling, reference_features, score
 from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, comparison_table, diversity_study, generate,
                           global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary, trajectory)
 from .method import method_figure, method_parts
@@ -34,8 +34,8 @@ __all__ = [
     "images_labels", "to_float", "to_uint8",
     "CONTEXT", "build_priors", "eval_set", "feature_extractor", "load_data", "load_pipeline", "load_segmenter",
     "training_facts",
-    "frechet_bootstrap", "frechet_distance_of", "kid_score", "map_agreement", "real_ceiling", "reference_features",
-    "score",
+    "frechet_bootstrap", "frechet_distance_of", "kid_score", "map_agreement", "nearest_training", "real_ceiling",
+    "reference_features", "score",
     "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "comparison_table", "diversity_study", "generate",
     "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary", "trajectory",
     "method_figure", "method_parts",

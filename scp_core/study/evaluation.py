@@ -96,3 +96,21 @@ def reference_features(s: Settings) -> torch.Tensor:
     key = ("ref_feats", s.dataset, s.n_eval, s.metric, tuple(s.eval_splits))
     return CONTEXT.get(key, lambda: _features(s, eval_set(replace(s, n_eval=max(s.n_eval, 100) if not s.smoke
                                                                    else s.n_eval))[0]))
+
+
+def nearest_training(s: Settings, images_u8: torch.Tensor, n_train: int | None = None) -> dict:
+    """The memorisation check: each image's nearest training image in the profile's feature space.
+
+    Few training images (CamVid: 355 frames) invite a generator to copy them. For each image of
+    ``images_u8`` this gives the Euclidean distance in the Frechet features (Inception's 2048-d
+    pool features for FID, the toy segmenter's for FD-toy) to the nearest of the first ``n_train``
+    training images (default all) and that image's index. Read it against the same numbers of the
+    real validation images (:func:`eval_set`): a generator that copies sits well below them.
+    Returns ``{"distance": float64 [n], "index": int [n], "n_train": int}``.
+    """
+    train = load_data(s, "train")
+    n = len(train) if n_train is None else min(int(n_train), len(train))
+    real_train, _ = images_labels(train, np.arange(n))
+    d = torch.cdist(_features(s, images_u8), _features(s, real_train))
+    best = d.min(dim=1)
+    return {"distance": best.values.numpy(), "index": best.indices.numpy(), "n_train": n}
