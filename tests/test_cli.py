@@ -48,6 +48,21 @@ def holds_one_run(folder: Path) -> list[str]:
     return manifest["files"]
 
 
+def kill_then_rerun(args, seed: int, latest: float, holds_one) -> None:
+    """``scpdiff ARGS`` in a subprocess, SIGKILLed at 0.5 s and at two seeded moments up to ``latest`` s; after each
+    kill ``holds_one(delay)`` must hold; then a run to the end must succeed."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "scp_core.cli", *args]
+    for delay in (0.5, *np.random.default_rng(seed).uniform(2.0, latest, size=2)):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert holds_one(delay), delay
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def no_debris(folder: Path) -> None:
     assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")]
 
@@ -137,17 +152,9 @@ def test_sample_into_a_used_folder_is_refused_and_overwrite_replaces_the_run_who
 def test_sigkill_during_sample_over_a_used_folder_always_leaves_one_complete_run(tmp_path, capsys):
     out = tmp_path / "samples"
     assert run_main(["sample", *TINY, "--n", "3", "--seed", "5", "--out", out], capsys)[0] == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "scp_core.cli", "sample", *TINY, "--out", str(out), "--overwrite"]
-    rng = np.random.default_rng(22)
-    for delay in (0.5, *rng.uniform(2.0, 7.0, size=2)):  # from the start, through loading, sampling, renaming
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert len(holds_one_run(out)) in (2, 3), delay  # the earlier run or the new one, never parts of both
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # from the start, through loading, sampling, renaming: the earlier run or the new one, never parts of both
+    kill_then_rerun(["sample", *TINY, "--out", str(out), "--overwrite"], 22, 7.0,
+                    lambda delay: len(holds_one_run(out)) in (2, 3))
     assert holds_one_run(out) == ["000000.png", "000001.png"]
     no_debris(out)
 
@@ -310,17 +317,8 @@ def test_priors_exits_0_with_a_whole_run_or_non_zero_naming_the_argument(capsys,
 def test_sigkill_during_priors_over_a_used_folder_always_leaves_one_complete_run(tmp_path, capsys):
     out = tmp_path / "priors"
     assert run_main(["priors", "--device", "cpu", "--n", "3", "--out", out], capsys)[0] == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "scp_core.cli", "priors", "--device", "cpu", "--n", "2", "--out", str(out),
-           "--overwrite"]
-    rng = np.random.default_rng(23)
-    for delay in (0.5, *rng.uniform(2.0, 6.0, size=2)):  # from the start, through loading, encoding, writing
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert holds_one_priors_run(out) in (2, 3), delay  # the earlier run or the new one, never parts of both
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # from the start, through loading, encoding, writing: the earlier run or the new one, never parts of both
+    kill_then_rerun(["priors", "--device", "cpu", "--n", "2", "--out", str(out), "--overwrite"], 23, 6.0,
+                    lambda delay: holds_one_priors_run(out) in (2, 3))
     assert holds_one_priors_run(out) == 2
     no_debris(out)

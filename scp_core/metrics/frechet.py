@@ -268,10 +268,14 @@ def frechet_distance_of(feats_a, feats_b) -> float:
     :func:`frechet_distance_few` (an ``n x n`` eigenproblem: 11 s of ``sqrtm`` per distance on one
     CPU thread become milliseconds), else pytorch-fid's formula (:func:`frechet_distance`).
     """
-    fa = _as_array(feats_a)
+    return _distance_to(_as_array(feats_a), *feature_statistics(feats_b))
+
+
+def _distance_to(fa: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """The Frechet distance of features ``fa [n, D]`` to ``N(mu2, sigma2)``: the ``n x n`` form below ``D``."""
     if fa.ndim == 2 and 2 <= len(fa) < fa.shape[1]:
-        return frechet_distance_few(fa, *feature_statistics(feats_b))
-    return frechet_distance(*feature_statistics(fa), *feature_statistics(feats_b))
+        return frechet_distance_few(fa, mu2, sigma2)
+    return frechet_distance(*feature_statistics(fa), mu2, sigma2)
 
 
 def frechet_bootstrap(feats_a, feats_b, n_boot: int = 100, seed: int = 0):
@@ -289,15 +293,11 @@ def frechet_bootstrap(feats_a, feats_b, n_boot: int = 100, seed: int = 0):
         ``(value, (lo, hi))``, or ``(value, None)`` for ``n_boot <= 0``.
     """
     fa = _as_array(feats_a)
-    value = frechet_distance_of(fa, feats_b)
+    mu2, sigma2 = feature_statistics(feats_b)
+    value = _distance_to(fa, mu2, sigma2)
     if n_boot <= 0:
         return value, None
     rng = np.random.default_rng(seed)
-    draws = [fa[rng.integers(0, len(fa), len(fa))] for _ in range(n_boot)]
-    mu2, sigma2 = feature_statistics(feats_b)
-    if len(fa) < fa.shape[1]:
-        boots = np.array([frechet_distance_few(d, mu2, sigma2) for d in draws])
-    else:
-        boots = np.array([frechet_distance(*feature_statistics(d), mu2, sigma2) for d in draws])
+    boots = np.array([_distance_to(fa[rng.integers(0, len(fa), len(fa))], mu2, sigma2) for _ in range(n_boot)])
     bias = float(boots.mean() - value)
     return value, tuple((np.percentile(boots, [2.5, 97.5]) - bias).tolist())

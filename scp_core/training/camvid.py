@@ -40,7 +40,7 @@ from ..data import REPO_ROOT, get_dataset, images_labels, to_float
 from ..io import follow_umask, save_safetensors, write_json, write_text
 from ..metrics.segmentation import evaluate_segmentation
 from ..metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
-from ..models import make_scheduler, toy_text_conditioning, toy_unet
+from ..models import make_scheduler, run_on_cpu, toy_text_conditioning, toy_unet
 from ..study.settings import settings
 from ..taef2 import TAEF2
 from .finetune import ControlNetWithUNet
@@ -160,11 +160,11 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
 def _training_set(profile, recipe: StackRecipe, data_root, limit, pack, work: Path):
     """``(images or None, labels, names, train, settings)``: the frames and their flips from the dataset, or,
     from a training pack, no images (its latents are stored where :class:`LatentSet` finds them)."""
-    s = settings(profile, smoke=False, quick=False)
     if pack is None:
         train, s = _profile_dataset(profile, "train", data_root)
         images, labels, names = load_images(train, limit)
         return (*_with_flips(images, labels, recipe.hflip), names, train, s)
+    s = settings(profile, smoke=False, quick=False)
     z, labels, names, train, hflip = read_pack(pack, profile)
     if hflip != recipe.hflip:
         raise ValueError(f"the pack {pack} was written with hflip={hflip}, the recipe asks for {recipe.hflip}")
@@ -244,10 +244,8 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
 
 
 def _device_name(device) -> str:
-    """What the diffusion stages ran on, for the report: the GPU's name or the CPU."""
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return "cpu"
+    """What the diffusion stages ran on (:func:`scp_core.models.run_on_cpu`'s choice), for the report."""
+    return "cpu" if run_on_cpu(device) else torch.cuda.get_device_name(0)
 
 
 def _evaluate(vae, seg, seg_log: dict, val_images, val_labels, train, facts: dict) -> dict:
@@ -298,17 +296,23 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
 def _segmenter_stage(images, labels, train, recipe: StackRecipe, seg_dir: Path, resume: str | None):
     """Train (or, resuming, load) the segmenter with the toy segmenter's recipe on the training images, or
     reuse the recipe's ``segmenter_from``."""
+    def trained(folder: Path) -> bool:
+        return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+    def load(folder: Path):
+        return ToySegmenter.from_pretrained(folder), json.loads((folder / "training_log.json").read_text())
+
     if recipe.segmenter_from:
-        seg_dir = REPO_ROOT / recipe.segmenter_from
-    elif images is None:
+        if not trained(REPO_ROOT / recipe.segmenter_from):
+            raise FileNotFoundError(f"the recipe reuses the segmenter in {recipe.segmenter_from}, which holds none; "
+                                    "train the CPU stack first (`scpdiff train --profile camvid`) or restore it "
+                                    "from git")
+        return load(REPO_ROOT / recipe.segmenter_from)
+    if images is None:
         raise ValueError("a training pack holds no frames to train a segmenter on: use a recipe that reuses one "
                          "(segmenter_from, as the GPU recipe does)")
-    if (recipe.segmenter_from or resume) and (seg_dir / "model.safetensors").is_file() and \
-            (seg_dir / "config.json").is_file():
-        return ToySegmenter.from_pretrained(seg_dir), json.loads((seg_dir / "training_log.json").read_text())
-    if recipe.segmenter_from:
-        raise FileNotFoundError(f"the recipe reuses the segmenter in {recipe.segmenter_from}, which holds none; "
-                                "train the CPU stack first (`scpdiff train --profile camvid`) or restore it from git")
+    if resume and trained(seg_dir):
+        return load(seg_dir)
     seg, log = train_toy_segmenter(data=(images, labels), seed=recipe.seed, progress=False,
                                    label_set=(train.num_classes, train.ignore_index, train.class_names),
                                    **recipe.segmenter)

@@ -239,7 +239,6 @@ def train_toy_gv(cfg: TrainConfig | None = None, base_work: str | Path = RUNS, o
     return facts
 
 
-
 def train_toy_locked(out: str | Path = LOCKED_PIPELINE_DIR, work: str | Path = RUNS.with_name("toy-locked"),
                      resume: str | None = None, n_train: int = 4000, seed: int = 0,
                      configs: dict | None = None) -> dict:
