@@ -58,7 +58,7 @@ def _cmd_train(a) -> int:
     # the training stacks load diffusers and the models: for this command only
     from .training.recipes import RECIPES, TOY_SMALL, recipe_for
     from .training.toy import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, PIPELINE_DIR, RUNS, runs_dir, train_toy_gv,
-                               train_toy_locked, train_toy_stack)
+                               train_toy_locked, train_toy_seed, train_toy_stack)
 
     if a.schedule != "sd" and a.profile not in ("toy", "toy-gv"):
         print(f"scpdiff train: --schedule {a.schedule} is an experiment of the toy profiles (toy, toy-gv)",
@@ -69,6 +69,9 @@ def _cmd_train(a) -> int:
         facts = train_toy_gv(out=out, resume=a.resume, schedule=a.schedule, base_work=runs_dir("toy", a.schedule),
                              vae_work=RUNS, work=runs_dir("toy-gv", a.schedule))
         print(json.dumps(facts, indent=2))
+        return 0
+    if a.profile == "toy-seed":  # the daylight ControlNet stage again, another training seed
+        print(json.dumps(train_toy_seed(a.seed, **({"out": a.out} if a.out else {}), resume=a.resume), indent=2))
         return 0
     if a.profile == "toy-locked":
         print(json.dumps(train_toy_locked(**({"out": a.out} if a.out else {}), resume=a.resume), indent=2))
@@ -229,8 +232,10 @@ def _add_train(sub) -> None:
                        "--profile toy-gv fine-tunes the global-variation variant from it, --profile toy-locked a "
                        "daylight ControlNet with the UNet frozen whole; --profile camvid "
                        "trains base UNet, ControlNet and segmenter on CamVid with the pretrained TAEF2")
-    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "toy-locked", "camvid"],
-                   help="the stack to train")
+    t.add_argument("--profile", default="toy", choices=["toy", "toy-gv", "toy-locked", "toy-seed", "camvid"],
+                   help="the stack to train (toy-seed: zoo/toy's ControlNet stage with training seed --seed)")
+    t.add_argument("--seed", type=_int_at_least(1, "--seed"), default=1,
+                   help="toy-seed: the training seed (zoo/toy is seed 0), into zoo/toy-seeds/seed<N>")
     t.add_argument("--small", action="store_true", help="a few-minute run into runs/<profile>-small")
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
     t.add_argument("--report-only", action="store_true",

@@ -42,6 +42,16 @@ from .sampling import (_check_labels_fit, check_finite, ddim_denoise, ddim_times
                        start_latents)
 
 TOY_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy" / "pipeline"  # the committed toy stack (the default pipeline)
+MODULES_NAME = "modules.json"  # a folder of trained modules (training.stacks.save_modules): their sha256
+
+
+def read_modules(folder: Path) -> dict:
+    """``folder/modules.json`` of a trained-modules folder; ``FileNotFoundError`` naming the fix."""
+    path = Path(folder) / MODULES_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a folder of trained modules (no {MODULES_NAME}); train it with "
+                                "`scpdiff train --profile toy-seed --seed N` or restore it from git")
+    return json.loads(path.read_text())
 
 
 @dataclass
@@ -334,7 +344,8 @@ class SCPDiffPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device=None, dtype=None, prior: str | Prior | None = None,
-                        controlnet: str | os.PathLike | None = None) -> "SCPDiffPipeline":
+                        controlnet: str | os.PathLike | None = None,
+                        trained: str | os.PathLike | None = None) -> "SCPDiffPipeline":
         """Load a pipeline folder written by :meth:`save_pretrained`.
 
         Args:
@@ -342,7 +353,13 @@ class SCPDiffPipeline:
             device, dtype: default CUDA + float16 where available, else CPU + float32.
             prior: a prior (or prior file) to attach instead of ``path/prior.safetensors``.
             controlnet: another ControlNet folder to use instead of ``path/controlnet``.
+            trained: a folder of trained modules (``unet/``, ``controlnet/`` and their sha256 in
+                ``modules.json``, ``training.stacks.save_modules``) that replace ``path``'s own.
         """
+        if trained is not None:
+            trained = Path(trained)
+            check_weight_hashes(trained, read_modules(trained))
+            controlnet = trained / "controlnet"
 
         path = Path(path)
         previous = path.with_name(f".{path.name}.old")
@@ -359,7 +376,8 @@ class SCPDiffPipeline:
         cfg = read_config(path / CONFIG_NAME)
         try:
             vae = load_vae(path / "vae", torch_dtype=dtype)
-            unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
+            unet = UNet2DConditionModel.from_pretrained(trained / "unet" if trained else path / "unet",
+                                                        torch_dtype=dtype)
             cn = ControlNetModel.from_pretrained(Path(controlnet) if controlnet else path / "controlnet",
                                                  torch_dtype=dtype)
             cond = load_file(str(path / "conditioning.safetensors"))
@@ -374,7 +392,8 @@ class SCPDiffPipeline:
             if not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
                 raise ValueError(f"the {name} weights of {path} contain NaN or Inf: the weight file is corrupt; "
                                  "re-create it (`scpdiff train`) or restore it from git")
-        check_weight_hashes(path, cfg, skip=("controlnet/",) * bool(controlnet) + ("prior",) * (prior is not None))
+        check_weight_hashes(path, cfg, skip=("controlnet/",) * bool(controlnet) + ("unet/",) * bool(trained)
+                            + ("prior",) * (prior is not None))
         pipe = cls(vae.eval(), unet.eval(), cn.eval(), scheduler, cond["prompt_embeds"],
                    cond["negative_prompt_embeds"], num_classes=cfg["num_classes"], palette=cfg["palette"],
                    image_size=cfg["image_size"], ignore_index=cfg["ignore_index"],
@@ -397,15 +416,16 @@ class SCPDiffPipeline:
 
 
 def load_pipeline(path: str | os.PathLike | None = None, device="cpu", dtype=torch.float32,
-                  prior=None) -> SCPDiffPipeline:
+                  prior=None, trained: str | os.PathLike | None = None) -> SCPDiffPipeline:
     """The pipeline folder ``path`` (default: the committed toy stack).
 
     The default, float32 on the CPU, is what the toy stacks run at; ``device=None`` / ``dtype=None``
-    take :meth:`SCPDiffPipeline.from_pretrained`'s choice (CUDA + float16 where available).
+    take :meth:`SCPDiffPipeline.from_pretrained`'s choice (CUDA + float16 where available); ``trained``:
+    a folder of trained modules replacing the folder's UNet and ControlNet (another training seed).
     """
     path = Path(path) if path is not None else TOY_PIPELINE_DIR
     try:
-        return SCPDiffPipeline.from_pretrained(path, device=device, dtype=dtype, prior=prior)
+        return SCPDiffPipeline.from_pretrained(path, device=device, dtype=dtype, prior=prior, trained=trained)
     except FileNotFoundError as e:
         if path != TOY_PIPELINE_DIR:
             raise

@@ -15,9 +15,9 @@ and the tests:
 
        d^2 = |mu_1 - mu_2|^2 + Tr(Sigma_1 + Sigma_2 - 2 (Sigma_1 Sigma_2)^(1/2))
 
-4. :func:`frechet_bootstrap` adds a bias-shifted 95 % percentile interval over the generated
-   images, with :func:`frechet_distance_few` (an ``n x n`` eigenproblem) when there are fewer
-   images than feature dimensions.
+4. intervals come from :mod:`.resampling` (maps and reference images resampled together, the
+   distance recomputed from Gram matrices); :func:`frechet_distance_few` (an ``n x n``
+   eigenproblem) serves single distances with fewer images than feature dimensions.
 
 KID (:mod:`.kid`) uses the same features.
 """
@@ -44,7 +44,6 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_few",
     "frechet_distance_of",
-    "frechet_bootstrap",
 ]
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -276,28 +275,3 @@ def _distance_to(fa: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     if fa.ndim == 2 and 2 <= len(fa) < fa.shape[1]:
         return frechet_distance_few(fa, mu2, sigma2)
     return frechet_distance(*feature_statistics(fa), mu2, sigma2)
-
-
-def frechet_bootstrap(feats_a, feats_b, n_boot: int = 100, seed: int = 0):
-    """Frechet distance of features ``feats_a`` (generated) to ``feats_b`` (reference) and a 95 % interval.
-
-    The interval is a percentile bootstrap over the generated images (``n_boot`` resamples
-    with replacement from ``np.random.default_rng(seed)``), shifted by the bootstrap's bias.
-    Resampling repeats images, which shrinks the sample's spread and so *inflates* a Frechet
-    distance: the raw percentile interval sits above the estimate's own sampling distribution.
-    Subtracting the bias estimate (mean of the draws minus the estimate) re-centres it;
-    ``tests/test_study.py`` checks the coverage. With fewer images than feature dimensions
-    (FID: 2048-d) each resample uses :func:`frechet_distance_few`, the same quantity.
-
-    Returns:
-        ``(value, (lo, hi))``, or ``(value, None)`` for ``n_boot <= 0``.
-    """
-    fa = _as_array(feats_a)
-    mu2, sigma2 = feature_statistics(feats_b)
-    value = _distance_to(fa, mu2, sigma2)
-    if n_boot <= 0:
-        return value, None
-    rng = np.random.default_rng(seed)
-    boots = np.array([_distance_to(fa[rng.integers(0, len(fa), len(fa))], mu2, sigma2) for _ in range(n_boot)])
-    bias = float(boots.mean() - value)
-    return value, tuple((np.percentile(boots, [2.5, 97.5]) - bias).tolist())

@@ -129,6 +129,14 @@ class SegmentationMeter:
             self._cm += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self.n_images += int(target.shape[0])
 
+    @property
+    def per_sample(self) -> np.ndarray:
+        """Each image's confusion matrix, ``[n, K, K + 1]`` (needs ``keep_per_sample=True``)."""
+        if not self.keep_per_sample:
+            raise RuntimeError("per_sample needs SegmentationMeter(..., keep_per_sample=True)")
+        k = self.num_classes
+        return torch.stack(self._per_sample).numpy() if self._per_sample else np.zeros((0, k, k + 1), np.int64)
+
     def merge(self, other: "SegmentationMeter") -> "SegmentationMeter":
         """Add another meter's counts (e.g. gathered from other processes); exact, integer counts."""
         if other.num_classes != self.num_classes or other.ignore_index != self.ignore_index:

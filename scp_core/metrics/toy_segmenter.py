@@ -395,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, nargs=4, default=[16, 32, 64, 128], help="U-Net widths")
     p.add_argument("--class-weight-power", type=float, default=0.5)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--global-variations", type=float, nargs="+", default=[0.0, 1.0])
@@ -404,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.train or args.evaluate):
         p.error("nothing to do: pass --train and/or --evaluate")
     if args.train:
-        model, log = train_toy_segmenter(args.steps, args.batch_size, args.lr, seed=args.seed,
+        model, log = train_toy_segmenter(args.steps, args.batch_size, args.lr, seed=args.seed, channels=args.channels,
                                          global_variations=args.global_variations,
                                          class_weight_power=args.class_weight_power, max_seconds=args.max_seconds)
         model.save_pretrained(args.out)

@@ -6,7 +6,8 @@ carries the sample count it rests on and, where affordable, a 95 % bootstrap int
 
 * :mod:`.settings` -- profiles and their defaults (one table);
 * :mod:`.context` -- what a kernel loads once (pipelines, datasets, segmenters, priors);
-* :mod:`.evaluation` -- mIoU / accuracy, FD-toy or FID, KID, with intervals;
+* :mod:`.evaluation` -- mIoU / accuracy, FD-toy or FID, KID (and the toy profiles' second judge), scored
+  together for the settings of one table, with paired intervals;
 * :mod:`.experiments` -- Table 1, Fig. 3, Fig. 8, Table 3, Table 2;
 * :mod:`.global_factors` -- notebook 08's priors that keep global factors, in the same harness;
 * :mod:`.output` -- figures, tables and metrics files;
@@ -18,10 +19,11 @@ the CPU) and the real-scale ``cityscapes`` / ``ade20k`` (a pipeline folder, a da
 segmenter; FID through pytorch-fid's Inception).
 """
 from ..data import images_labels, to_float, to_uint8
-from ..metrics import frechet_bootstrap, frechet_distance_of
+from ..metrics import frechet_distance_of
 from .context import (CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter,
                       training_facts)
-from .evaluation import kid_score, map_agreement, nearest_training, real_ceiling, reference_features, score
+from .evaluation import (COLUMNS, Comparison, column_label, map_agreement, nearest_training, real_reference,
+                         reference_features, score, second_judge)
 from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, comparison_table, diversity_study, generate,
                           global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary, trajectory)
 from .method import method_figure, method_parts
@@ -34,8 +36,8 @@ __all__ = [
     "images_labels", "to_float", "to_uint8",
     "CONTEXT", "build_priors", "eval_set", "feature_extractor", "load_data", "load_pipeline", "load_segmenter",
     "training_facts",
-    "frechet_bootstrap", "frechet_distance_of", "kid_score", "map_agreement", "nearest_training", "real_ceiling",
-    "reference_features", "score",
+    "frechet_distance_of", "COLUMNS", "Comparison", "column_label", "map_agreement", "nearest_training",
+    "real_reference", "reference_features", "score", "second_judge",
     "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "comparison_table", "diversity_study", "generate",
     "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary", "trajectory",
     "method_figure", "method_parts",

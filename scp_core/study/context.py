@@ -57,9 +57,11 @@ def load_pipeline(s: Settings):
     def make():
         torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("SCP_THREADS", "2"))))
         if s.metric == "FD-toy":
-            return load_pipeline_folder(_folder(s.pipeline), device="cpu", dtype=torch.float32)
-        return load_pipeline_folder(_folder(s.pipeline), device=default_device(), dtype=None)
-    return CONTEXT.get(("pipe", s.pipeline), make)
+            return load_pipeline_folder(_folder(s.pipeline), device="cpu", dtype=torch.float32,
+                                        trained=_folder(s.trained))
+        return load_pipeline_folder(_folder(s.pipeline), device=default_device(), dtype=None,
+                                    trained=_folder(s.trained))
+    return CONTEXT.get(("pipe", s.pipeline, s.trained), make)
 
 
 def training_facts(s: Settings) -> dict:

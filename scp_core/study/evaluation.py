@@ -1,64 +1,239 @@
-"""Scores of generated images: mIoU / accuracy by a segmenter, the Frechet distance (FD-toy or FID), KID.
+"""Scores of generated images: settings sampled on the same maps, scored together, compared through paired intervals.
 
-Every number carries the sample count it rests on and, where affordable, a 95 % bootstrap interval.
+A :class:`Comparison` holds the settings of one table (the priors of Table 1, the mu of Fig. 8, the starts
+of Fig. 3, ...) sampled on the same ``n`` evaluation maps with the same seeds. For each setting it computes
+once what every metric needs (Frechet features, per-image confusion matrices), then resamples the maps and
+the reference images together (:mod:`scp_core.metrics.resampling`, 1,000 resamples): every interval carries
+the reference set's variation, and a verdict between two settings reads the interval of their difference
+(:mod:`scp_core.metrics.verdict`).
+
+**Judges.** The first: the profile's segmenter (``miou`` / ``acc``) and its Frechet distance ``fd`` (FD-toy
+on the toy profiles, the toy segmenter's features; FID with Inception at real scale). FD-toy and the first
+mIoU come from one network, so on the toy profiles a **second, independent judge** scores the same images:
+``fid`` and ``kid`` with the real Inception (2048-d pool features), and ``miou_b`` / ``acc_b`` from a second
+segmenter trained independently (other widths, another seed: ``zoo/toy/segmenter-b``). At real scale
+``kid`` comes from FID's own Inception features.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import numpy as np
 import torch
 
 from ..data import images_labels, to_float
-from ..metrics import (SegmentationMeter, extract_features, frechet_bootstrap, frechet_distance_of,
-                       kid_from_features)
-from .context import CONTEXT, eval_set, feature_extractor, load_data, load_segmenter
+from ..metrics import SegmentationMeter, extract_features
+from ..metrics.resampling import (N_BOOT, Draws, difference, draw_indices, frechet_draws, interval,
+                                  segmentation_draws)
+from ..metrics.verdict import best_text, compare, relation_of_difference
+from .context import CONTEXT, _folder, eval_set, feature_extractor, load_data, load_segmenter
 from .settings import Settings
 
 FEATURE_BATCH = 100  # images per feature-extractor pass; part of every committed FD (conv sums round per batch)
+SECOND_SEGMENTER = "zoo/toy/segmenter-b"  # the toy profiles' second judge of mIoU / accuracy
+SMOKE_BOOT = 50  # resamples in smoke runs (they check the code path)
+
+# column -> (what a reader sees, lower is better, decimals)
+COLUMNS = {"fd": (None, True, 3), "miou": ("mIoU", False, 1), "acc": ("accuracy", False, 1),
+           "fid": ("FID (Inception)", True, 2), "kid": ("KID", True, 4),
+           "miou_b": ("mIoU (segmenter B)", False, 1), "acc_b": ("accuracy (segmenter B)", False, 1)}
 
 
-def _features(s: Settings, images_u8: torch.Tensor) -> torch.Tensor:
-    """The profile's Frechet features (FD-toy or FID) of uint8 images, float64 ``[N, D]``."""
-    return extract_features(images_u8, feature_extractor(s), FEATURE_BATCH)
+def second_judge(s: Settings) -> bool:
+    """Whether ``s`` is scored by the second judge too (the toy profiles, whose FD-toy and mIoU share a network)."""
+    return s.metric == "FD-toy" and not s.smoke
 
 
-def kid_score(gen_feats: torch.Tensor, ref_feats: torch.Tensor) -> dict:
-    """KID (unbiased MMD^2, cubic kernel; :mod:`scp_core.metrics.kid`) on all images, with its standard error.
+def column_label(s: Settings, col: str) -> str:
+    """How a column is named in sentences: ``fd`` is the profile's distance (FD-toy, or FID at real scale)."""
+    return s.metric if col == "fd" else COLUMNS[col][0]
 
-    ``kid`` is the U-statistic on every generated and reference image (``kid_full``) and
-    ``kid_se`` its two-sample jackknife standard error; both are raw values (tables show them
-    times 10^3, as papers do). At these counts a subset average would only repeat the full set.
+
+def _inception(s: Settings):
+    return feature_extractor(replace(s, metric="FID"))
+
+
+def _features(s: Settings, images_u8: torch.Tensor, inception: bool = False) -> torch.Tensor:
+    """Frechet features of uint8 images, float64 ``[N, D]``: the profile's (FD-toy or FID), or Inception's.
+
+    Kept for the kernel by the images' digest: one image set scored against two regimes (notebook 10) or in
+    two tables passes the network once.
     """
-    k = kid_from_features(gen_feats.numpy(), ref_feats.numpy(), n_subsets=1, subset_size=len(gen_feats))
-    return {"kid": k["kid_full"], "kid_se": k["kid_se"]}
+    images_u8 = torch.as_tensor(images_u8)
+    metric = "FID" if inception else s.metric
+    digest = hashlib.sha1(images_u8.contiguous().numpy().tobytes()).hexdigest()
+    return CONTEXT.get(("features", metric, s.segmenter if metric == "FD-toy" else None, digest, images_u8.shape),
+                       lambda: extract_features(images_u8, _inception(s) if inception else feature_extractor(s),
+                                                FEATURE_BATCH))
+
+
+def reference_features(s: Settings, inception: bool = False) -> torch.Tensor:
+    """Features of the real evaluation images (at least 100 outside smoke runs): the Frechet reference set.
+
+    Its first ``n_eval`` images are the real images of the evaluated maps (a map carries its real image when
+    resampled). ``inception``: Inception's features (the toy profiles' second judge) instead of the profile's.
+    """
+    metric = "FID" if inception else s.metric
+    key = ("ref_feats", s.dataset, s.n_eval, metric, tuple(s.eval_splits))
+    n = max(s.n_eval, 100) if not s.smoke else s.n_eval
+    return CONTEXT.get(key, lambda: _features(s, eval_set(replace(s, n_eval=n))[0], inception))
+
+
+def _confusions(seg, ds, images_u8: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index, keep_per_sample=True)
+    for i in range(0, len(images_u8), 100):
+        meter.update(seg.predict(to_float(images_u8[i:i + 100])), labels[i:i + 100])
+    return meter.per_sample
+
+
+class Comparison:
+    """Settings sampled on the same maps with the same seeds (sample ``i`` of each on map ``i``), scored
+    together.
+
+    Args:
+        s: the settings (profile, metric, seed of the resampling).
+        labels: the ``n`` evaluation maps, the first ``n`` of :func:`eval_set` (so the reference set's first
+            ``n`` images are their real images).
+        n_boot: resamples (default 1,000; smoke runs 50; 0: point estimates only).
+    """
+
+    def __init__(self, s: Settings, labels: torch.Tensor, n_boot: int | None = None):
+        self.s, self.labels = s, torch.as_tensor(labels)
+        self.n_boot = (SMOKE_BOOT if s.smoke else N_BOOT) if n_boot is None else int(n_boot)
+        self.judge_b = second_judge(s)
+        self.items: dict[str, dict] = {}
+        self._draws: dict | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """The first judge's columns (with KID at real scale), then the second judge's (toy profiles)."""
+        return (["fd", "miou", "acc"] + ["kid"] * (self.s.metric == "FID")
+                + ["fid", "kid", "miou_b", "acc_b"] * self.judge_b)
+
+    def add(self, name: str, images_u8: torch.Tensor) -> dict:
+        """Score one setting's images (``[n, H, W, 3]`` uint8, image ``i`` on map ``i``); returns its row."""
+        images_u8 = torch.as_tensor(images_u8)
+        if len(images_u8) != len(self.labels):
+            raise ValueError(f"setting {name!r} has {len(images_u8)} images for {len(self.labels)} maps")
+        s, ds = self.s, load_data(self.s, "val")
+        item = {"cms": {"miou": _confusions(load_segmenter(s), ds, images_u8, self.labels)},
+                "feats": {"fd": _features(s, images_u8).numpy()}}
+        if self.judge_b:
+            seg_b = load_segmenter(replace(s, segmenter=str(_folder(SECOND_SEGMENTER))))
+            item["cms"]["miou_b"] = _confusions(seg_b, ds, images_u8, self.labels)
+            item["feats"]["fid"] = _features(s, images_u8, inception=True).numpy()
+        self.items[name] = item
+        self._draws = None
+        return self.row(name)
+
+    def _all_draws(self) -> dict[str, dict[str, Draws]]:
+        """``{column: {setting: Draws}}`` on one set of resampled maps (and reference images) for every setting."""
+        if self._draws is not None:
+            return self._draws
+        n, s = len(self.labels), self.s
+        index = draw_indices(n, max(self.n_boot, 1), s.seed)
+        out: dict[str, dict[str, Draws]] = {}
+        for key, inception in (("fd", False), ("fid", True)):
+            if key not in next(iter(self.items.values()))["feats"]:
+                continue
+            ref = reference_features(s, inception).numpy()
+            ref_maps = n if n <= len(ref) else 0
+            kid = inception or s.metric == "FID"
+            r = frechet_draws({k: v["feats"][key] for k, v in self.items.items()}, ref, index, ref_maps=ref_maps,
+                              seed=s.seed, kid=kid)
+            out[key], out_kid = r if kid else (r, None)
+            if out_kid is not None:
+                out["kid"] = out_kid
+        for key in ("miou", "miou_b"):
+            if key in next(iter(self.items.values()))["cms"]:
+                seg = segmentation_draws({k: v["cms"][key] for k, v in self.items.items()}, index)
+                out[key] = {k: d["miou"] for k, d in seg.items()}
+                out[key.replace("miou", "acc")] = {k: d["acc"] for k, d in seg.items()}
+        self._draws = out
+        return out
+
+    def row(self, name: str) -> dict:
+        """The setting's values, each with its 95 % interval (``<col>_ci``; none without resamples), ``n``,
+        ``metric`` and ``n_boot``."""
+        draws = self._all_draws()
+        out = {"n": int(len(self.labels)), "metric": self.s.metric, "n_boot": self.n_boot}
+        for col in self.columns:
+            d = draws[col][name]
+            out[col] = float(d.value)
+            if self.n_boot:
+                out[col + "_ci"] = list(interval(d))
+        return out
+
+    def rows(self) -> list[dict]:
+        return [{"setting": k, **self.row(k)} for k in self.items]
+
+    def diff(self, a: str, b: str, col: str = "fd") -> tuple[float, tuple[float, float]]:
+        """``a - b`` in column ``col`` and its 95 % interval from the paired draws."""
+        d = self._all_draws()[col]
+        return difference(d[a], d[b])
+
+    def record(self, a: str, b: str, col: str = "fd", label_a: str | None = None, label_b: str | None = None) -> dict:
+        """One comparison as the metrics files keep it: both values and intervals, the difference, its
+        interval, the verdict and the sentence."""
+        ra, rb = self.row(a), self.row(b)
+        label, lower, digits = COLUMNS[col]
+        diff, ci = self.diff(a, b, col)
+        text = compare(label_a or a, ra[col], ra[col + "_ci"], label_b or b, rb[col], rb[col + "_ci"], diff_ci=ci,
+                       n=ra["n"], lower_is_better=lower, digits=digits if col != "fd" or self.s.metric != "FID" else 1)
+        return {"a": label_a or a, "b": label_b or b, "column": col, "metric": column_label(self.s, col),
+                "value_a": ra[col], "ci_a": ra[col + "_ci"], "value_b": rb[col], "ci_b": rb[col + "_ci"],
+                "diff": diff, "diff_ci": list(ci), "verdict": relation_of_difference(ci, lower), "n": ra["n"],
+                "n_boot": self.n_boot, "text": f"{column_label(self.s, col)}: {text}"}
+
+    def compare(self, a: str, b: str, col: str = "fd", **labels) -> str:
+        """The sentence of :meth:`record`."""
+        return self.record(a, b, col, **labels)["text"]
+
+    def best(self, names: list[str], col: str = "fd", labels: list[str] | None = None) -> str:
+        """The best of ``names`` in ``col`` with every entry not distinguishable from it (paired differences)."""
+        rows = [self.row(k) for k in names]
+        _, lower, digits = COLUMNS[col]
+        d = self._all_draws()[col]
+        return best_text(labels or names, [r[col] for r in rows], [r[col + "_ci"] for r in rows],
+                         lambda i: [list(difference(d[k], d[names[i]])[1]) for k in names], n=rows[0]["n"],
+                         metric=column_label(self.s, col), lower_is_better=lower,
+                         digits=digits if col != "fd" or self.s.metric != "FID" else 1)
 
 
 def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
-    """mIoU / accuracy (segmenter on generated images vs. the input maps) and the Frechet distance.
+    """One setting alone: its row of a :class:`Comparison` (intervals with the reference set's variation)."""
+    c = Comparison(s, labels, n_boot=None if ci else 0)
+    return c.add("images", gen_u8)
 
-    The distance is stored as ``fd`` (with ``fd_ci``) and ``metric`` names it: ``s.metric``,
-    FD-toy on the toy profiles, FID at real scale; tables and figures label it from there.
-    With FID, ``kid`` and ``kid_se`` (:func:`kid_score`) come from the same Inception features.
+
+def real_reference(s: Settings) -> dict:
+    """What real images score: the ceiling of the segmentation scores and the real-versus-real distance.
+
+    mIoU / accuracy (both judges): the segmenters on the real validation images of the evaluated maps (the
+    ceiling a generator can reach). The distances: ``n_eval`` real *training* images against the validation
+    reference set (train against val, both resampled, independently): what two real sets of this size give.
+    A start that still holds the reference image itself (low mu in Fig. 3) can fall below it: that is a
+    reconstruction, not generation.
     """
-    seg = load_segmenter(s)
-    ds = load_data(s, "val")
-    meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index, keep_per_sample=ci)
-    for i in range(0, len(gen_u8), 100):
-        meter.update(seg.predict(to_float(gen_u8[i:i + 100])), labels[i:i + 100])
-    res = meter.compute()
-    out = {"miou": 100 * res["miou"], "acc": 100 * res["acc"], "n": int(len(gen_u8)), "metric": s.metric}
-    gen_feats, ref_feats = _features(s, gen_u8), reference_features(s)
-    # smoke runs check the code path: 20 resamples there (FID's 2048-d resamples took 15 s per prior)
-    fd, fd_ci = frechet_bootstrap(gen_feats, ref_feats, n_boot=(20 if s.smoke else 100) if ci else 0)
-    out["fd"] = fd
-    if s.metric == "FID":  # KID beside FID: unbiased, the fair comparison at a hundred images
-        out.update(kid_score(gen_feats, ref_feats))
-    if ci:
-        b = meter.bootstrap(n_boot=200, seed=s.seed)
-        out["miou_ci"] = [100 * v for v in b["miou"]]
-        out["acc_ci"] = [100 * v for v in b["acc"]]
-        out["fd_ci"] = list(fd_ci)
+    img, lab = eval_set(s)
+    c = Comparison(s, lab)
+    out = {k: v for k, v in c.add("real val", img).items() if not k.startswith(("fd", "fid", "kid"))}
+    train = load_data(s, "train")
+    n = min(len(img), len(train))
+    real_train, _ = images_labels(train, np.arange(n))
+    index = draw_indices(n, max(c.n_boot, 1), s.seed)
+    for key, inception in (("fd", False), ("fid", True)):
+        if key == "fid" and not c.judge_b:
+            continue
+        feats = {"train": _features(s, real_train, inception).numpy()}
+        kid = inception or s.metric == "FID"
+        r = frechet_draws(feats, reference_features(s, inception).numpy(), index, ref_maps=0, seed=s.seed, kid=kid)
+        for col, d in zip((key, "kid"), r if kid else (r,)):
+            out[col] = d["train"].value
+            if c.n_boot:
+                out[col + "_ci"] = list(interval(d["train"]))
+    out["real_versus_real"] = f"{n} real training images against the validation reference"
     return out
 
 
@@ -71,31 +246,6 @@ def map_agreement(s: Settings, images_u8: torch.Tensor, labels: torch.Tensor) ->
         meter.update(seg.predict(to_float(img[None])), lab[None])
         out.append(100 * float(meter.compute()["miou"]))
     return out
-
-
-def real_ceiling(s: Settings) -> dict:
-    """What real images score: the ceiling of any generator (index.md: "real images").
-
-    mIoU / accuracy: the toy segmenter on the real validation images of the evaluated maps.
-    FD-toy / FID (and KID): ``n_eval`` real *training* images against the validation reference
-    (two independent real sets of the same size: the floor a perfect generator would reach).
-    """
-    img, lab = eval_set(s)
-    out = score(s, img, lab, ci=False)
-    train = load_data(s, "train")
-    real_train, _ = images_labels(train, np.arange(min(len(img), len(train))))
-    train_feats, ref_feats = _features(s, real_train), reference_features(s)
-    out["fd"] = frechet_distance_of(train_feats, ref_feats)
-    if s.metric == "FID":
-        out.update(kid_score(train_feats, ref_feats))
-    return out
-
-
-def reference_features(s: Settings) -> torch.Tensor:
-    """Features of the real evaluation images (at least 100 outside smoke runs): the Frechet reference set."""
-    key = ("ref_feats", s.dataset, s.n_eval, s.metric, tuple(s.eval_splits))
-    return CONTEXT.get(key, lambda: _features(s, eval_set(replace(s, n_eval=max(s.n_eval, 100) if not s.smoke
-                                                                   else s.n_eval))[0]))
 
 
 def nearest_training(s: Settings, images_u8: torch.Tensor, n_train: int | None = None) -> dict:

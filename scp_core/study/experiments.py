@@ -16,10 +16,12 @@ import torch
 
 from ..data import to_float, to_uint8
 from ..metrics import diversity, load_lpips
+from ..metrics.resampling import N_BOOT, Draws, difference, draw_indices, interval
+from ..metrics.verdict import compare, relation_of_difference
 from ..priors import NormalPrior
-from ..sampling import resolve_mu
+from ..sampling import ddim_timesteps, resolve_mu
 from .context import build_priors, eval_set, load_pipeline
-from .evaluation import score
+from .evaluation import Comparison
 from .settings import PRIOR_KINDS, Settings
 
 # The paper's numbers (docs/method.md, section 2), for the tables that set ours beside them.
@@ -78,37 +80,74 @@ def trajectory(s: Settings, labels: torch.Tensor, prior, mu: float | None = None
          output_type="latent", progress=False, x0_callback=lambda i, t, x0: (steps.append(t), preds.append(x0)))
     return steps, to_uint8(pipe.decode(torch.cat(preds))).cpu()
 
-def prior_comparison(s: Settings, kinds=PRIOR_KINDS) -> tuple[pd.DataFrame, dict]:
-    """Table 1: each prior at ``s.mu`` (normal at mu = 1, plain ControlNet) on ``n_eval`` maps."""
-    priors = build_priors(s)
+def prior_comparison(s: Settings, kinds=PRIOR_KINDS,
+                     priors: dict | None = None) -> tuple[pd.DataFrame, dict, Comparison]:
+    """Table 1: each prior at ``s.mu`` (normal at mu = 1, plain ControlNet) on ``n_eval`` maps, the same seeds.
+
+    Returns the table, the images ``{kind: uint8}`` and the :class:`Comparison` the verdicts are read from.
+    ``priors``: ``{kind: Prior}`` to use (default :func:`build_priors` of ``s``).
+    """
+    priors = priors or build_priors(s)
     _, labels = eval_set(s)
-    rows, images = [], {}
+    comp, meta, images = Comparison(s, labels), [], {}
     for k in kinds:
         mu = resolve_mu(priors[k], default=s.mu)
         t = time.time()
-        gen = generate(s, labels, prior=priors[k], mu=mu)
-        r = score(s, gen, labels)
-        rows.append({"prior": k, "mu": mu, **r, "sample_s": round(time.time() - t, 1)})
-        images[k] = gen
-    return pd.DataFrame(rows), images
+        images[k] = generate(s, labels, prior=priors[k], mu=mu)
+        meta.append({"prior": k, "mu": mu, "sample_s": round(time.time() - t, 1)})
+        comp.add(k, images[k])
+    return pd.DataFrame([{**m, **comp.row(m["prior"])} for m in meta]), images, comp
+
+TRAINING_SEEDS = {1: "zoo/toy-seeds/seed1", 2: "zoo/toy-seeds/seed2"}  # seed 0: the committed zoo/toy
+SEED_BASE = "zoo/toy-locked/pipeline"  # their frozen parts: zoo/toy's VAE, the toy recipe's base UNet
+
+
+def seed_study(s: Settings, seed0: tuple[pd.DataFrame, Comparison], kinds=PRIOR_KINDS,
+               seeds=tuple(TRAINING_SEEDS)) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Table 1's priors on the daylight ControlNet trained from each training seed (``seed0``: the committed
+    stack's table and comparison), the same maps, sampling seeds and priors (the VAE is shared).
+
+    Returns the long table (``training_seed`` beside each row), one row per training seed with the ordering of
+    the priors by the profile's distance and the joint-minus-normal gap with its paired interval, and the
+    comparisons ``{training seed: Comparison}``.
+    """
+    priors = build_priors(s)
+    tables, comps = {0: seed0[0]}, {0: seed0[1]}
+    for k in seeds:
+        sk = replace(s, pipeline=SEED_BASE, trained=TRAINING_SEEDS[k])
+        tables[k], _, comps[k] = prior_comparison(sk, kinds, priors=priors)
+    gaps = []
+    for k, comp in comps.items():
+        t = tables[k].set_index("prior")
+        rec = comp.record("joint", "normal", "fd")
+        gaps.append({"training_seed": k, "ordering (best first)": " < ".join(t.fd.sort_values().index),
+                     "joint - normal": rec["diff"], "joint - normal 95% CI": rec["diff_ci"],
+                     "verdict": rec["verdict"], "text": rec["text"]})
+    long = pd.concat([t.assign(training_seed=k) for k, t in tables.items()], ignore_index=True)
+    return long, pd.DataFrame(gaps), comps
+
 
 def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100,
                       images: dict | None = None) -> pd.DataFrame:
     """The global-factor diagnostic (docs/method.md, section 4): the spread of per-image mean brightness.
 
-    The priors draw latent tokens independently, so a prior sample averages per-image global
-    factors (lighting) away; if the model keeps the low frequencies of its start, generated
-    images vary less in brightness than real ones. Returns the std (and mean) over ``n`` maps.
-    ``images``: ``{kind: uint8 images}`` already generated for the first ``n`` (or more)
-    evaluation maps with the same seeds (e.g. by :func:`prior_comparison`), used instead of
-    sampling them again.
+    Independent token draws *could* average per-image global factors (lighting) away, and then, if the
+    model keeps the low frequencies of its start, generated images would vary less in brightness than
+    real ones; this measures whether they do. Returns the std (and mean) over ``n`` maps and ``spread
+    ratio``, the std over real's, with its 95 % interval (the maps resampled once for both sets: paired).
+    ``images``: ``{kind: uint8 images}`` already generated for the first ``n`` (or more) evaluation maps
+    with the same seeds (e.g. by :func:`prior_comparison`), used instead of sampling them again.
     """
     priors = build_priors(s)
     img, labels = eval_set(replace(s, n_eval=n))
+    b_real = (img.float() / 255).mean(dim=(1, 2, 3)).numpy()
+    index = draw_indices(len(b_real), 50 if s.smoke else N_BOOT, s.seed)
+
     def row(name, mu, u8):
-        b = (u8.float() / 255).mean(dim=(1, 2, 3))
-        return {"images": name, "mu": mu, "brightness std": float(b.std()), "brightness mean": float(b.mean()),
-                "n": int(len(u8))}
+        b = (u8.float() / 255).mean(dim=(1, 2, 3)).numpy()
+        ratio = Draws(float(b.std() / b_real.std()), b[index].std(axis=1) / b_real[index].std(axis=1))
+        return {"images": name, "mu": mu, "brightness std": float(b.std(ddof=1)), "brightness mean": float(b.mean()),
+                "spread ratio": ratio.value, "spread ratio 95% CI": list(interval(ratio)), "n": int(len(u8))}
     rows = [row("real", None, img)]
     for k in kinds:
         mu = resolve_mu(priors[k], default=s.mu)
@@ -116,29 +155,46 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
         rows.append(row(f"{k} prior", mu, gen))
     return pd.DataFrame(rows)
 
-def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> pd.DataFrame:
-    """Fig. 3: denoise from N(sqrt(a_muT) x0, (1 - a_muT) I) with real x0, against N(0, I)."""
+
+def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> tuple[pd.DataFrame, Comparison]:
+    """Fig. 3: denoise from N(sqrt(a_muT) x0, (1 - a_muT) I) with real x0, against N(0, I).
+
+    Every N_x0 start holds ``sqrt(alpha_bar)`` of the real latent of the very image the Frechet reference
+    holds for that map, so its rows are **reconstructions** (column ``kind``), never generation: they can
+    fall below the real-versus-real line. Rows ``start`` and ``mu``; the comparison's settings are named
+    ``"x0 mu=<mu>"`` and ``"N(0, I)"``.
+    """
     pipe = load_pipeline(s)
     img, labels = eval_set(s)
     x0 = pipe.encode(to_float(img), generator=torch.Generator().manual_seed(s.seed))
-    rows = []
-    base = score(s, generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1])), labels)
+    comp, meta = Comparison(s, labels), []
     for mu in mus:
-        r = score(s, generate(s, labels, x0=x0, mu=mu), labels)
-        rows.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": mu, **r})
-    rows.append({"start": "N(0, I)", "mu": 1.0, **base})
-    return pd.DataFrame(rows)
+        comp.add(f"x0 mu={mu:g}", generate(s, labels, x0=x0, mu=mu))
+        t0 = int(ddim_timesteps(pipe.scheduler, s.steps, mu)[0])
+        meta.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": mu, "kind": "reconstruction", "t_start": t0,
+                     "signal": float(pipe.scheduler.alphas_cumprod[t0].sqrt()), "name": f"x0 mu={mu:g}"})
+    comp.add("N(0, I)", generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1])))
+    t0 = int(ddim_timesteps(pipe.scheduler, s.steps, 1.0)[0])
+    meta.append({"start": "N(0, I)", "mu": 1.0, "kind": "generation", "t_start": t0,
+                 "signal": 0.0, "name": "N(0, I)"})
+    return pd.DataFrame([{**m, **comp.row(m["name"])} for m in meta]), comp
 
-def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"), mus=(0.5, 0.7, 0.8, 0.9, 1.0)) -> pd.DataFrame:
-    """Fig. 8: the metrics against mu for the priors; the normal prior at mu = 1 as reference."""
+
+def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"),
+             mus=(0.5, 0.7, 0.8, 0.9, 1.0)) -> tuple[pd.DataFrame, Comparison]:
+    """Fig. 8: the metrics against mu for the priors; the normal prior at mu = 1 as reference. The
+    comparison's settings are named ``"<kind> mu=<mu>"`` and ``"normal mu=1"``."""
     priors = build_priors(s)
     _, labels = eval_set(s)
-    rows = []
+    comp, meta = Comparison(s, labels), []
     for k in kinds:
         for mu in mus:
-            rows.append({"prior": k, "mu": mu, **score(s, generate(s, labels, prior=priors[k], mu=mu), labels)})
-    rows.append({"prior": "normal", "mu": 1.0, **score(s, generate(s, labels, prior=priors["normal"]), labels)})
-    return pd.DataFrame(rows)
+            comp.add(f"{k} mu={mu:g}", generate(s, labels, prior=priors[k], mu=mu))
+            meta.append({"prior": k, "mu": mu, "name": f"{k} mu={mu:g}"})
+    comp.add("normal mu=1", generate(s, labels, prior=priors["normal"]))
+    meta.append({"prior": "normal", "mu": 1.0, "name": "normal mu=1"})
+    return pd.DataFrame([{**m, **comp.row(m["name"])} for m in meta]), comp
+
 
 def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", "joint"),
                     priors: dict | None = None) -> tuple[pd.DataFrame, dict]:
@@ -158,11 +214,44 @@ def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", 
         gen = generate(s, lab, prior=priors[kind], mu=mu, seed_offset=10_000)
         groups = to_float(gen).view(len(labels), k, 3, *gen.shape[1:3])
         d = diversity(groups, lpips_net=lpips_net, progress=False, require_lpips=not s.smoke)
-        rows.append({"prior": kind, "mu": mu, "lpips": d["lpips"], "lpips_ci": d.get("lpips_ci"),
-                     "ms_ssim": d["ms_ssim"], "ms_ssim_ci": d.get("ms_ssim_ci"), "maps": d["n_maps"], "k": k,
-                     "lpips_note": d.get("lpips_unavailable_reason")})
+        per_map = {m: (None if d.get(f"{m}_per_map") is None else np.asarray(d[f"{m}_per_map"], float))
+                   for m in ("lpips", "ms_ssim")}
+        rows.append({"prior": kind, "mu": mu, "lpips": d["lpips"], "lpips_ci": _mean_interval(per_map["lpips"], s),
+                     "ms_ssim": d["ms_ssim"], "ms_ssim_ci": _mean_interval(per_map["ms_ssim"], s),
+                     "maps": d["n_maps"], "k": k, "lpips_note": d.get("lpips_unavailable_reason"),
+                     "lpips_per_map": None if per_map["lpips"] is None else per_map["lpips"].tolist(),
+                     "ms_ssim_per_map": per_map["ms_ssim"].tolist()})
         grids[kind] = gen.view(len(labels), k, *gen.shape[1:])
     return pd.DataFrame(rows), grids
+
+def _mean_draws(per_map: np.ndarray, s: Settings) -> Draws:
+    """The mean over maps and its values on the study's resampled maps (the same rows for every prior: paired)."""
+    index = draw_indices(len(per_map), 50 if s.smoke else N_BOOT, s.seed)
+    return Draws(float(per_map.mean()), per_map[index].mean(axis=1))
+
+
+def _mean_interval(per_map, s: Settings):
+    return None if per_map is None or len(per_map) < 2 else list(interval(_mean_draws(per_map, s)))
+
+
+def diversity_verdict(table: pd.DataFrame, s: Settings, a: str = "joint", b: str = "normal") -> dict:
+    """Table 3's comparison of two priors, LPIPS (higher: more diverse) and MS-SSIM (lower: more diverse), from
+    the interval of the paired difference of their per-map means (the same maps for both). Returns
+    ``{metric: record}`` like :meth:`Comparison.record`; LPIPS is left out where it was unavailable."""
+    by = table.set_index("prior")
+    out = {}
+    for m, label, lower in (("lpips", "LPIPS (higher: more diverse)", False),
+                            ("ms_ssim", "MS-SSIM (lower: more diverse)", True)):
+        if by.loc[a, f"{m}_per_map"] is None or by.loc[b, f"{m}_per_map"] is None:
+            continue
+        da, db = (_mean_draws(np.asarray(by.loc[k, f"{m}_per_map"]), s) for k in (a, b))
+        diff, ci = difference(da, db)
+        text = compare(a, da.value, interval(da), b, db.value, interval(db), diff_ci=ci, n=int(by.loc[a, "maps"]),
+                       lower_is_better=lower)
+        out[m] = {"a": a, "b": b, "metric": label, "diff": diff, "diff_ci": list(ci), "text": f"{label}: {text}",
+                  "verdict": relation_of_difference(ci, lower)}
+    return out
+
 
 def comparison_table(metrics_dir: Path) -> pd.DataFrame:
     """Table 2: the paper's FID rows and ours (read from ``prior_comparison.json``), ours marked.

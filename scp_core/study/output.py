@@ -69,18 +69,29 @@ def save_figure(fig, path: Path, show: bool = True) -> Path:
         plt.close(fig)
     return Path(path)
 
-def readable(df: pd.DataFrame, metric: str, columns) -> pd.DataFrame:
-    """``columns`` of a results table for reading: ``fd`` named by its metric, KID (if any) times 10^3.
+JUDGE_B = ("fid", "fid_ci", "kid", "kid_ci", "miou_b", "miou_b_ci", "acc_b", "acc_b_ci")
+_NAMES = {"fid": "FID (Inception)", "miou_b": "mIoU (seg. B)", "acc_b": "acc (seg. B)", "miou": "mIoU",
+          "acc": "acc"}
 
-    KID and its standard error follow the distance's interval (they exist where the metric is FID).
-    """
+
+def readable(df: pd.DataFrame, metric: str, columns, judge_b: bool = True) -> pd.DataFrame:
+    """``columns`` of a results table for reading: ``fd`` named by its metric, KID (if any) times 10^3 with
+    its interval after the distance's, then (``judge_b``) the second judge's columns where the table has them."""
     cols = [c for c in columns if c in df]
     out = df[cols].copy()
-    if "kid" in df:
+    if "kid" in df and "kid" not in cols:
         at = cols.index("fd_ci") + 1 if "fd_ci" in cols else len(cols)
         out.insert(at, "KID x1e3", df["kid"] * 1e3)
-        out.insert(at + 1, "KID SE x1e3", df["kid_se"] * 1e3)
-    return out.rename(columns={"fd": metric, "fd_ci": f"{metric} 95% CI"})
+        if "kid_ci" in df:
+            out.insert(at + 1, "KID x1e3 95% CI", df["kid_ci"].map(lambda c: [1e3 * v for v in c]))
+    for col in JUDGE_B if judge_b and "fid" in df else ():
+        if col.startswith("kid") or col not in df:
+            continue
+        out[col] = df[col]
+    names = {"fd": metric, "fd_ci": f"{metric} 95% CI"}
+    names.update({k: v for k, v in _NAMES.items()})
+    names.update({k + "_ci": v + " 95% CI" for k, v in _NAMES.items()})
+    return out.rename(columns=names)
 
 def _interval_text(v, digits: int = 3):
     """A ``(lo, hi)`` interval cell as ``[lo, hi]`` for reading; any other cell unchanged."""

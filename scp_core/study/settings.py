@@ -36,6 +36,8 @@ class Settings:
     Attributes:
         profile: a key of :data:`PROFILES`.
         dataset: dataset registry name; ``pipeline``: pipeline folder (``None``: the toy zoo).
+        trained: a folder of trained modules (UNet, ControlNet) replacing the pipeline folder's own: the
+            daylight toy ControlNet from another training seed (``zoo/toy-seeds/seed<N>``).
         n_ref: reference images for the priors (at most the training split's size).
         n_eval: evaluation maps (the first ``n_eval`` of ``eval_splits``, concatenated).
         steps, guidance, mu: DDIM steps, CFG scale, the default mu for the priors.
@@ -54,6 +56,7 @@ class Settings:
     profile: str
     dataset: str
     pipeline: str | None = None
+    trained: str | None = None
     n_ref: int
     n_eval: int
     steps: int = 20

@@ -16,7 +16,8 @@ the same maps), from N(0, I) at mu = 1 and from each regime's joint prior at ``m
 set is scored against **both** regimes' real validation images, so a table row says whether a
 foreign prior still helps (distance to the model's own data) and whether it restyles (distance to
 the prior's data). The decision rules come before the run (:data:`GOALS`) and are read off the
-intervals by :mod:`scp_core.metrics.verdict`.
+paired intervals (every start of one model samples the same maps with the same seeds) by
+:mod:`scp_core.metrics.verdict`.
 """
 from __future__ import annotations
 
@@ -24,11 +25,10 @@ import time
 
 import pandas as pd
 
-from ..metrics.verdict import compare, relation
 from ..priors import NormalPrior
 from ..sampling import resolve_mu
 from .context import build_priors, eval_set, load_pipeline
-from .evaluation import score
+from .evaluation import Comparison
 from .experiments import generate
 from .global_factors import brightness
 from .settings import Settings
@@ -42,8 +42,9 @@ NORMAL = "N(0, I)"
 GOALS = (
     "**Training-free** (toolkit #5, first question): the priors help a ControlNet whose UNet was never unlocked "
     "when the locked daylight ControlNet started from the daylight joint prior is *better* than from N(0, I) in "
-    "FD-toy against daylight images (disjoint 95 % intervals); *worse* says they hurt; overlapping intervals "
-    "say the harness cannot tell. mIoU is read the same way. "
+    "FD-toy against daylight images (the 95 % interval of the paired difference excludes 0; the rule was "
+    "\"disjoint 95 % intervals\" until the issue-31 revision); *worse* says they hurt; an interval including 0 "
+    "says the harness cannot tell. mIoU is read the same way. "
     "**Transfer** (second question): a foreign prior *still helps* a model when it is better than N(0, I) in "
     "FD-toy against the model's own regime; it *restyles* when its images are closer to the prior's regime "
     "(FD-toy against the prior's real images) than the images from the model's own prior are. "
@@ -57,7 +58,7 @@ def _starts(kind: str, priors: dict, channels: int) -> dict:
 
 
 def transfer_table(models: dict[str, tuple[Settings, str]], regimes: dict[str, Settings],
-                   kind: str = "joint") -> tuple[pd.DataFrame, dict]:
+                   kind: str = "joint") -> tuple[pd.DataFrame, dict, dict]:
     """Every model from every start on its own regime's maps, scored against every regime.
 
     Args:
@@ -68,28 +69,32 @@ def transfer_table(models: dict[str, tuple[Settings, str]], regimes: dict[str, S
 
     Returns:
         the table (one row per model and start: ``mu``, mIoU with its interval, ``fd_<regime>``
-        with ``fd_<regime>_ci`` for every regime, brightness mean and std) and the images
-        ``{(model, start): uint8 [n, H, W, 3]}``.
+        with ``fd_<regime>_ci`` for every regime, the second judge's ``fid_<regime>``, brightness mean and
+        std), the images ``{(model, start): uint8 [n, H, W, 3]}`` and the comparisons
+        ``{(model, regime): Comparison}`` (the starts of one model, scored against one regime).
     """
     priors = {r: build_priors(sr)[kind] for r, sr in regimes.items()}
-    rows, images = [], {}
+    rows, images, comps = [], {}, {}
     for name, (sm, own) in models.items():
         _, labels = eval_set(regimes[own])
+        comps.update({(name, r): Comparison(sr, labels) for r, sr in regimes.items()})
         for start, prior in _starts(kind, priors, load_pipeline(sm).latent_shape[0]).items():
             mu = resolve_mu(prior, default=sm.mu)
             t = time.time()
             gen = generate(sm, labels, prior=prior, mu=mu)
-            row = {"model": name, "regime": own, "start": start, "mu": mu}
-            for r, sr in regimes.items():
-                sc = score(sr, gen, labels)
-                row.update({f"fd_{r}": sc["fd"], f"fd_{r}_ci": sc["fd_ci"]})
+            for r in regimes:
+                comps[(name, r)].add(start, gen)
             b = brightness(gen)
-            row.update({"miou": sc["miou"], "miou_ci": sc["miou_ci"], "acc": sc["acc"], "n": sc["n"],
-                        "metric": sc["metric"], "brightness_mean": float(b.mean()), "brightness_std": float(b.std()),
-                        "sample_s": round(time.time() - t, 1)})
-            rows.append(row)
+            rows.append({"model": name, "regime": own, "start": start, "mu": mu, "brightness_mean": float(b.mean()),
+                         "brightness_std": float(b.std()), "sample_s": round(time.time() - t, 1)})
             images[(name, start)] = gen
-    return pd.DataFrame(rows), images
+    for row in rows:
+        for r in regimes:
+            sc = comps[(row["model"], r)].row(row["start"])
+            row.update({f"{col}_{r}{ci}": sc[col + ci] for col in ("fd", "fid") if col in sc for ci in ("", "_ci")})
+        own = comps[(row["model"], row["regime"])].row(row["start"])
+        row.update({k: v for k, v in own.items() if not k.startswith(("fd", "fid", "kid"))})
+    return pd.DataFrame(rows), images, comps
 
 
 def _row(table: pd.DataFrame, model: str, start: str) -> pd.Series:
@@ -99,46 +104,55 @@ def _row(table: pd.DataFrame, model: str, start: str) -> pd.Series:
     return hit.iloc[0]
 
 
-def _fd(table, model, a, b, regime, metric) -> tuple[str, str]:
+def _fd(comps: dict, table, model, a, b, regime, metric, col: str = "fd") -> tuple[str, str]:
     """``(relation, sentence)`` of ``model`` from start ``a`` against start ``b``, distance to ``regime``'s images."""
-    ra, rb = _row(table, model, a), _row(table, model, b)
-    col = f"fd_{regime}"
-    return (relation(ra[col + "_ci"], rb[col + "_ci"]),
-            f"{metric} to {regime} images: " + compare(a, ra[col], ra[col + "_ci"], b, rb[col], rb[col + "_ci"],
-                                                       n=int(ra.n)))
+    rec = comps[(model, regime)].record(a, b, col)
+    return rec["verdict"], f"{rec['metric']} to {regime} images: " + rec["text"].split(": ", 1)[1]
 
 
-def answers(table: pd.DataFrame, kind: str = "joint", metric: str = "FD-toy") -> dict:
-    """The two questions of :data:`GOALS`, answered from ``table`` by the rule of :mod:`scp_core.metrics.verdict`.
+def answers(table: pd.DataFrame, comps: dict, kind: str = "joint", metric: str = "FD-toy") -> dict:
+    """The two questions of :data:`GOALS`, answered from the paired comparisons by :mod:`scp_core.metrics.verdict`.
 
     Returns ``{"training_free": sentence, "transfer": {model: sentence}}``; every sentence quotes
-    the numbers, their intervals and ``n``, and ends with the answer the rule gives.
+    the numbers, their intervals, the interval of the difference and ``n``, and ends with the answer the
+    rule gives. Where the toy profiles' second judge (FID with Inception) was measured, the sentence adds
+    its reading and says whether the two judges agree.
     """
     out = {"transfer": {}}
     locked = [m for m in table.model.unique() if "locked" in m]
     for m in locked:
         regime = _row(table, m, NORMAL).regime
         own = f"{regime} {kind}"
-        rel, fd = _fd(table, m, own, NORMAL, regime, metric)
-        a, b = _row(table, m, own), _row(table, m, NORMAL)
-        miou = compare(own, a.miou, a.miou_ci, NORMAL, b.miou, b.miou_ci, n=int(a.n), lower_is_better=False,
-                       digits=1)
+        rel, fd = _fd(comps, table, m, own, NORMAL, regime, metric)
+        miou = comps[(m, regime)].record(own, NORMAL, "miou")["text"]
         answer = {"better": "yes, they help", "worse": "no, they hurt",
                   "not distinguishable": "not distinguishable at this n"}[rel]
-        out["training_free"] = f"{m}: {fd}; mIoU: {miou} -> {answer}"
+        out["training_free"] = f"{m}: {fd}; {miou} -> {answer}" + _second(comps, m, own, NORMAL, regime, rel)
     for m in table.model.unique():
         if m in locked:
             continue
         own_regime = _row(table, m, NORMAL).regime
         for foreign in sorted(set(table.regime) - {own_regime}):
             f_start, o_start = f"{foreign} {kind}", f"{own_regime} {kind}"
-            helps, s_help = _fd(table, m, f_start, NORMAL, own_regime, metric)
-            cost, s_cost = _fd(table, m, f_start, o_start, own_regime, metric)
-            style, s_style = _fd(table, m, f_start, o_start, foreign, metric)
+            helps, s_help = _fd(comps, table, m, f_start, NORMAL, own_regime, metric)
+            cost, s_cost = _fd(comps, table, m, f_start, o_start, own_regime, metric)
+            style, s_style = _fd(comps, table, m, f_start, o_start, foreign, metric)
             out["transfer"][m] = (f"{m} model, {foreign} prior: {s_help} -> "
                                   + ("still helps" if helps == "better" else "does not help" if helps == "worse"
                                      else "help not distinguishable")
+                                  + _second(comps, m, f_start, NORMAL, own_regime, helps)
                                   + f"; against its own prior, {s_cost}; {s_style} -> "
                                   + {"better": f"restyles towards {foreign}", "worse": "does not restyle",
-                                     "not distinguishable": "restyling not distinguishable at this n"}[style])
+                                     "not distinguishable": "restyling not distinguishable at this n"}[style]
+                                  + _second(comps, m, f_start, o_start, foreign, style))
     return out
+
+
+def _second(comps: dict, model, a, b, regime, first: str) -> str:
+    """The second judge's reading of the same comparison (FID with Inception), where it was measured."""
+    comp = comps[(model, regime)]
+    if "fid" not in comp.columns:
+        return ""
+    rec = comp.record(a, b, "fid")
+    agree = "the judges agree" if rec["verdict"] == first else "the judges DISAGREE"
+    return f" [second judge, {rec['text']}: {agree}]"

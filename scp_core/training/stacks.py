@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 
 from ..data import control_map, to_float
-from ..io import follow_umask, write_json
+from ..io import follow_umask, portable, write_json
 from ..models import controlnet_from_unet, make_scheduler
-from ..pipeline import SCPDiffPipeline
+from ..pipeline import MODULES_NAME, SCPDiffPipeline
+from ..pipeline_folder import HASHES_KEY, put_in_place, weight_hashes
 from .finetune import prepare_controlnet_training
 from .loop import TrainConfig, fit
 from .losses import LatentCache, controlnet_loss_fn
@@ -112,6 +114,29 @@ def assemble_pipeline(vae, unet, controlnet, cond: torch.Tensor, uncond: torch.T
                            make_scheduler("ddim", schedule), cond, uncond, num_classes=ds.num_classes,
                            palette=ds.palette, image_size=ds.size, ignore_index=ds.ignore_index,
                            scale_factor=scale_factor, info=info)
+
+
+def save_modules(modules: dict, out: Path) -> None:
+    """Write ``{name: diffusers module}`` into ``out/<name>`` with float16 weights, as one unit: built in a
+    temporary folder beside ``out`` (with ``modules.json``: the sha256 of every weight file) and renamed
+    into place, so ``out`` is never half-written. The modules stay float32."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, m in modules.items():
+            m.to(dtype=torch.float16)
+            try:
+                m.save_pretrained(tmp / name)
+            finally:
+                m.to(dtype=torch.float32)
+        for cfg in tmp.glob("*/config.json"):  # diffusers records where a module was loaded from
+            cfg.write_text(portable(cfg.read_text()))
+        write_json(tmp / MODULES_NAME, {HASHES_KEY: weight_hashes(tmp)})
+        put_in_place(follow_umask(tmp), out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def save_half(pipe: SCPDiffPipeline, out: Path) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from .losses import LatentCache, fit_scale_factor, unet_loss_fn, vae_loss_fn
 from .recipes import TOY_BASE_DATASETS, TOY_FULL, TOY_GV_CONTROLNET
 from .report import copy_loss_logs, write_toy_report
 from .stacks import (assemble_pipeline, controlnet_stage, read_facts, reconstruction_psnr, run_stage, save_half,
-                     write_facts)
+                     save_modules, write_facts)
 
 ZOO = REPO_ROOT / "zoo" / "toy"
 PIPELINE_DIR = TOY_PIPELINE_DIR
@@ -288,4 +288,48 @@ def train_toy_locked(out: str | Path = LOCKED_PIPELINE_DIR, work: str | Path = R
     save_half(pipe, out)
     write_json(out.parent / "training_facts.json", facts)
     copy_loss_logs({"controlnet": work / "controlnet", "base_unet": work / "unet"}, out.parent)
+    return facts
+
+
+SEEDS_DIR = REPO_ROOT / "zoo" / "toy-seeds"
+
+
+def seed_dir(seed: int) -> Path:
+    """Where the daylight ControlNet stage trained with training seed ``seed`` lives (seed 0 is ``zoo/toy``)."""
+    return PIPELINE_DIR if seed == 0 else SEEDS_DIR / f"seed{seed}"
+
+
+def train_toy_seed(seed: int, out: str | Path | None = None, work: str | Path | None = None,
+                   resume: str | None = None, n_train: int = 4000) -> dict:
+    """The daylight toy ControlNet stage again, with training seed ``seed`` (Table 1 across seeds).
+
+    The recipe of ``zoo/toy``'s ControlNet (:data:`.recipes.TOY_FULL`, decoder unlocked) with
+    ``TrainConfig.seed = seed`` (the batch order, the timesteps and noise drawn). The frozen parts
+    are shared and written once: the VAE, scale factor and conditioning of ``zoo/toy/pipeline``, and the
+    base UNet of ``zoo/toy-locked/pipeline`` (the toy recipe's base UNet retrained on that VAE's latents;
+    the locked stack never changed it). Only the two trained modules are written, float16, into ``out``
+    (``controlnet/``, ``unet/``); :func:`scp_core.pipeline.load_pipeline` assembles the stack from them.
+    """
+    if seed == 0:
+        raise ValueError("seed 0 is the committed zoo/toy stack; train seeds >= 1 here")
+    out = Path(out) if out else seed_dir(seed)
+    work = Path(work) if work else RUNS.with_name(f"toy-seed{seed}")
+    base = load_pipeline(LOCKED_PIPELINE_DIR, device="cpu", dtype=torch.float32)
+    t0 = time.time()
+    train = ToyCity(split="train")
+    cache = LatentCache.build(base.vae.eval().requires_grad_(False), train.images[:n_train],
+                              scale_factor=base.scale_factor)
+    cond, uncond = toy_text_conditioning(0)
+    cfg = replace(TOY_FULL["controlnet"], seed=int(seed))
+    model, stage, _ = run_stage(work / "controlnet", lambda: controlnet_stage(
+        base.unet, cache, train.labels[:n_train], train, make_scheduler("ddpm"), cond, uncond, cfg,
+        work / "controlnet", resume, f"toy ControlNet, training seed {seed}"), save=None)
+    facts = {"dataset": "toy-city", "training_seed": int(seed), "vae": "zoo/toy/pipeline",
+             "base_unet": "zoo/toy-locked/pipeline/unet", "scale_factor": round(base.scale_factor, 5),
+             "unlocked_unet_tensors": stage["unlocked_unet_tensors"], "steps": stage["steps"],
+             "wall_s": stage["wall_s"], "final_loss": stage["final_loss"], "total_wall_s": round(time.time() - t0, 1),
+             "threads": torch.get_num_threads(), "torch": torch.__version__, "config": asdict(cfg)}
+    save_modules({"controlnet": model.controlnet, "unet": model.unet}, out)
+    write_json(out / "training_facts.json", facts)
+    copy_loss_logs({"controlnet": work / "controlnet"}, out)
     return facts

@@ -1,0 +1,232 @@
+"""Paired, two-sided resampling: the one scheme behind every interval and verdict of the study.
+
+The unit of a comparison is the **evaluation map**. Every setting (prior, mu, model) is sampled on the
+same maps with the same seeds, so setting A's image ``i`` and setting B's image ``i`` share map ``i``:
+the settings are *paired*. One resample draws map indices ``I`` (``n`` with replacement) and applies
+them to every setting at once, and draws the **reference** images ``J`` too, so an interval carries the
+reference set's own variation. Where the reference images are the real images of the evaluated maps
+(the study's Frechet reference: :func:`scp_core.study.evaluation.reference_features`), a map carries its
+real image with it and ``J = I``; an independent reference set (real training images for the
+real-versus-real line) is resampled on its own.
+
+Each metric is recomputed from per-item quantities computed once, so a thousand resamples cost seconds:
+
+* Frechet distances and KID from **Gram matrices** of the features (``X X^T``, ``X Y^T``, ``Y Y^T``):
+  with multiplicities ``w`` (how often each generated image was drawn) and ``v`` (each reference image),
+  the resampled means, traces and ``Tr (Sigma_1 Sigma_2)^(1/2)`` (the nuclear norm of the weighted,
+  centred cross-Gram matrix, whose squared singular values are the non-zero eigenvalues of
+  ``Sigma_1 Sigma_2``) need no ``D x D`` matrix: the same value as :func:`.frechet.frechet_distance` of
+  the resampled feature sets, at 256 or 2048 dimensions alike;
+* mIoU / accuracy from each image's confusion matrix (``SegmentationMeter(keep_per_sample=True)``).
+
+Intervals are 95 % percentile intervals shifted by the bootstrap's bias (resampling repeats images, which
+inflates a Frechet distance; :func:`interval`). The verdict between two settings reads the interval of
+their **difference** (:func:`difference`): better or worse only where it excludes 0
+(:func:`scp_core.metrics.verdict.relation_of_difference`). ``tests/test_resampling.py`` calibrates
+it:
+two arms drawn from one distribution are called not distinguishable in about 95 % of replications.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg
+
+from .segmentation import SegmentationMeter
+
+__all__ = ["N_BOOT", "Draws", "draw_indices", "multiplicities", "FrechetGram", "frechet_draws", "frechet_batched",
+           "reference_weights", "segmentation_draws", "interval", "difference"]
+
+N_BOOT = 1000  # resamples of every reference interval (issue 31: at least 1,000)
+LEVEL = 95.0
+
+
+def draw_indices(n_maps: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, n_maps]`` map indices drawn with replacement from ``np.random.default_rng(seed)``."""
+    return np.random.default_rng(seed).integers(0, n_maps, size=(int(n_boot), int(n_maps)))
+
+
+def multiplicities(index: np.ndarray, n: int) -> np.ndarray:
+    """``[B, n]`` counts: how often each item appears in each row of ``index`` (``[B, k]``)."""
+    index = np.atleast_2d(index)
+    rows = np.repeat(np.arange(len(index)), index.shape[1])
+    out = np.zeros((len(index), n))
+    np.add.at(out, (rows, index.ravel()), 1.0)
+    return out
+
+
+@dataclass
+class Draws:
+    """A statistic's point estimate on all items and its ``[B]`` values on the resamples (the same ``B``
+    rows of map indices for every setting of one comparison, so two ``Draws`` can be differenced)."""
+
+    value: float
+    draws: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def _features(x) -> np.ndarray:
+    x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    x = x.astype(np.float64, copy=False)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"features must be [N, D] with N >= 2, got shape {x.shape}")
+    return x
+
+
+class FrechetGram:
+    """The Gram matrices of one generated set ``X [n, D]`` against a reference ``Y [m, D]``.
+
+    :meth:`distance` gives the Frechet distance of the sets weighted by multiplicities ``w`` (``[n]``,
+    summing to ``n``) and ``v`` (``[m]``): exactly :func:`.frechet.frechet_distance` of the resampled sets
+    (``np.cov``'s ``n - 1`` normalisation, duplicates counted), through an ``n x m`` singular-value problem
+    on the items drawn. :meth:`kid` gives the unbiased MMD^2 with the cubic kernel ``(x.y / D + 1)^3``
+    (:mod:`.kid`), from the same matrices.
+    """
+
+    def __init__(self, x, y, g_yy: np.ndarray | None = None):
+        x, y = _features(x), _features(y)
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(f"features differ in dimension: {x.shape[1]} vs {y.shape[1]} (two extractors?)")
+        self.n, self.m, self.dim = len(x), len(y), x.shape[1]
+        self.g_xx, self.g_xy = x @ x.T, x @ y.T
+        self.g_yy = y @ y.T if g_yy is None else g_yy
+
+    def distance(self, w: np.ndarray | None = None, v: np.ndarray | None = None) -> float:
+        """Frechet distance with multiplicities ``w`` (generated) and ``v`` (reference); ``None``: all once."""
+        w = np.ones(self.n) if w is None else np.asarray(w, np.float64)
+        v = np.ones(self.m) if v is None else np.asarray(v, np.float64)
+        n, m = w.sum(), v.sum()
+        gw, gv = self.g_xx @ w, self.g_yy @ v
+        mean_xx, mean_yy, mean_xy = w @ gw / n ** 2, v @ gv / m ** 2, w @ self.g_xy @ v / (n * m)
+        tr_x = (w @ np.diag(self.g_xx) - n * mean_xx) / (n - 1)
+        tr_y = (v @ np.diag(self.g_yy) - m * mean_yy) / (m - 1)
+        # centred cross-Gram (x_i - mu_x).(y_j - mu_y) on the items drawn, weighted by sqrt(w_i v_j)
+        i, j = np.flatnonzero(w), np.flatnonzero(v)
+        gxy_v = (self.g_xy @ v / m)[i]  # x_i . mu_y
+        gxy_w = (w @ self.g_xy / n)[j]  # mu_x . y_j
+        c = self.g_xy[np.ix_(i, j)] - gxy_v[:, None] - gxy_w[None, :] + mean_xy
+        c *= np.sqrt(w[i])[:, None] * np.sqrt(v[j])[None, :] / np.sqrt((n - 1) * (m - 1))
+        cc = c @ c.T if c.shape[0] <= c.shape[1] else c.T @ c  # the singular values of c, squared
+        ev = linalg.eigh(cc, eigvals_only=True, driver="evd", check_finite=False)[-min(self.dim, *c.shape):]
+        cross = np.sqrt(np.clip(ev, 0, None)).sum()  # rank <= D: the rest are rounding noise around 0
+        return float(mean_xx + mean_yy - 2 * mean_xy + tr_x + tr_y - 2 * cross)
+
+    def kid(self, w: np.ndarray | None = None, v: np.ndarray | None = None) -> float:
+        """Unbiased MMD^2 (cubic polynomial kernel) of the weighted sets: KID's U-statistic, pairs of one
+        position with itself left out (a duplicated image still pairs with its copy, as in a resampled set)."""
+        w = np.ones(self.n) if w is None else np.asarray(w, np.float64)
+        v = np.ones(self.m) if v is None else np.asarray(v, np.float64)
+        n, m = w.sum(), v.sum()
+        if not hasattr(self, "_k"):
+            self._k = tuple((g / self.dim + 1.0) ** 3 for g in (self.g_xx, self.g_yy, self.g_xy))
+        k_xx, k_yy, k_xy = self._k
+        xx = (w @ k_xx @ w - w @ np.diag(k_xx)) / (n * (n - 1))
+        yy = (v @ k_yy @ v - v @ np.diag(k_yy)) / (m * (m - 1))
+        return float(xx + yy - 2 * (w @ k_xy @ v) / (n * m))
+
+
+SMALL_DIM = 64  # up to this many feature dimensions the covariance form runs on all resamples at once
+
+
+def _weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means ``[B, D]`` and covariances ``[B, D, D]`` (``n - 1`` normalisation) of ``x`` under each row of ``w``."""
+    n = w.sum(1)[:, None]
+    mu = w @ x / n
+    second = np.einsum("bn,ni,nj->bij", w, x, x)
+    return mu, (second - n[:, :, None] * mu[:, :, None] * mu[:, None, :]) / (n[:, :, None] - 1)
+
+
+def frechet_batched(x, y, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Frechet distances of ``x`` weighted by each row of ``w`` (``[B, n]``) to ``y`` weighted by ``v``
+    (``[B, m]``), all rows at once through the ``D x D`` covariances: ``Tr (S_1 S_2)^(1/2)`` is the trace of
+    ``(R S_1 R)^(1/2)`` with ``R = S_2^(1/2)``. For few dimensions (toy features, calibration); the same
+    values as :meth:`FrechetGram.distance`."""
+    mu1, s1 = _weighted_moments(_features(x), np.atleast_2d(w))
+    mu2, s2 = _weighted_moments(_features(y), np.atleast_2d(v))
+    lam, vec = np.linalg.eigh(s2)
+    r = vec * np.sqrt(np.clip(lam, 0, None))[:, None, :] @ np.swapaxes(vec, 1, 2)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(r @ s1 @ r), 0, None)).sum(1)
+    tr = np.trace(s1, axis1=1, axis2=2) + np.trace(s2, axis1=1, axis2=2)
+    return ((mu1 - mu2) ** 2).sum(1) + tr - 2 * cross
+
+
+def reference_weights(index: np.ndarray, n_ref: int, ref_maps: int, seed: int) -> np.ndarray:
+    """The reference set's multiplicities ``[B, n_ref]`` for each row of ``index`` (``[B, n]``).
+
+    ``ref_maps = n``: the reference's first ``n`` images are the real images of the ``n`` evaluated maps and
+    are resampled with them (``J = I``); ``ref_maps = 0``: an independent reference. Images beyond the first
+    ``ref_maps`` are resampled on their own (``seed + 1``): a stratified draw of the same size.
+    """
+    n = index.shape[1]
+    if ref_maps not in (0, n) or ref_maps > n_ref:
+        raise ValueError(f"ref_maps={ref_maps}: the reference's first images are the real images of all {n} maps "
+                         f"(ref_maps={n}, needs at least {n} reference images, got {n_ref}) or of none (0)")
+    parts = [multiplicities(index, n)] if ref_maps else []
+    if n_ref > ref_maps:
+        parts.append(multiplicities(draw_indices(n_ref - ref_maps, len(index), seed + 1), n_ref - ref_maps))
+    return np.concatenate(parts, axis=1)
+
+
+def frechet_draws(gen: dict, ref, index: np.ndarray, *, ref_maps: int, seed: int = 0,
+                  kid: bool = False) -> dict[str, Draws] | tuple[dict[str, Draws], dict[str, Draws]]:
+    """Frechet distance of every setting's features (``{name: [n, D]}``, rows = the same maps) to ``ref``,
+    on all items and on each row of ``index`` (``[B, n]``, :func:`draw_indices`).
+
+    ``ref_maps``: ``n`` where the reference's first ``n`` images are the real images of the same maps (they
+    are resampled with them), 0 for an independent reference (:func:`reference_weights`). ``kid=True`` also returns
+    KID's draws from the same Gram matrices: ``(fd, kid)``.
+    """
+    ref = _features(ref)
+    g_yy = ref @ ref.T
+    v_rows = reference_weights(index, len(ref), ref_maps, seed)
+    fd_out, kid_out = {}, {}
+    for name, feats in gen.items():
+        gram = FrechetGram(feats, ref, g_yy)
+        if index.shape[1] != gram.n:
+            raise ValueError(f"setting {name!r} has {gram.n} images, the map indices draw {index.shape[1]}")
+        w_rows = multiplicities(index, gram.n)
+        if gram.dim <= SMALL_DIM:
+            draws = frechet_batched(feats, ref, w_rows, v_rows)
+        else:
+            draws = np.array([gram.distance(w, v) for w, v in zip(w_rows, v_rows)])
+        fd_out[name] = Draws(gram.distance(), draws)
+        if kid:
+            kid_out[name] = Draws(gram.kid(), np.array([gram.kid(w, v) for w, v in zip(w_rows, v_rows)]))
+    return (fd_out, kid_out) if kid else fd_out
+
+
+def _scores(cm: np.ndarray) -> tuple[float, float]:
+    """mIoU and pixel accuracy (fractions) of a ``K x (K+1)`` confusion matrix, by the meter's own rule."""
+    s = SegmentationMeter._scores(cm, cm.shape[0])
+    return s["miou"], s["acc"]
+
+
+def segmentation_draws(per_sample: dict, index: np.ndarray) -> dict[str, dict[str, Draws]]:
+    """mIoU and accuracy (in %) of every setting from its per-image confusion matrices (``{name: [n, K, K+1]}``),
+    on all images and on each row of ``index``: ``{name: {"miou": Draws, "acc": Draws}}``."""
+    out = {}
+    for name, cms in per_sample.items():
+        cms = np.asarray(cms, np.float64)
+        w_rows = multiplicities(index, len(cms))
+        flat = cms.reshape(len(cms), -1)
+        pooled = (w_rows @ flat).reshape(len(w_rows), *cms.shape[1:])
+        miou, acc = _scores(cms.sum(0))
+        boots = np.array([_scores(c) for c in pooled]) * 100
+        out[name] = {"miou": Draws(100 * miou, boots[:, 0]), "acc": Draws(100 * acc, boots[:, 1])}
+    return out
+
+
+def interval(d: Draws, level: float = LEVEL) -> tuple[float, float]:
+    """The bias-shifted percentile interval of one statistic: the percentiles of the draws minus the
+    bootstrap's bias (mean of the draws minus the estimate)."""
+    bias = float(np.mean(d.draws) - d.value)
+    lo, hi = np.percentile(d.draws, [(100 - level) / 2, 100 - (100 - level) / 2]) - bias
+    return float(lo), float(hi)
+
+
+def difference(a: Draws, b: Draws, level: float = LEVEL) -> tuple[float, tuple[float, float]]:
+    """``a - b`` and its interval from the paired draws (the same resampled maps and reference for both)."""
+    if len(a.draws) != len(b.draws):
+        raise ValueError(f"paired draws must be as many for both settings, got {len(a.draws)} and {len(b.draws)}")
+    return a.value - b.value, interval(Draws(a.value - b.value, a.draws - b.draws), level)

@@ -1,0 +1,100 @@
+"""The paired, two-sided resampling (scp_core.metrics.resampling): exact against the direct formulas on
+resampled sets, and calibrated on synthetic features whose truth is known."""
+import numpy as np
+import pytest
+import torch
+
+from scp_core.metrics import SegmentationMeter
+from scp_core.metrics.frechet import feature_statistics, frechet_distance
+from scp_core.metrics.kid import kid_from_features
+from scp_core.metrics.resampling import (Draws, FrechetGram, difference, draw_indices, frechet_batched,
+                                         frechet_draws, interval, multiplicities, reference_weights, segmentation_draws)
+from scp_core.metrics.verdict import relation_of_difference
+
+
+@pytest.mark.parametrize("dim, n, m", [(6, 40, 50), (256, 120, 100), (2048, 30, 31)])
+def test_gram_form_is_the_frechet_distance_and_kid_of_the_resampled_sets(dim, n, m):
+    rng = np.random.default_rng(dim)
+    x, y = rng.normal(size=(n, dim)), rng.normal(size=(m, dim)) * 1.1 + 0.1
+    g = FrechetGram(x, y)
+    ref = frechet_distance(*feature_statistics(x), *feature_statistics(y))
+    assert g.distance() == pytest.approx(ref, rel=1e-6)
+    i, j = rng.integers(0, n, n), rng.integers(0, m, m)
+    w, v = multiplicities(i[None], n)[0], multiplicities(j[None], m)[0]
+    direct = frechet_distance(*feature_statistics(x[i]), *feature_statistics(y[j]))
+    assert g.distance(w, v) == pytest.approx(direct, rel=1e-6)
+    assert g.kid() == pytest.approx(kid_from_features(x, y, n_subsets=1, subset_size=n)["kid_full"], rel=1e-9)
+    if dim <= 64:  # the batched covariance form gives the same values
+        assert frechet_batched(x, y, w[None], v[None])[0] == pytest.approx(direct, rel=1e-6)
+
+
+def test_segmentation_draws_are_the_meter_on_the_resampled_images():
+    rng = np.random.default_rng(0)
+    target = torch.as_tensor(rng.integers(0, 4, size=(12, 8, 8)))
+    noise = torch.as_tensor(rng.integers(0, 4, (12, 8, 8)))
+    pred = torch.where(torch.as_tensor(rng.random((12, 8, 8)) < 0.7), target, noise)
+    meter = SegmentationMeter(4, ignore_index=None, keep_per_sample=True)
+    meter.update(pred, target)
+    cms = torch.stack(meter._per_sample).numpy()
+    index = draw_indices(12, 5, seed=3)
+    d = segmentation_draws({"a": cms}, index)["a"]
+    assert d["miou"].value == pytest.approx(100 * meter.compute()["miou"])
+    again = SegmentationMeter(4, ignore_index=None)
+    again.update(pred[index[2]], target[index[2]])
+    assert d["miou"].draws[2] == pytest.approx(100 * again.compute()["miou"])
+    assert d["acc"].draws[2] == pytest.approx(100 * again.compute()["acc"])
+
+
+def test_paired_draws_share_the_map_indices_and_the_reference_moves_with_its_maps():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(20, 5)), rng.normal(size=(20, 5))
+    index = draw_indices(20, 50, seed=0)
+    a = frechet_draws({"a": x, "b": x}, y, index, ref_maps=20)
+    assert np.array_equal(a["a"].draws, a["b"].draws)  # one setting twice: a difference of exactly 0
+    assert difference(a["a"], a["b"]) == (0.0, (0.0, 0.0))
+    # the reference is resampled: its draws vary even for a fixed generated set
+    w = multiplicities(index[:3], 20)
+    fixed = frechet_batched(x, y, np.ones((3, 20)), w)
+    assert np.ptp(fixed) > 0
+    with pytest.raises(ValueError, match="real images"):
+        frechet_draws({"a": x}, y[:10], index, ref_maps=20)
+    # a larger reference: its first 20 images move with the maps, the other 10 are drawn on their own
+    v = reference_weights(index, 30, 20, seed=0)
+    assert np.array_equal(v[:, :20], multiplicities(index, 20)) and (v[:, 20:].sum(1) == 10).all()
+
+
+def test_interval_is_shifted_by_the_bootstrap_bias():
+    d = Draws(1.0, np.linspace(1.0, 3.0, 1001))  # the draws sit above the estimate by 1.0 on average
+    lo, hi = interval(d)
+    assert lo == pytest.approx(1.05 - 1.0, abs=1e-9) and hi == pytest.approx(2.95 - 1.0, abs=1e-9)
+
+
+def _replication(seed: int, shift: float, n: int = 100, dim: int = 8, n_boot: int = 1000) -> str:
+    """One synthetic study: maps z, their real images' features y, two settings generated on the same maps
+    (the same distribution, b's mean moved by ``shift``), the reference = the maps' real images."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, dim))
+    y = z + 0.5 * rng.normal(size=(n, dim))
+    a = 0.2 * z + 0.8 * rng.normal(size=(n, dim)) + 0.5
+    b = 0.2 * z + 0.8 * rng.normal(size=(n, dim)) + 0.5 + shift
+    r = frechet_draws({"a": a, "b": b}, y, draw_indices(n, n_boot, seed), ref_maps=n)
+    return relation_of_difference(difference(r["b"], r["a"])[1])
+
+
+def test_calibration_same_distribution_is_not_distinguishable_in_about_95_percent():
+    """Issue 31: two arms from one distribution are called "not distinguishable" in 93-97 % of 200
+    replications (1,000 resamples each). Measured: 95.0 %. (Near the floor, where the generated sets are
+    about as close to the reference as real images are, the interval is conservative: 99-100 %.)"""
+    calls = [_replication(seed, 0.0) for seed in range(200)]
+    share = calls.count("not distinguishable") / len(calls)
+    assert 0.93 <= share <= 0.97, share
+
+
+def test_calibration_planted_difference_is_found():
+    """The power the study claims (docs/method.md, "the resampled interval"): a planted difference of about 3.8
+    standard errors of the paired difference (a mean shift of 0.15 in 8 dimensions: 8 (2 * 0.5 * 0.15 +
+    0.15^2) = 1.38 in expectation; the difference's standard deviation across the null replications is 0.36)
+    is called "worse" in at least 85 % of 100 replications (measured: 90 %; a z-test would reach 97 %: the
+    bias-shifted percentile interval is a little wide). At 3.0 standard errors (shift 0.12) it was 73 %."""
+    calls = [_replication(1000 + seed, 0.15, n_boot=500) for seed in range(100)]
+    assert calls.count("worse") / len(calls) >= 0.85, calls.count("worse")
