@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from .io import write_text
-from .metrics.verdict import best_text, interval_text
+from .claims import block
+from .metrics.verdict import interval_text
 
 TITLES = {
     "00_quickstart": "Quickstart: one label map, four priors",
@@ -65,8 +66,15 @@ def _metric(m: dict) -> str:
 
 
 def _kid(r: dict) -> str:
-    """KID times 10^3 with its jackknife standard error."""
+    """KID times 10^3 with its 95 % interval (metrics from before the paired rule: +- its standard error)."""
+    if "kid_ci" in r:
+        return f"{1e3 * r['kid']:.2f} {_fmt_ci([1e3 * v for v in r['kid_ci']])}"
     return f"{1e3 * r['kid']:.2f} +- {1e3 * r['kid_se']:.2f}"
+
+
+def _real(m: dict, setting: str) -> dict:
+    """The real-image row of Table 1: ``real_reference`` (``real_ceiling`` in metrics from before issue 31)."""
+    return (m.get("real_reference") or m["real_ceiling"])[setting]
 
 
 def _table1(m: dict) -> str:
@@ -77,24 +85,44 @@ def _table1(m: dict) -> str:
         n, seed = rows[0]["n"], m["settings"]["seed"]
         lines.append(f"\n**{setting}** ({n} validation maps, seeds {seed}..{seed + n - 1}, "
                      f"{m['settings']['steps']} DDIM steps; verdict: {m['verdict'][setting]})\n")
-        kid = "kid" in rows[0]
+        kid, judge_b = "kid" in rows[0], "fid" in rows[0]
         lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] |"
-                     + (" KID x1e3 (ours) +- SE |" if kid else "")
+                     + (" KID x1e3 (ours) |" if kid else "")
+                     + (" judge 2: FID (Inception) | judge 2: mIoU (segmenter B) |" if judge_b else "")
                      + " paper Cityscapes mIoU / Acc / FID | paper ADE20K mIoU / Acc / FID |")
-        lines.append("|---|---|---|---|---|---|---|" + ("---|" if kid else ""))
+        lines.append("|---|---|---|---|---|---|---|" + ("---|" if kid else "") + ("---|---|" if judge_b else ""))
         for r in rows:
             p = paper[r["prior"]]
             lines.append(f"| {r['prior']} | {r['mu']:g} | {r['miou']:.2f} {_fmt_ci(r.get('miou_ci'))} | "
                          f"{r['acc']:.2f} | {r['fd']:.3f} {_fmt_ci(r.get('fd_ci'), 3)} |"
                          + (f" {_kid(r)} |" if kid else "")
+                         + (f" {r['fid']:.2f} {_fmt_ci(r['fid_ci'])} | {r['miou_b']:.2f} {_fmt_ci(r['miou_b_ci'])} |"
+                            if judge_b else "")
                          + f" {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
-        c = m["real_ceiling"][setting]
+        c = _real(m, setting)
         lines.append(f"\nReal images: the segmenter on the real validation images, mIoU {c['miou']:.2f}, "
-                     f"Acc {c['acc']:.2f} (the ceiling); {n} real training images against the validation "
-                     f"reference, {metric} {c['fd']:.3f}" + (f", KID x1e3 {_kid(c)}" if "kid" in c else "")
-                     + " (the floor a perfect generator would reach at this n).")
+                     f"Acc {c['acc']:.2f} (the ceiling). Real versus real: {n} real training images against the "
+                     f"validation reference (train against val), {metric} {c['fd']:.3f} {_fmt_ci(c.get('fd_ci'), 3)}"
+                     + (f", KID x1e3 {_kid(c)}" if "kid" in c else "")
+                     + (f", FID (Inception) {c['fid']:.2f} {_fmt_ci(c['fid_ci'])}" if "fid" in c else "")
+                     + ": what two independent real sets of this size score.")
+    seeds = m.get("training_seeds")
+    if seeds:
+        df = _ci_columns(pd.DataFrame(seeds["table"]))
+        lines += ["", "**Three training seeds** (daylight; the ControlNet stage retrained from seeds 1 and 2):", "",
+                  _md(df, ["training_seed", "prior", "mu", "fd", "fd_ci", "miou", "miou_ci", "fid", "fid_ci"]), "",
+                  pd.DataFrame(seeds["gaps"]).drop(columns=["text"]).to_markdown(index=False, floatfmt=".3f")]
     return "\n".join(lines)
+
+
+def _rule(m: dict) -> str:
+    """A note under a section whose metrics predate the paired-interval rule (their verdicts read the older one)."""
+    if "protocol" in m:
+        return ""
+    return ("\n*Written before the paired-interval rule: the verdicts in this section read disjoint marginal 95 % "
+            "intervals of the generated images alone (the reference set's variation left out), and are not restated "
+            "among the results in sentences.*\n")
 
 
 def _wall(w) -> str:
@@ -155,12 +183,13 @@ def _table1_section(out: Path) -> list[str]:
     m = _load(out, "prior_comparison")
     if not m:
         return []
-    lines = ["", "## Table 1: the priors", _table1(m), "", "![Table 1](figures/03_prior_comparison.png)"]
+    lines = ["", "## Table 1: the priors", _rule(m), _table1(m), "", "![Table 1](figures/03_prior_comparison.png)"]
     bright = out / "tables" / "03_global_brightness.csv"
     if bright.is_file():
         lines += ["", "### Global factors: the spread of per-image mean brightness", "",
-                  "Prior draws treat latent tokens as independent, so they average per-image lighting away. "
-                  "Real images against generated ones, same maps and seeds:", "",
+                  "Independent token draws *could* average per-image lighting away; measured, real against generated "
+                  "images of the same maps and seeds (`spread ratio`: generated over real, 1 is right, with its 95 % "
+                  "interval where the run recorded one):", "",
                   pd.read_csv(bright).to_markdown(index=False, floatfmt=".3f")]
     return lines
 
@@ -172,11 +201,13 @@ def _mismatch_section(out: Path) -> list[str]:
     df = _ci_columns(pd.DataFrame(m["table"]))
     seed = m["settings"]["seed"]
     verdict = f" {m['verdict']}." if m.get("verdict") else ""
-    return ["", "## Fig. 3: the mismatch", f"\n{m['n_eval']} validation maps, seeds {seed}..{seed + m['n_eval'] - 1} "
+    return ["", "## Fig. 3: the mismatch", _rule(m),
+            f"\n{m['n_eval']} validation maps, seeds {seed}..{seed + m['n_eval'] - 1} "
             f"(the same for every start). {_metric(m)} starting from N(sqrt(a) x0, (1-a) I) by mu, and from N(0, I) "
-            f"(paper: the real-latent start is clearly better at every mu). Gap at the largest mu: "
+            f"(paper: the real-latent start is clearly better at every mu). Every N_x0 start holds the reference "
+            f"image of its map: those rows are reconstructions, not generation. Gap at the largest mu: "
             f"**{m['gap_at_max_mu']:.3f}**.{verdict}\n",
-            _md(df, ["start", "mu", "fd", "fd_ci", "miou", "miou_ci", "acc", "n"]),
+            _md(df, ["start", "kind", "mu", "fd", "fd_ci", "miou", "miou_ci", "acc", "n"]),
             "", "![Fig. 3](figures/01_mismatch_study.png)"]
 
 
@@ -186,12 +217,11 @@ def _mu_sweep_section(out: Path) -> list[str]:
         return []
     df = pd.DataFrame(m["table"])
     n, seed = int(df.n.iloc[0]), m["settings"]["seed"]
-    best = m.get("best_by_prior") or {  # metrics written before the best came with its ties: derive it here
-        kind: best_text([f"mu = {x:g}" for x in g.mu], g.fd.tolist(), g.fd_ci.tolist(), n=n, metric=_metric(m))
-        for kind, g in df[df.prior != "normal"].groupby("prior", sort=False)}
+    best = m.get("best_by_prior", {})
     normal = df[df.prior == "normal"].iloc[0]
-    return ["", "## Fig. 8: mu sweep", f"\n{n} validation maps, seeds {seed}..{seed + n - 1} (the same for every "
-            "mu). The best mu of each prior, with the mu not distinguishable from it (overlapping 95 % intervals):\n",
+    return ["", "## Fig. 8: mu sweep", _rule(m),
+            f"\n{n} validation maps, seeds {seed}..{seed + n - 1} (the same for every "
+            "mu). The best mu of each prior, with the mu not distinguishable from it:\n",
             *[f"* **{kind}**: {text}" for kind, text in best.items()],
             f"\nPlain ControlNet (normal, mu = 1): {normal.fd:.3f} {interval_text(normal.fd_ci)}. "
             "Paper: best mu in [0.8, 0.9].\n",
@@ -207,7 +237,7 @@ def _diversity_section(out: Path) -> list[str]:
     paper = "; ".join(f"{r['method']} {r['lpips']} / {r['ms_ssim']}" for r in m["paper_table3"])
     cols = ["prior", "mu", "lpips", "lpips_ci", "ms_ssim", "ms_ssim_ci", "maps", "k", "lpips_note"]
     verdict = f" {m['verdict']}." if m.get("verdict") else ""
-    return ["", "## Table 3: diversity",
+    return ["", "## Table 3: diversity", _rule(m),
             f"\n{m['n_maps']} maps x {m['k']} samples (the paper: 20 per map), 95 % bootstrap intervals over the "
             f"maps.{verdict} Paper (ADE20K, LPIPS / MS-SSIM): {paper}.\n",
             _md(_ci_columns(df), cols), "", "![diversity](figures/05_diversity.png)"]
@@ -226,10 +256,10 @@ def _reading_section(out: Path) -> list[str]:
         return []
     metric = _metric(_load(out, "prior_comparison") or _load(out, "04_mu_sweep") or {})
     return ["", "## Reading the numbers", "",
-            f"**{metric} depends on n.** A Frechet distance estimated from n images is biased upwards, more so at "
-            "small n (the covariance of few samples is noisy, and the noise adds to the distance). The same "
-            f"model, plain ControlNet with the same seeds, scores {', '.join(fds)}: compare distances only at the "
-            "same n, as each table does. KID, where shown, is unbiased.", "",
+            f"**{metric} depends on n and on the maps.** A Frechet distance estimated from n images is biased "
+            "upwards, more so at small n, and the tables evaluate different numbers of maps (plain ControlNet: "
+            f"{', '.join(fds)}): compare distances only within one table, where the maps and seeds are shared. "
+            "KID, where shown, is unbiased.", "",
             "**Not reproduced here**, and why: the paper's Figs. 5-6 and Table 4 rest on SD-scale models, the real "
             "datasets and GPU time that this CPU study does not have (the real-scale path of `scpdiff` runs such "
             "experiments where the weights and data exist); Table 3's 20 samples per map (the 2-core CPU budget "
@@ -241,7 +271,7 @@ def _global_factors_section(out: Path) -> list[str]:
     m = _load(out, "08_global_factors")
     if not m:
         return []
-    lines = ["", "## Beyond the paper: priors that keep each image's global factors", "",
+    lines = ["", "## Beyond the paper: priors that keep each image's global factors", _rule(m), "",
              f"Harness settings, fixed before the run: {m['harness']}. `spread_ratio`: std of per-image "
              "brightness, generated over real (1 is right).", ""]
     for setting, rows in m["tables"].items():
@@ -259,7 +289,7 @@ def _zero_snr_section(out: Path) -> list[str]:
         return []
     df = _spread_table(pd.DataFrame(m["table"]))
     cols = ["schedule", "prior", "mu", "fd", "fd_ci", "miou", "spread_ratio", "spread_ratio_ci", "n"]
-    return ["", "## Is the schedule the bottleneck? Zero terminal SNR", "",
+    return ["", "## Is the schedule the bottleneck? Zero terminal SNR", _rule(m), "",
             f"toy-city-gv, {m['n_eval']} validation maps: the committed stack (SD's schedule) against the same "
             f"stack retrained under zero terminal SNR. {m['check']}. {m['priors']}.", "",
             df[cols].to_markdown(index=False, floatfmt=".3f"), "", "![zero-SNR samples](figures/09_samples.png)"]
@@ -274,7 +304,7 @@ def _transfer_section(out: Path) -> list[str]:
             "brightness_mean", "n"]
     answers = [f"- Training-free: {m['answers']['training_free']}."]
     answers += [f"- Transfer: {text}." for text in m["answers"]["transfer"].values()]
-    return ["", "## Prior transfer and a locked UNet (toolkit issue #5)", "",
+    return ["", "## Prior transfer and a locked UNet (toolkit issue #5)", _rule(m), "",
             f"Three toy stacks, {m['n_eval']} validation maps each, every start scored against both regimes' real "
             f"images ({_metric(m)}). Rules fixed before the run: {m['goals']}", "",
             _md(df, cols), "", *answers, "", "![prior transfer](figures/10_prior_transfer.png)"]
@@ -288,9 +318,27 @@ def _table2_section(out: Path) -> list[str]:
             pd.DataFrame(m["table"]).to_markdown(index=False, floatfmt=".3f")]
 
 
+def _protocol_section(out: Path) -> list[str]:
+    """Every change made to a notebook's protocol after results were seen, beside the rule it affects."""
+    lines = []
+    for name in ("01_mismatch_study", "prior_comparison", "04_mu_sweep", "05_diversity", "08_global_factors",
+                 "09_zero_snr", "10_prior_transfer"):
+        m = _load(out, name)
+        protocol = (m or {}).get("protocol")
+        if protocol:
+            lines += [f"- `{name}` (rule: {protocol['decision_rule']}; margin: {protocol.get('margin')}): "
+                      + "; ".join(protocol.get("changes_after_results") or ["none"])]
+    return ["", "## Protocol changes made after seeing results", ""] + lines if lines else []
+
+
+def _claims_section(out: Path, run: dict) -> list[str]:
+    return ["", "## Results in sentences", "", "Generated from the metrics files by the rule of "
+            "`scp_core.metrics.verdict` (the README carries the same block):", "", block(out, run["profile"])]
+
+
 def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
-    lines = _index_header(run) + _notebook_rows(out, run)
+    lines = _index_header(run) + _notebook_rows(out, run) + _claims_section(out, run) + _protocol_section(out)
     for section in (_table1_section, _mismatch_section, _mu_sweep_section, _diversity_section, _reading_section,
                     _global_factors_section, _zero_snr_section, _transfer_section, _table2_section):
         lines += section(out)

@@ -176,25 +176,14 @@ def test_readable_table_names_the_metric_and_shows_kid_times_1e3():
 
     from scp_core.study import readable
 
-    df = pd.DataFrame([{"prior": "joint", "fd": 80.0, "fd_ci": [70.0, 90.0], "kid": 0.0123, "kid_se": 0.0011,
+    df = pd.DataFrame([{"prior": "joint", "fd": 80.0, "fd_ci": [70.0, 90.0], "kid": 0.0123, "kid_ci": [0.011, 0.014],
                         "n": 101}])
     out = readable(df, "FID", ["prior", "fd", "fd_ci", "n"])
-    assert list(out.columns) == ["prior", "FID", "FID 95% CI", "KID x1e3", "KID SE x1e3", "n"]
-    assert out["KID x1e3"].iloc[0] == pytest.approx(12.3) and out["KID SE x1e3"].iloc[0] == pytest.approx(1.1)
-    toy = readable(df.drop(columns=["kid", "kid_se"]), "FD-toy", ["prior", "fd", "fd_ci", "absent"])
+    assert list(out.columns) == ["prior", "FID", "FID 95% CI", "KID x1e3", "KID x1e3 95% CI", "n"]
+    assert out["KID x1e3"].iloc[0] == pytest.approx(12.3)
+    assert out["KID x1e3 95% CI"].iloc[0] == pytest.approx([11.0, 14.0])
+    toy = readable(df.drop(columns=["kid", "kid_ci"]), "FD-toy", ["prior", "fd", "fd_ci", "absent"])
     assert list(toy.columns) == ["prior", "FD-toy", "FD-toy 95% CI"]
-
-
-def test_kid_score_is_the_full_u_statistic_with_its_standard_error():
-    from scp_core.metrics import kid_from_features
-    from scp_core.study import kid_score
-
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(40, 16, generator=g, dtype=torch.float64),
-            torch.randn(30, 16, generator=g, dtype=torch.float64) + 0.5)
-    k, ref = kid_score(a, b), kid_from_features(a.numpy(), b.numpy(), n_subsets=1)
-    assert k == {"kid": pytest.approx(ref["kid_full"]), "kid_se": pytest.approx(ref["kid_se"])}
-    assert k["kid"] > 2 * k["kid_se"] > 0  # a shift of 0.5 per feature is clearly detected
 
 
 def test_camvid_batch_passes_its_counts_to_the_notebooks(tmp_path):
@@ -224,14 +213,17 @@ def test_camvid_table1_has_fid_and_kid_on_real_frames(tmp_path, monkeypatch):
     monkeypatch.setenv("SCP_DATA_ROOT", str(CAMVID))
     s = replace(study.settings("camvid", smoke=True, notebook="03_prior_comparison", out_dir=str(tmp_path)),
                 n_ref=16, n_eval=8)
-    table, images = study.prior_comparison(s, kinds=("normal", "joint"))
+    table, images, comp = study.prior_comparison(s, kinds=("normal", "joint"))
     rows = study.records(table)
-    assert {r["metric"] for r in rows} == {"FID"} and all(r["kid_se"] > 0 and len(r["fd_ci"]) == 2 for r in rows)
+    assert {r["metric"] for r in rows} == {"FID"}
+    assert all(r["kid_ci"][1] > r["kid_ci"][0] and r["fd_ci"][1] > r["fd_ci"][0] for r in rows)
+    assert "fid" not in rows[0]  # real scale: FID is judge 1 already, no second judge
     assert images["joint"].shape == (8, 192, 256, 3)
-    ceiling = study.real_ceiling(s)  # real training frames against the validation reference
-    assert ceiling["kid_se"] > 0 and ceiling["metric"] == "FID"
+    assert comp.record("joint", "normal", "kid")["metric"] == "KID"
+    real = study.real_reference(s)  # real training frames against the validation reference
+    assert real["kid_ci"][1] > real["kid_ci"][0] and real["metric"] == "FID" and "real_versus_real" in real
     study.write_metrics(s, "prior_comparison", {"tables": {"camvid": rows}, "metric": "FID",
-                                                "real_ceiling": {"camvid": ceiling}, "verdict": {"camvid": "-"},
+                                                "real_reference": {"camvid": real}, "verdict": {"camvid": "-"},
                                                 "paper_table1": study.records(study.PAPER_TABLE1)})
     assert "KID x1e3" in "\n".join(_table1_section(tmp_path))
 

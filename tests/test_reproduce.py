@@ -129,11 +129,14 @@ def test_committed_metrics_carry_settings_and_sample_counts():
         assert all(r["n"] == m["settings"]["n_eval"] and r["fd_ci"][1] > r["fd_ci"][0] for r in rows)
         assert all(r["metric"] == m["settings"]["metric"] for r in rows)
     assert m["settings"]["smoke"] is False
-    for setting, rows in m["tables"].items():  # the stated verdict follows from the committed intervals
-        by = {r["prior"]: r for r in rows}
-        j, n = by["joint"]["fd_ci"], by["normal"]["fd_ci"]
-        expect = "better" if j[1] < n[0] else ("WORSE" if j[0] > n[1] else "no clear difference")
-        assert expect in m["verdict"][setting], (setting, m["verdict"][setting])
+    from scp_core.metrics.verdict import relation_of_difference
+
+    for setting in m["tables"]:  # the stated verdict follows from the committed interval of the paired difference
+        by = {(r["a"], r["b"], r["column"]): r for r in m["comparisons"][setting]}
+        rec = by[("joint", "normal", "fd")]
+        assert rec["verdict"] == relation_of_difference(rec["diff_ci"]) and rec["n_boot"] >= 1000
+        assert rec["diff"] == pytest.approx(rec["value_a"] - rec["value_b"])
+        assert rec["text"] in m["verdict"][setting], (setting, m["verdict"][setting])
 
 
 @pytest.mark.slow

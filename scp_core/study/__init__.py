@@ -24,8 +24,9 @@ from .context import (CONTEXT, build_priors, eval_set, feature_extractor, load_d
                       training_facts)
 from .evaluation import (COLUMNS, Comparison, column_label, map_agreement, nearest_training, real_reference,
                          reference_features, score, second_judge)
-from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, comparison_table, diversity_study, generate,
-                          global_brightness, mismatch_study, mu_sweep, prior_comparison, prior_summary, trajectory)
+from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, TRAINING_SEEDS, comparison_table,
+                          diversity_study, diversity_verdict, generate, global_brightness, mismatch_study, mu_sweep,
+                          prior_comparison, prior_summary, seed_study, trajectory)
 from .method import method_figure, method_parts
 from .output import (colorized, git_commit, image_grid, readable, records, save_figure, save_table,
                      write_metrics)
@@ -38,8 +39,9 @@ __all__ = [
     "training_facts",
     "frechet_distance_of", "COLUMNS", "Comparison", "column_label", "map_agreement", "nearest_training",
     "real_reference", "reference_features", "score", "second_judge",
-    "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "comparison_table", "diversity_study", "generate",
-    "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison", "prior_summary", "trajectory",
+    "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TRAINING_SEEDS", "comparison_table", "diversity_study",
+    "diversity_verdict", "generate", "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison",
+    "prior_summary", "seed_study", "trajectory",
     "method_figure", "method_parts",
     "colorized", "git_commit", "image_grid", "readable", "records", "save_figure", "save_table", "write_metrics",
     "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "QUICK", "SMOKE", "Settings",
