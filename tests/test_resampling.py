@@ -98,3 +98,31 @@ def test_calibration_planted_difference_is_found():
     bias-shifted percentile interval is a little wide). At 3.0 standard errors (shift 0.12) it was 73 %."""
     calls = [_replication(1000 + seed, 0.15, n_boot=500) for seed in range(100)]
     assert calls.count("worse") / len(calls) >= 0.85, calls.count("worse")
+
+
+def test_a_comparison_scores_both_judges_on_the_same_resampled_maps(tmp_path):
+    """study.Comparison on real toy-city images (no sampling): judge 1 (FD-toy, toy segmenter) and judge 2
+    (Inception FID / KID, segmenter B) share one draw of maps; a darkened copy is worse on every distance."""
+    from dataclasses import replace as dc_replace
+
+    from scp_core import study
+    from scp_core.metrics import MissingWeightsError
+
+    s = dc_replace(study.settings("toy", smoke=True, notebook="03_prior_comparison", out_dir=str(tmp_path)), n_eval=12)
+    real, labels = study.eval_set(s)
+    comp = study.Comparison(s, labels, n_boot=40, judge_b=True)
+    try:
+        comp.add("real", real)
+    except MissingWeightsError as e:
+        pytest.skip(f"FID's Inception weights are not installed here: {e}")
+    comp.add("dark", (real.float() * 0.5).to(torch.uint8))
+    assert comp.columns == ["fd", "miou", "acc", "fid", "kid", "miou_b", "acc_b"]
+    row = comp.row("real")
+    assert row["fd"] == pytest.approx(0, abs=1e-6) and row["fid"] == pytest.approx(0, abs=1e-4)  # the reference
+    assert row["miou_b"] > 50 and len(row["fid_ci"]) == 2
+    for col in ("fd", "fid", "kid"):
+        rec = comp.record("dark", "real", col)
+        assert rec["verdict"] == "worse" and rec["diff_ci"][0] > 0 and rec["n_boot"] == 40, rec
+    # the same draws for both settings: the difference's draws are the settings' draws subtracted
+    d = comp._all_draws()["fd"]
+    assert comp.diff("dark", "real")[0] == pytest.approx(d["dark"].value - d["real"].value)

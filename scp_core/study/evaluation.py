@@ -96,12 +96,14 @@ class Comparison:
         labels: the ``n`` evaluation maps, the first ``n`` of :func:`eval_set` (so the reference set's first
             ``n`` images are their real images).
         n_boot: resamples (default 1,000; smoke runs 50; 0: point estimates only).
+        judge_b: score with the second judge too (default :func:`second_judge`: the toy profiles outside
+            smoke runs).
     """
 
-    def __init__(self, s: Settings, labels: torch.Tensor, n_boot: int | None = None):
+    def __init__(self, s: Settings, labels: torch.Tensor, n_boot: int | None = None, judge_b: bool | None = None):
         self.s, self.labels = s, torch.as_tensor(labels)
         self.n_boot = (SMOKE_BOOT if s.smoke else N_BOOT) if n_boot is None else int(n_boot)
-        self.judge_b = second_judge(s)
+        self.judge_b = second_judge(s) if judge_b is None else bool(judge_b)
         self.items: dict[str, dict] = {}
         self._draws: dict | None = None
 
