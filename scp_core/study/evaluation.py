@@ -113,8 +113,9 @@ class Comparison:
         return (["fd", "miou", "acc"] + ["kid"] * (self.s.metric == "FID")
                 + ["fid", "kid", "miou_b", "acc_b"] * self.judge_b)
 
-    def add(self, name: str, images_u8: torch.Tensor) -> dict:
-        """Score one setting's images (``[n, H, W, 3]`` uint8, image ``i`` on map ``i``); returns its row."""
+    def add(self, name: str, images_u8: torch.Tensor) -> None:
+        """Score one setting's images (``[n, H, W, 3]`` uint8, image ``i`` on map ``i``). The resamples are drawn
+        once, for every setting together, when a row or a comparison is first asked for."""
         images_u8 = torch.as_tensor(images_u8)
         if len(images_u8) != len(self.labels):
             raise ValueError(f"setting {name!r} has {len(images_u8)} images for {len(self.labels)} maps")
@@ -127,7 +128,6 @@ class Comparison:
             item["feats"]["fid"] = _features(s, images_u8, inception=True).numpy()
         self.items[name] = item
         self._draws = None
-        return self.row(name)
 
     def _all_draws(self) -> dict[str, dict[str, Draws]]:
         """``{column: {setting: Draws}}`` on one set of resampled maps (and reference images) for every setting."""
@@ -206,7 +206,8 @@ class Comparison:
 def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = True) -> dict:
     """One setting alone: its row of a :class:`Comparison` (intervals with the reference set's variation)."""
     c = Comparison(s, labels, n_boot=None if ci else 0)
-    return c.add("images", gen_u8)
+    c.add("images", gen_u8)
+    return c.row("images")
 
 
 def real_reference(s: Settings) -> dict:
@@ -220,7 +221,8 @@ def real_reference(s: Settings) -> dict:
     """
     img, lab = eval_set(s)
     c = Comparison(s, lab)
-    out = {k: v for k, v in c.add("real val", img).items() if not k.startswith(("fd", "fid", "kid"))}
+    c.add("real val", img)
+    out = {k: v for k, v in c.row("real val").items() if not k.startswith(("fd", "fid", "kid"))}
     train = load_data(s, "train")
     n = min(len(img), len(train))
     real_train, _ = images_labels(train, np.arange(n))
