@@ -12,7 +12,7 @@ from scp_core.metrics.resampling import (Draws, FrechetGram, difference, draw_in
 from scp_core.metrics.verdict import relation_of_difference
 
 
-@pytest.mark.parametrize("dim, n, m", [(6, 40, 50), (256, 120, 100), (2048, 30, 31)])
+@pytest.mark.parametrize("dim, n, m", [(6, 40, 50), (256, 120, 100), (600, 30, 31)])  # fewer images than dims too
 def test_gram_form_is_the_frechet_distance_and_kid_of_the_resampled_sets(dim, n, m):
     rng = np.random.default_rng(dim)
     x, y = rng.normal(size=(n, dim)), rng.normal(size=(m, dim)) * 1.1 + 0.1
