@@ -63,8 +63,13 @@ def claims(out: Path, profile: str) -> list[str]:
         lines += _table1(m) if "protocol" in m else [f"- Table 1: {OLD_RULE.format(profile=profile)}."]
     m = _load(out, "01_mismatch_study")
     if m:
-        lines.append(f"- **Fig. 3** (every N_x0 row is a reconstruction): {m['verdict']}." if "protocol" in m
-                     else f"- Fig. 3: {OLD_RULE.format(profile=profile)}.")
+        if "protocol" in m:
+            lines.append(f"- **Fig. 3** (every N_x0 row is a reconstruction): {m['verdict']}.")
+            top = max(r["mu"] for r in m["table"])
+            lines += [f"  - judge 2: {r['text']}" for r in m.get("comparisons", [])
+                      if r["b"] == f"N_x0 at mu = {top:g}" and r["column"] in ("fid", "miou_b")]
+        else:
+            lines.append(f"- Fig. 3: {OLD_RULE.format(profile=profile)}.")
     m = _load(out, "04_mu_sweep")
     if m:
         if "protocol" in m:
