@@ -44,8 +44,9 @@ def interval_text(ci, digits: int = 3) -> str:
 
 
 def compare(a: str, value_a: float, ci_a, b: str, value_b: float, ci_b, *, diff_ci, n: int,
-            lower_is_better: bool = True, digits: int = 3) -> str:
-    """One sentence: ``a`` against ``b`` with both numbers and intervals, the difference's interval and ``n``.
+            lower_is_better: bool = True, digits: int = 3, scheme: str = PAIRED) -> str:
+    """One sentence: ``a`` against ``b`` with both numbers and intervals, the difference's interval and ``n``;
+    ``scheme`` names how the interval was resampled (default: maps with their reference images).
 
     ``compare("joint", 0.071, (0.065, 0.081), "normal", 0.212, (0.192, 0.233), diff_ci=(-0.16, -0.12), n=300)``
     gives "joint 0.071 [0.065, 0.081] is better than normal 0.212 [0.192, 0.233] (difference -0.141, 95 %
@@ -55,7 +56,7 @@ def compare(a: str, value_a: float, ci_a, b: str, value_b: float, ci_b, *, diff_
     left = f"{a} {value_a:.{digits}f} {interval_text(ci_a, digits)}"
     right = f"{b} {value_b:.{digits}f} {interval_text(ci_b, digits)}"
     why = (f"difference {value_a - value_b:+.{digits}f}, 95 % interval {interval_text(diff_ci, digits)}, "
-           f"{'includes' if r == TIED else 'excludes'} 0; {PAIRED}, n = {n}")
+           f"{'includes' if r == TIED else 'excludes'} 0; {scheme}, n = {n}")
     if r == TIED:
         return f"{left} is not distinguishable from {right} ({why})"
     return f"{left} is {r} than {right} ({why})"

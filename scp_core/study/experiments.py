@@ -247,7 +247,7 @@ def diversity_verdict(table: pd.DataFrame, s: Settings, a: str = "joint", b: str
         da, db = (_mean_draws(np.asarray(by.loc[k, f"{m}_per_map"]), s) for k in (a, b))
         diff, ci = difference(da, db)
         text = compare(a, da.value, interval(da), b, db.value, interval(db), diff_ci=ci, n=int(by.loc[a, "maps"]),
-                       lower_is_better=lower)
+                       lower_is_better=lower, scheme="paired resampling of the maps")
         out[m] = {"a": a, "b": b, "metric": label, "diff": diff, "diff_ci": list(ci), "text": f"{label}: {text}",
                   "verdict": relation_of_difference(ci, lower)}
     return out
