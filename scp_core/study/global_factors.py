@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from ..data import images_labels
-from ..metrics.resampling import Draws, draw_indices, interval
 from ..metrics.verdict import non_inferiority
 from ..priors import NormalPrior
 from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator
@@ -24,7 +23,7 @@ from ..reference import reference_batches, reference_provenance
 from ..sampling import resolve_mu
 from .context import CONTEXT, build_priors, eval_set, load_data, load_pipeline
 from .evaluation import Comparison
-from .experiments import generate
+from .experiments import generate, spread_ratio
 from .settings import Settings
 
 GLOBAL_KINDS = ("normal", "joint", "joint-global", "joint-mixture", "signal-leak")
@@ -84,15 +83,6 @@ def reference_brightness(s: Settings) -> np.ndarray:
     """
     ds = load_data(s, "train")
     return brightness(images_labels(ds, np.arange(min(s.n_ref, len(ds))))[0])
-
-
-def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: int = 0):
-    """``std(gen) / std(real)`` of per-image brightness, with a 95 % interval: image ``i`` of both sets is map
-    ``i``, so the maps are resampled once for both (paired), as every interval of the study."""
-    index = draw_indices(len(gen), n_boot, seed)
-    value = float(gen.std() / real.std())
-    d = Draws(value, gen[index].std(axis=1) / real[index].std(axis=1))
-    return value, interval(d)
 
 
 def comparison(s: Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict, Comparison]:
