@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from scp_core.priors import definitions as ref
-from scp_core.priors import (NormalPrior, PriorAccumulator, downsample_labels, load_prior, map_ignore, noise_to_step)
+from scp_core.priors import NormalPrior, PriorAccumulator, downsample_labels, load_prior, map_ignore
+from scp_core.sampling import noise_to_step
 
 K, C, H, W = 3, 4, 3, 5
 

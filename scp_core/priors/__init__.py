@@ -1,7 +1,7 @@
 """Noise priors: the paper's (Eqs. 5-8), those that keep global factors, their numpy definitions, their files.
 
-* :mod:`.scp` -- the normal, spatial, categorical and joint priors (Eqs. 5-8) and the step-muT
-  noising of Eq. 6; :mod:`.accumulator` -- their exact streaming statistics.
+* :mod:`.scp` -- the normal, spatial, categorical and joint priors (Eqs. 5-8; Eq. 6, the noising to step
+  muT, is the sampler's: ``scp_core.sampling.noise_to_step``); :mod:`.accumulator` -- their exact streaming statistics.
 * :mod:`.global_factor` -- priors that keep each image's global factor (joint + global factor,
   mixture of joint priors); :mod:`.signal_leak` -- the signal-leak initialisation; both are
   compared in notebook 08; :mod:`.gaussian` -- the streamed full-covariance Gaussian they share.
@@ -24,12 +24,11 @@ from safetensors import SafetensorError, safe_open
 from ..labels import downsample_labels, map_ignore
 from .accumulator import PriorAccumulator
 from .global_factor import GlobalJointPrior, MixtureJointPrior
-from .scp import (FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, NormalPrior, Prior, SpatialPrior, cell_lookup,
-                  noise_to_step)
+from .scp import FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, NormalPrior, Prior, SpatialPrior, cell_lookup
 from .signal_leak import SignalLeakPrior
 
 __all__ = [
-    "downsample_labels", "map_ignore", "noise_to_step", "cell_lookup", "FALLBACKS", "MIN_COUNT", "KINDS",
+    "downsample_labels", "map_ignore", "cell_lookup", "FALLBACKS", "MIN_COUNT", "KINDS",
     "PriorAccumulator", "Prior", "NormalPrior", "SpatialPrior", "CategoricalPrior", "JointPrior",
     "GlobalJointPrior", "MixtureJointPrior", "SignalLeakPrior", "load_prior",
 ]

@@ -1,4 +1,4 @@
-"""Noise priors of SCP-Diff (Gao et al., ECCV 2024, Eqs. 5-8) and the step-muT noising of Eq. 6.
+"""Noise priors of SCP-Diff (Gao et al., ECCV 2024, Eqs. 5-8); the step-muT noising of Eq. 6 is the sampler's.
 
 A *reference set* of N real latents ``x0`` (VAE posterior samples times the scale factor)
 with their label maps downsampled to latent size gives Gaussian statistics of latent
@@ -26,7 +26,6 @@ the same three priors written as their definitions, for reading and for the test
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,6 @@ from ..io import save_safetensors
 from ..labels import as_label_tensor, check_ids
 
 __all__ = [
-    "noise_to_step",
     "Prior",
     "NormalPrior",
     "SpatialPrior",
@@ -51,21 +49,6 @@ __all__ = [
 FALLBACKS = ("class", "spatial")
 MIN_COUNT = 5  # joint cells seen fewer times than this fall back to the class (or spatial) statistics
 FORMAT_VERSION = "1"
-
-
-def noise_to_step(x: torch.Tensor, alpha_bar_t, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 6: ``x_t = sqrt(alpha_bar_t) * x + sqrt(1 - alpha_bar_t) * eps``, ``eps ~ N(0, I)``.
-
-    Args:
-        x: a clean sample (a prior draw or a real latent ``x0``), ``[B, C, H, W]``.
-        alpha_bar_t: cumulative alpha at the target step (float or 0-d tensor) in [0, 1].
-        generator: source of ``eps`` (on ``x``'s device).
-    """
-    a = float(alpha_bar_t)
-    if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha_bar_t must lie in [0, 1], got {a}")
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return math.sqrt(a) * x + math.sqrt(1.0 - a) * eps
 
 
 # --------------------------------------------------------------------------- priors
