@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .data import control_map
 from .data.profiles import SCALES, TOY_PIPELINE_DIR
 from .io import follow_umask, portable, save_safetensors
-from .labels import as_label_tensor, downsample_labels, map_ignore
+from .labels import downsample_labels, label_batch, map_ignore
 from .models import (SD_SCALE_FACTOR, default_device, default_dtype, load_vae, usable_device,
                      vae_downsample_factor)
 from .pipeline_folder import (CONFIG_NAME, HASHES_KEY, check_target_folder, check_weight_hashes, put_in_place,
@@ -142,18 +142,13 @@ class SCPDiffPipeline:
     # ------------------------------------------------------------------ label maps
     def prior_labels(self, labels) -> torch.Tensor:
         """Full-size label maps -> ids for the prior at latent size (ignore id -> own class)."""
-        labels = torch.as_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
+        labels = label_batch(labels)
         if self.ignore_index is not None:
             labels = map_ignore(labels, self.ignore_index, to=self.num_classes)
         return downsample_labels(labels, self.latent_shape[1:])
 
     def control(self, labels) -> torch.Tensor:
-        labels = torch.as_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
-        return control_map(labels, self.palette, ignore_index=self.ignore_index)
+        return control_map(label_batch(labels), self.palette, ignore_index=self.ignore_index)
 
     # ------------------------------------------------------------------ VAE
     @torch.no_grad()
@@ -190,11 +185,7 @@ class SCPDiffPipeline:
 
     def _prepare(self, labels, prior: Prior | None, mu: float | None, default_mu: float, num_inference_steps: int,
                  x0=None):
-        labels = as_label_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
-        if labels.dim() != 3:
-            raise ValueError(f"labels must be [B, H, W] (or one [H, W] map), got shape {tuple(labels.shape)}")
+        labels = label_batch(labels)
         if labels.shape[0] == 0:
             raise ValueError("labels hold no label map (batch of 0); pass at least one [H, W] map")
         check_labels_fit(labels, self.image_size, self.vae_factor)
