@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import get_dataset, images_labels, to_float
+from .data import dataset_at_size, get_dataset, images_labels, to_float
 from .io import AtomicFolder, OutputFolderError, write_json
 from .metrics import SegmentationMeter, SegmenterFeatures, extract_features, frechet_distance_of
 from .metrics._common import read_image
@@ -57,16 +57,6 @@ def _close_process_group() -> None:
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def _dataset(pipe, dataset: str, root, split: str, dataset_options: dict | None = None):
-    """The dataset with ``dataset_options`` (keywords of its class, e.g. CamVid's hold-out), at the
-    pipeline's image size unless the options name one (the real loaders resize to any size)."""
-    options = dict(dataset_options or {})
-    ds = get_dataset(dataset, root=root, split=split, **options)
-    if tuple(ds.size) != tuple(pipe.image_size) and hasattr(ds, "files") and "size" not in options:
-        ds = get_dataset(dataset, root=root, split=split, **options, size=tuple(pipe.image_size))
-    return ds
 
 
 def _gather_objects(obj, state) -> list:
@@ -129,7 +119,7 @@ def build_priors_distributed(pipeline_dir, dataset: str, root, split: str, n: in
     paths = {k: out / f"{k}.safetensors" for k in ("spatial", "categorical", "joint")}
     with _run_folder(out, state, overwrite, "accumulator.safetensors") as tmp:
         pipe = _load_pipe(pipeline_dir, state.device, scale)
-        ds = _dataset(pipe, dataset, root, split, dataset_options)
+        ds = dataset_at_size(dataset, root, split, pipe.image_size, dataset_options)
         n = check_count(n, ds)
         mine = [s for s in range(NUM_SHARDS) if s % state.num_processes == state.process_index]
         accs = accumulate_shards(pipe, ds, n, mine, seed, progress=state.is_main_process)
@@ -183,7 +173,7 @@ def sample_distributed(pipeline_dir, dataset: str, root, split: str, n: int, out
     out = Path(out)
     with _run_folder(out, state, overwrite, "samples.json") as tmp:
         pipe = _load_pipe(pipeline_dir, state.device, scale)
-        ds = _dataset(pipe, dataset, root, split, dataset_options)
+        ds = dataset_at_size(dataset, root, split, pipe.image_size, dataset_options)
         if int(n) > len(ds) and not clamp:
             raise ValueError(f"--n {n} is more than the {len(ds)} label maps of split {split!r}: "
                              f"pass --n {len(ds)} at most")

@@ -347,3 +347,18 @@ def dataset_splits(name: str) -> list[str]:
     ``holdout`` also needs its ``holdout`` option, which the camvid profile gives)."""
     factory = _factory(name)
     return list((ToyCity if factory is _toy_gv else factory).splits)
+
+
+def dataset_at_size(name: str, root, split: str, size, options: dict | None = None) -> SegDataset:
+    """A dataset's split at ``size`` (a pipeline's image size ``(H, W)``; ``None``: its own) unless ``options``
+    name a size.
+
+    The one rule the study and the sharded commands read real datasets by: the file datasets resize to any
+    size, so a pipeline fine-tuned at 512 x 1024 reads Cityscapes at 512 x 1024; the generated ones (toy-city)
+    keep the size they are generated at. ``options``: keywords of the dataset class (CamVid's hold-out).
+    """
+    options = dict(options or {})
+    ds = get_dataset(name, root=root, split=split, **options)
+    if size is not None and "size" not in options and hasattr(ds, "files") and tuple(ds.size) != tuple(size):
+        ds = get_dataset(name, root=root, split=split, **options, size=tuple(size))
+    return ds

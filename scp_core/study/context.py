@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data import get_dataset, images_labels
+from ..data import dataset_at_size, images_labels
 from ..data.profiles import TOY_PIPELINE, repo_path
 from ..metrics import HFSegmenter, InceptionFeatures, SegmenterFeatures
 from ..metrics.toy_segmenter import load_toy_segmenter
@@ -57,12 +57,9 @@ def training_facts(s: Settings) -> dict:
 
 def load_data(s: Settings, split: str):
     """The dataset of a split with the profile's options (real scale: at the pipeline's image size)."""
-    def make():
-        options = dict(s.dataset_options)
-        if not s.is_toy and "size" not in options:
-            # real scale: the images at the size the pipeline was fine-tuned at (the loaders resize)
-            options["size"] = tuple(load_pipeline(s).image_size)
-        return get_dataset(s.dataset, root=s.data_root, split=split, **options)
+    def make():  # real scale: at the size the pipeline was fine-tuned at (the toy data has its own)
+        return dataset_at_size(s.dataset, s.data_root, split, None if s.is_toy else load_pipeline(s).image_size,
+                               s.dataset_options)
     key = ("data", s.dataset, s.data_root, split, json.dumps(s.dataset_options, sort_keys=True, default=str))
     return CONTEXT.get(key, make)
 
