@@ -129,7 +129,7 @@ def _cmd_sample(a) -> int:
 
 def add_reproduce(sub) -> None:
     r = sub.add_parser("reproduce", help="run the study notebooks and render reports/<profile>/")
-    _profile_option(r, "a profile of scp_core.study.settings.PROFILES (toy, toy-gv, camvid, cityscapes, ...)")
+    _profile_option(r, "a profile of scp_core.data.profiles.PROFILES (toy, toy-gv, camvid, cityscapes, ...)")
     r.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to run (e.g. 03_prior_comparison)")
     size = r.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="tiny counts; writes to reports/_smoke/<profile>")
@@ -150,7 +150,7 @@ def add_reproduce(sub) -> None:
 
 def _study_options(s, split_help: str, n_help: str) -> None:
     """The flags ``priors`` and ``sample`` share; each left out takes the study's table value."""
-    _profile_option(s, "the row of scp_core.study.settings.PROFILES whose dataset, dataset options (CamVid's "
+    _profile_option(s, "the profile (scp_core.data.profiles) whose dataset, dataset options (CamVid's "
                        "hold-out), pipeline and counts apply (default: toy)")
     s.add_argument("--pipeline", default=None, help="pipeline folder (default: the profile's; toy: the toy zoo)")
     s.add_argument("--dataset", default=None,
