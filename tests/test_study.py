@@ -282,8 +282,8 @@ def test_scpdiff_priors_profile_camvid_builds_from_the_studys_reference_set(tmp_
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(REPO_ROOT)
     used = []
-    original = distributed._dataset
-    monkeypatch.setattr(distributed, "_dataset", lambda *a, **k: used.append(original(*a, **k)) or used[-1])
+    original = distributed.dataset_at_size
+    monkeypatch.setattr(distributed, "dataset_at_size", lambda *a, **k: used.append(original(*a, **k)) or used[-1])
     assert cli.main(["priors", "--profile", "camvid", "--root", str(CAMVID), "--n", "4", "--device", "cpu",
                      "--out", str(tmp_path / "cli")]) == 0
 
