@@ -39,7 +39,8 @@ from _common import OUT, QUICK_OUT, command_line, md_table, write_results  # noq
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from scp_core.priors import PriorAccumulator, downsample_labels  # noqa: E402
+from scp_core.labels import downsample_labels  # noqa: E402
+from scp_core.priors import PriorAccumulator  # noqa: E402
 
 LATENT = (4, 16, 32)
 MIN_COUNT = 5

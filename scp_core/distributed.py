@@ -23,18 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import get_dataset, images_labels, to_float
+from .data import dataset_at_size, get_dataset, images_labels, to_float
 from .io import AtomicFolder, OutputFolderError, write_json
 from .metrics import SegmentationMeter, SegmenterFeatures, extract_features, frechet_distance_of
 from .metrics._common import read_image
 from .metrics.toy_segmenter import load_toy_segmenter
 from .models import fresh_accelerate_state, run_on_cpu
-from .pipeline import load_pipeline
+from .pipeline import load_stack
 from .priors import MIN_COUNT, NormalPrior, PriorAccumulator, load_prior
 from .reference import (NUM_SHARDS, accumulate_shards, check_count, merge_shards, provenance_problems,
                         reference_provenance, save_accumulator)
 from .release.conventions import AUTHORS_NORMAL, authors_normal_prior
-from .sampling import resolve_mu
 
 
 def _state(device=None):
@@ -58,16 +57,6 @@ def _close_process_group() -> None:
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def _dataset(pipe, dataset: str, root, split: str, dataset_options: dict | None = None):
-    """The dataset with ``dataset_options`` (keywords of its class, e.g. CamVid's hold-out), at the
-    pipeline's image size unless the options name one (the real loaders resize to any size)."""
-    options = dict(dataset_options or {})
-    ds = get_dataset(dataset, root=root, split=split, **options)
-    if tuple(ds.size) != tuple(pipe.image_size) and hasattr(ds, "files") and "size" not in options:
-        ds = get_dataset(dataset, root=root, split=split, **options, size=tuple(pipe.image_size))
-    return ds
 
 
 def _gather_objects(obj, state) -> list:
@@ -104,20 +93,23 @@ def _run_folder(out, state, overwrite: bool, marker: str):
             folder.close()
 
 
-def _load_pipe(pipeline, device):
-    """The pipeline folder ``pipeline`` (default: the committed toy stack, in float32)."""
-    return load_pipeline(pipeline, device=device, dtype=None if pipeline else torch.float32)
+def _load_pipe(pipeline_dir, device, scale: str | None):
+    """The pipeline folder (``None``: the committed toy stack) by ``pipeline.load_stack``'s rule for its scale
+    (``None``: toy without a folder, real with one)."""
+    return load_stack(pipeline_dir, scale or ("real" if pipeline_dir else "toy"), device=device)
 
 
-def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, out, min_count: int = MIN_COUNT,
+def build_priors_distributed(pipeline_dir, dataset: str, root, split: str, n: int, out, min_count: int = MIN_COUNT,
                              fallback: str = "class", seed: int = 0, device=None,
-                             dataset_options: dict | None = None, overwrite: bool = False) -> dict:
+                             dataset_options: dict | None = None, overwrite: bool = False,
+                             scale: str | None = None) -> dict:
     """Spatial, categorical and joint prior files from ``n`` images, sharded across processes.
 
     ``device``: ``auto`` (default), ``cpu`` or ``cuda`` (see :func:`scp_core.models.run_on_cpu`);
-    ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out).
-    The prior files and the accumulator are one unit: written into a temporary folder and renamed onto
-    ``out`` as a whole; a non-empty ``out`` is refused unless ``overwrite`` (which replaces it).
+    ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out); ``scale``: the
+    profile's (``data.profiles``), how the pipeline loads. The prior files and the accumulator are one unit:
+    written into a temporary folder and renamed onto ``out`` as a whole; a non-empty ``out`` is refused unless
+    ``overwrite`` (which replaces it).
     Returns (on every process) ``{"spatial": path, "categorical": path, "joint": path}``.
     """
     if int(min_count) < 1:
@@ -126,8 +118,8 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
     out = Path(out)
     paths = {k: out / f"{k}.safetensors" for k in ("spatial", "categorical", "joint")}
     with _run_folder(out, state, overwrite, "accumulator.safetensors") as tmp:
-        pipe = _load_pipe(pipeline, state.device)
-        ds = _dataset(pipe, dataset, root, split, dataset_options)
+        pipe = _load_pipe(pipeline_dir, state.device, scale)
+        ds = dataset_at_size(dataset, root, split, pipe.image_size, dataset_options)
         n = check_count(n, ds)
         mine = [s for s in range(NUM_SHARDS) if s % state.num_processes == state.process_index]
         accs = accumulate_shards(pipe, ds, n, mine, seed, progress=state.is_main_process)
@@ -137,7 +129,7 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
             gathered.update({s: PriorAccumulator.from_state_dict(sd) for s, sd in part.items()})
         if state.is_main_process:
             acc = merge_shards(gathered)
-            prov = reference_provenance(pipe, pipeline, dataset, split, n, seed)
+            prov = reference_provenance(pipe, pipeline_dir, dataset, split, n, seed)
             for kind, prior in acc.priors(min_count, fallback, prov).items():
                 prior.save(tmp / paths[kind].name)
             save_accumulator(acc, tmp / "accumulator.safetensors", json.dumps(prov, sort_keys=True))
@@ -146,30 +138,32 @@ def build_priors_distributed(pipeline, dataset: str, root, split: str, n: int, o
     return paths
 
 
-def _sample_prior(pipe, pipeline, prior, force: bool = False):
+def _sample_prior(pipe, pipeline_dir, prior, force: bool = False):
     """The prior ``sample`` runs with: normal, or the file ``prior`` checked against the pipeline."""
     if prior in (None, "normal"):
         return NormalPrior(latent_channels=pipe.latent_shape[0])
     if prior == AUTHORS_NORMAL:  # their N(0, I) baseline, run below mu = 1 (scp_core.release.conventions)
         return authors_normal_prior(pipe.latent_shape)
     prior_obj = load_prior(prior, num_classes=pipe.prior_num_classes, latent_shape=pipe.latent_shape)
-    problems = provenance_problems(prior_obj, pipe, pipeline)
+    problems = provenance_problems(prior_obj, pipe, pipeline_dir)
     if problems and not force:
         raise ValueError(f"prior file {prior} was not built for this pipeline: {'; '.join(problems)}. Build the "
                          "prior with this pipeline (scpdiff priors), or pass --force to sample with it anyway")
     return prior_obj
 
 
-def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, prior=None, mu: float | None = None,
-                       steps: int = 20, guidance: float = 1.0, seed: int = 0, batch_size: int = 32,
-                       device=None, dataset_options: dict | None = None, overwrite: bool = False,
-                       clamp: bool = False, force: bool = False) -> list[Path]:
+def sample_distributed(pipeline_dir, dataset: str, root, split: str, n: int, out, prior=None,
+                       mu: float | None = None, steps: int = 20, guidance: float = 1.0, seed: int = 0,
+                       batch_size: int = 32, device=None, dataset_options: dict | None = None,
+                       overwrite: bool = False, clamp: bool = False, force: bool = False,
+                       scale: str | None = None) -> list[Path]:
     """Sample the first ``n`` label maps of a split; image ``i`` (seed ``seed + i``) goes to ``{i:06d}.png``.
 
     ``dataset_options``: keywords of the dataset class (a profile's, e.g. CamVid's hold-out). The run is
     one unit: built in a temporary folder and renamed onto ``out`` as a whole, with ``samples.json``
     listing its files; a non-empty ``out`` is refused unless ``overwrite``. ``n`` above the split's size
     is an error unless ``clamp``; a prior built for another autoencoder is refused unless ``force``.
+    ``mu``: what is asked for (``None``: the pipeline's rule); ``samples.json`` records the ``mu`` that ran.
     """
     from PIL import Image  # Pillow comes with torchvision / diffusers; only sampling writes images
 
@@ -178,14 +172,13 @@ def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, pr
     state = _state(device)
     out = Path(out)
     with _run_folder(out, state, overwrite, "samples.json") as tmp:
-        pipe = _load_pipe(pipeline, state.device)
-        ds = _dataset(pipe, dataset, root, split, dataset_options)
+        pipe = _load_pipe(pipeline_dir, state.device, scale)
+        ds = dataset_at_size(dataset, root, split, pipe.image_size, dataset_options)
         if int(n) > len(ds) and not clamp:
             raise ValueError(f"--n {n} is more than the {len(ds)} label maps of split {split!r}: "
                              f"pass --n {len(ds)} at most")
         n = min(int(n), len(ds))
-        prior_obj = _sample_prior(pipe, pipeline, prior, force)
-        mu = resolve_mu(prior_obj, mu)
+        prior_obj = _sample_prior(pipe, pipeline_dir, prior, force)
         mine = np.arange(n)[state.process_index::state.num_processes]
         for s in range(0, len(mine), batch_size):
             idx = mine[s:s + batch_size]
@@ -193,13 +186,14 @@ def sample_distributed(pipeline, dataset: str, root, split: str, n: int, out, pr
             res = pipe(lab, prior=prior_obj, mu=mu, num_inference_steps=steps, guidance_scale=guidance,
                        seed=[seed + int(i) for i in idx], batch_size=batch_size, output_type="np",
                        progress=state.is_main_process)
+            ran_mu = res.mu
             for i, arr in zip(idx, res.images):
                 Image.fromarray(arr).save(tmp / f"{int(i):06d}.png", format="PNG")
         state.wait_for_everyone()
         if state.is_main_process:
             write_json(tmp / "samples.json", {
-                "dataset": dataset, "split": split, "n": n, "prior": str(prior or "normal"), "mu": mu, "steps": steps,
-                "guidance": guidance, "seed": seed, "processes": state.num_processes,
+                "dataset": dataset, "split": split, "n": n, "prior": str(prior or "normal"), "mu": ran_mu,
+                "steps": steps, "guidance": guidance, "seed": seed, "processes": state.num_processes,
                 "files": sorted(p.name for p in tmp.glob("*.png"))})
     return [out / f"{i:06d}.png" for i in np.arange(n)[state.process_index::state.num_processes]]
 

@@ -42,6 +42,22 @@ def as_label_tensor(labels, name: str = "labels") -> torch.Tensor:
     return labels
 
 
+def label_batch(labels, name: str = "labels") -> torch.Tensor:
+    """One label map ``[H, W]`` or a batch ``[B, H, W]`` (tensor or array) as a checked ``[B, H, W]`` int64 tensor.
+
+    The ids are checked as :func:`as_label_tensor` does (integers, not a colour image); a single map
+    gains a batch axis of 1; any other number of axes is refused, naming the shape. The tensor stays
+    on its device; an empty batch (``B = 0``) is returned as it is; id ranges are the caller's
+    (:func:`check_ids`).
+    """
+    labels = as_label_tensor(labels, name)
+    if labels.dim() == 2:
+        labels = labels[None]
+    if labels.dim() != 3:
+        raise ValueError(f"{name} must be [B, H, W] (or one [H, W] map), got shape {tuple(labels.shape)}")
+    return labels.long()
+
+
 def _as_size(size) -> tuple[int, int]:
     """``(h, w)`` from one int or a pair of ints; ``ValueError`` for anything else."""
     try:

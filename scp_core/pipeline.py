@@ -32,26 +32,29 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .data import control_map
-from .io import REPO_ROOT, follow_umask, portable, save_safetensors
-from .labels import as_label_tensor, downsample_labels, map_ignore
-from .models import SD_SCALE_FACTOR, default_dtype, load_vae, usable_device, vae_downsample_factor
+from .data.profiles import SCALES, TOY_PIPELINE_DIR
+from .io import follow_umask, portable, save_safetensors
+from .labels import downsample_labels, label_batch, map_ignore
+from .models import (SD_SCALE_FACTOR, default_device, default_dtype, load_vae, usable_device,
+                     vae_downsample_factor)
 from .pipeline_folder import (CONFIG_NAME, HASHES_KEY, check_target_folder, check_weight_hashes, put_in_place,
-                              read_config, weight_hashes)
-from .priors import NormalPrior, Prior, load_prior, noise_to_step
-from .sampling import (_check_labels_fit, check_finite, ddim_denoise, ddim_timesteps, resolve_mu,
-                       start_latents)
-
-TOY_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy" / "pipeline"  # the committed toy stack (the default pipeline)
-MODULES_NAME = "modules.json"  # a folder of trained modules (training.stacks.save_modules): their sha256
+                              read_config, read_modules, weight_hashes)
+from .priors import NormalPrior, Prior, load_prior
+from .sampling import DEFAULT_MU, check_finite, ddim_denoise, ddim_timesteps, resolve_mu, start_latents
 
 
-def read_modules(folder: Path) -> dict:
-    """``folder/modules.json`` of a trained-modules folder; ``FileNotFoundError`` naming the fix."""
-    path = Path(folder) / MODULES_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a folder of trained modules (no {MODULES_NAME}); train it with "
-                                "`scpdiff train --profile toy-seed --seed N` or restore it from git")
-    return json.loads(path.read_text())
+
+def check_labels_fit(labels: torch.Tensor, image_size: tuple[int, int] | None, factor: int) -> None:
+    """``ValueError`` naming the fix when label maps ``[B, H, W]`` do not fit a model sampling ``image_size``
+    through a VAE that downsamples by ``factor``."""
+    H, W = labels.shape[-2:]
+    if H % factor or W % factor:
+        raise ValueError(f"label maps of {H} x {W} do not fit the model: height and width must be "
+                         f"multiples of the VAE factor {factor}; resize them (nearest) to e.g. "
+                         f"{H // factor * factor} x {W // factor * factor}")
+    if image_size is not None and (H, W) != tuple(image_size):
+        raise ValueError(f"label maps are {H} x {W} but this model samples {image_size[0]} x "
+                         f"{image_size[1]}; resize them with scp_core.data.resize_labels")
 
 
 @dataclass
@@ -64,12 +67,16 @@ class SCPOutput:
         latents: final latents ``x_0`` (unscaled by the VAE factor), ``[B, C, h, w]``.
         start_latents: the latents DDIM started from (``x_{t_start}``).
         timesteps: the timesteps that ran.
+        mu: the step fraction that ran (``scp_core.sampling.resolve_mu``'s answer to what was asked).
+        t_start: the first timestep that ran (the level the start was noised to, Eq. 6).
     """
 
     images: object
     latents: torch.Tensor
     start_latents: torch.Tensor
     timesteps: list = field(default_factory=list)
+    mu: float = 1.0
+    t_start: int | None = None
 
 
 class SCPDiffPipeline:
@@ -135,18 +142,13 @@ class SCPDiffPipeline:
     # ------------------------------------------------------------------ label maps
     def prior_labels(self, labels) -> torch.Tensor:
         """Full-size label maps -> ids for the prior at latent size (ignore id -> own class)."""
-        labels = torch.as_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
+        labels = label_batch(labels)
         if self.ignore_index is not None:
             labels = map_ignore(labels, self.ignore_index, to=self.num_classes)
         return downsample_labels(labels, self.latent_shape[1:])
 
     def control(self, labels) -> torch.Tensor:
-        labels = torch.as_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
-        return control_map(labels, self.palette, ignore_index=self.ignore_index)
+        return control_map(label_batch(labels), self.palette, ignore_index=self.ignore_index)
 
     # ------------------------------------------------------------------ VAE
     @torch.no_grad()
@@ -181,23 +183,19 @@ class SCPDiffPipeline:
             raise ValueError(f"got {len(seeds)} seeds for {n} label maps")
         return [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
-    def _prepare(self, labels, prior: Prior | None, mu: float | None, num_inference_steps: int, x0=None):
-        labels = as_label_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
-        if labels.dim() != 3:
-            raise ValueError(f"labels must be [B, H, W] (or one [H, W] map), got shape {tuple(labels.shape)}")
+    def _prepare(self, labels, prior: Prior | None, mu: float | None, default_mu: float, num_inference_steps: int,
+                 x0=None):
+        labels = label_batch(labels)
         if labels.shape[0] == 0:
             raise ValueError("labels hold no label map (batch of 0); pass at least one [H, W] map")
-        _check_labels_fit(labels, self.image_size, self.vae_factor)
+        check_labels_fit(labels, self.image_size, self.vae_factor)
         prior = prior if prior is not None else (self.prior or NormalPrior(latent_channels=self.latent_shape[0]))
         if not isinstance(prior, NormalPrior):
             prior.check_compatible(num_classes=self.prior_num_classes, latent_shape=self.latent_shape)
         elif prior.channels != self.latent_shape[0]:
             raise ValueError(f"the normal prior has {prior.channels} channels, this model's latents have "
                              f"{self.latent_shape[0]}: use NormalPrior(latent_channels={self.latent_shape[0]})")
-        # the Fig. 3 sampler starts from real latents: mu is free there (default 1); else the prior decides
-        mu = (1.0 if mu is None else mu) if x0 is not None else resolve_mu(prior, mu)
+        mu = resolve_mu(prior, mu, default=default_mu, real_start=x0 is not None)
         timesteps = ddim_timesteps(self.scheduler, num_inference_steps, mu)
         return labels, prior, mu, timesteps
 
@@ -214,7 +212,7 @@ class SCPDiffPipeline:
             return arr
         return [Image.fromarray(a) for a in arr]
 
-    def _finish(self, images, latents, x_start, timesteps, output_type):
+    def _finish(self, images, latents, x_start, timesteps, mu, output_type):
         if output_type == "pt":
             images = torch.cat(images)
         elif output_type == "np":
@@ -224,7 +222,7 @@ class SCPDiffPipeline:
         else:
             images = None
         return SCPOutput(images=images, latents=torch.cat(latents), start_latents=torch.cat(x_start),
-                         timesteps=[int(t) for t in timesteps])
+                         timesteps=[int(t) for t in timesteps], mu=float(mu), t_start=int(timesteps[0]))
 
     def _models(self, compile) -> tuple:
         """UNet and ControlNet, compiled once per pipeline with ``torch.compile`` when asked."""
@@ -242,7 +240,7 @@ class SCPDiffPipeline:
                  seed: int | Sequence[int] | None = None, generator=None, batch_size: int = 16,
                  output_type: str = "pil", callback: Callable | None = None, progress: bool = True,
                  x0: torch.Tensor | None = None, compile: bool | dict = False,
-                 x0_callback: Callable | None = None) -> SCPOutput:
+                 x0_callback: Callable | None = None, default_mu: float = DEFAULT_MU) -> SCPOutput:
         """Sample images for full-size label maps ``[B, H, W]`` (Eq. 6, then DDIM from muT).
 
         Args:
@@ -251,8 +249,10 @@ class SCPDiffPipeline:
             prior: ``NormalPrior`` / spatial / categorical / joint (default: the attached
                 prior, else normal). ``NormalPrior`` with ``mu=1`` is plain ControlNet.
             mu: the fraction of the DDIM schedule to run (see ``scp_core.sampling``). ``None``:
-                1 for the normal prior (plain ControlNet; any other value is refused) and 0.8
-                for the SCP priors (``scp_core.sampling.resolve_mu``); with ``x0``, default 1.
+                1 for the normal prior (plain ControlNet; any other value is refused) and ``default_mu``
+                for the SCP priors (``scp_core.sampling.resolve_mu``); with ``x0``, default 1. The output
+                says which ``mu`` and ``t_start`` ran.
+            default_mu: the SCP priors' ``mu`` when ``mu`` is ``None`` (the paper's 0.8).
             guidance_scale: CFG weight; 1 disables the unconditional branch.
             seed / generator: sample ``i`` uses ``seed + i`` (or ``seed[i]``, or
                 ``generator[i]``); one generator derives per-sample seeds from itself.
@@ -271,7 +271,7 @@ class SCPDiffPipeline:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if output_type not in ("pil", "pt", "np", "latent"):
             raise ValueError(f"output_type must be 'pil', 'pt', 'np' or 'latent', got {output_type!r}")
-        labels, prior, mu, timesteps = self._prepare(labels, prior, mu, num_inference_steps, x0)
+        labels, prior, mu, timesteps = self._prepare(labels, prior, mu, default_mu, num_inference_steps, x0)
         B = labels.shape[0]
         if x0 is not None and tuple(x0.shape) != (B, *self.latent_shape):
             raise ValueError(f"x0 must be [B, C, h, w] = {(B, *self.latent_shape)}, got {tuple(x0.shape)}")
@@ -279,8 +279,8 @@ class SCPDiffPipeline:
         alpha_bar = float(self.scheduler.alphas_cumprod[int(timesteps[0])])
         device = self.device
         unet, controlnet = self._models(compile)
-        # the label maps go to the device once: the colour-coded control maps and the latent-size labels
-        # are built there (on one thread of a 2-core CPU they took 0.44 s + 0.07 s for 8 maps at 512 x 1024)
+        # the label maps go to the device once: the colour-coded control maps and the latent-size labels are
+        # built there, for the whole call, rather than batch by batch on the CPU
         labels = labels.to(device)
         plabels = self.prior_labels(labels)
         # once per call, and on a shallow copy: the caller's prior object stays where it was
@@ -292,10 +292,8 @@ class SCPDiffPipeline:
                    disable=not progress or B <= batch_size, leave=False)
         for s in bar:
             idx = range(s, min(s + batch_size, B))
-            if x0 is None:
-                x = torch.cat([start_latents(prior, plabels[i:i + 1], alpha_bar, gens[i]) for i in idx])
-            else:
-                x = torch.cat([noise_to_step(x0[i:i + 1], alpha_bar, gens[i]) for i in idx])
+            x = torch.cat([start_latents(prior if x0 is None else x0[i:i + 1], plabels[i:i + 1], alpha_bar, gens[i])
+                           for i in idx])
             starts.append(x.cpu())
             step_gen = [gens[i] for i in idx] if eta > 0 else None
             out = ddim_denoise(x, timesteps, unet=unet, controlnet=controlnet, scheduler=self.scheduler,
@@ -306,7 +304,7 @@ class SCPDiffPipeline:
             check_finite(out, f"latents of the {prior.kind} prior (guidance_scale={guidance_scale}, eta={eta})")
             images.append(self._images(out, output_type))
             outs.append(out.cpu())
-        return self._finish(images, outs, starts, timesteps, output_type)
+        return self._finish(images, outs, starts, timesteps, mu, output_type)
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
@@ -429,5 +427,20 @@ def load_pipeline(path: str | os.PathLike | None = None, device="cpu", dtype=tor
     except FileNotFoundError as e:
         if path != TOY_PIPELINE_DIR:
             raise
-        raise FileNotFoundError(f"{e}; the toy stack is trained with `scpdiff train --profile toy` (about an hour "
-                                "on a 2-core CPU, zoo/toy/REPORT.md), or restore zoo/toy from git") from e
+        raise FileNotFoundError(f"{e}; the toy stack is trained with `scpdiff train --profile toy` (its time on "
+                                "a 2-core CPU is in zoo/toy/REPORT.md), or restore zoo/toy from git") from e
+
+
+def load_stack(pipeline_dir: str | os.PathLike | None, scale: str, device=None,
+               trained: str | os.PathLike | None = None) -> SCPDiffPipeline:
+    """A profile's stack, by the one rule the study and the sharded commands share (``data.profiles``' scale).
+
+    ``toy``: float32, on the CPU unless ``device`` says otherwise (the toy stacks are trained and scored so);
+    ``real``: :meth:`SCPDiffPipeline.from_pretrained`'s choice of dtype (float16 on CUDA), on ``device`` or
+    the default device. ``pipeline_dir`` ``None`` is the committed toy stack.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if scale == "toy":
+        return load_pipeline(pipeline_dir, device=device or "cpu", dtype=torch.float32, trained=trained)
+    return load_pipeline(pipeline_dir, device=device or default_device(), dtype=None, trained=trained)

@@ -22,6 +22,7 @@ __all__ = ["CONFIG_NAME", "HASHES_KEY", "read_config", "weight_hashes", "check_w
 
 CONFIG_NAME = "scp_pipeline.json"
 HASHES_KEY = "weights_sha256"
+MODULES_NAME = "modules.json"  # a folder of trained modules (training.stacks.save_modules): their sha256
 WEIGHT_SUFFIX = ".safetensors"
 
 
@@ -108,3 +109,12 @@ def put_in_place(tmp: Path, path: Path) -> None:
     tmp.rename(path)
     if old is not None:
         shutil.rmtree(old)
+
+
+def read_modules(folder: Path) -> dict:
+    """``folder/modules.json`` of a trained-modules folder; ``FileNotFoundError`` naming the fix."""
+    path = Path(folder) / MODULES_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a folder of trained modules (no {MODULES_NAME}); train it with "
+                                "`scpdiff train --profile toy-seed --seed N` or restore it from git")
+    return json.loads(path.read_text())

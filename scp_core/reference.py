@@ -27,8 +27,8 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from .data import images_labels, to_float
+from .data.profiles import TOY_PIPELINE, TOY_PIPELINE_DIR
 from .io import REPO_ROOT, save_safetensors
-from .pipeline import TOY_PIPELINE_DIR
 from .priors import PriorAccumulator
 
 REFERENCE_BATCH = 32  # images per encoded batch of the reference set (part of the seeding convention)
@@ -98,17 +98,17 @@ def reference_accumulator(pipe, ds, n: int, seed: int = 0) -> PriorAccumulator:
     return merge_shards(accumulate_shards(pipe, ds, n, range(NUM_SHARDS), seed))
 
 
-def reference_provenance(pipe, pipeline, dataset: str, split: str, n: int, seed: int) -> dict:
+def reference_provenance(pipe, pipeline_dir, dataset: str, split: str, n: int, seed: int) -> dict:
     """What a prior file records about where it came from (the same for every process count)."""
-    return {"dataset": dataset, "split": split, "n": int(n), "pipeline": str(pipeline or "zoo/toy/pipeline"),
+    return {"dataset": dataset, "split": split, "n": int(n), "pipeline": str(pipeline_dir or TOY_PIPELINE),
             "scale_factor": pipe.scale_factor, "image_size": list(pipe.image_size), "seed": int(seed),
             "reference_batch": REFERENCE_BATCH, "num_shards": NUM_SHARDS,
-            "autoencoder": autoencoder_fingerprint(pipeline)}  # the same value cached_accumulator keys with
+            "autoencoder": autoencoder_fingerprint(pipeline_dir)}  # the same value cached_accumulator keys with
 
 
-def provenance_problems(prior, pipe, pipeline) -> list[str]:
+def provenance_problems(prior, pipe, pipeline_dir) -> list[str]:
     """How the autoencoder a prior's latents came from differs from the pipeline ``pipe`` (folder
-    ``pipeline``, ``None`` for the toy stack): scale factor, image and latent size, autoencoder files.
+    ``pipeline_dir``, ``None`` for the toy stack): scale factor, image and latent size, autoencoder files.
     Fields a prior file does not record (older files) are not compared; ``[]`` when all agree."""
     prov, problems = prior.provenance or {}, []
     if prov.get("scale_factor") is not None and not np.isclose(float(prov["scale_factor"]), pipe.scale_factor,
@@ -117,15 +117,15 @@ def provenance_problems(prior, pipe, pipeline) -> list[str]:
     for key, ours in (("image_size", pipe.image_size), ("latent_shape", pipe.latent_shape)):
         if prov.get(key) is not None and [int(v) for v in prov[key]] != [int(v) for v in ours]:
             problems.append(f"{key.replace('_', ' ')} {list(prov[key])} (the pipeline's is {list(ours)})")
-    if prov.get("autoencoder") and prov["autoencoder"] != autoencoder_fingerprint(pipeline):
+    if prov.get("autoencoder") and prov["autoencoder"] != autoencoder_fingerprint(pipeline_dir):
         problems.append(f"autoencoder fingerprint {prov['autoencoder'][:12]}... (the pipeline's autoencoder files "
-                        f"hash to {autoencoder_fingerprint(pipeline)[:12]}...)")
+                        f"hash to {autoencoder_fingerprint(pipeline_dir)[:12]}...)")
     return problems
 
 
-def autoencoder_fingerprint(pipeline) -> str:
+def autoencoder_fingerprint(pipeline_dir) -> str:
     """sha256 of a pipeline folder's ``vae/`` (config, and weights where they are stored there)."""
-    root = Path(pipeline) if pipeline else TOY_PIPELINE_DIR
+    root = Path(pipeline_dir) if pipeline_dir else TOY_PIPELINE_DIR
     root = (root if root.is_absolute() else REPO_ROOT / root) / "vae"
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):

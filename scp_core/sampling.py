@@ -29,16 +29,23 @@ Note that ``int`` truncates the float product: ``int(100 * 0.29) = 28``, because
 With the normal prior the draw ``N(0, I)`` noised to any step is again ``N(0, I)``, so the
 sampler draws it directly. The normal prior always runs at ``mu = 1`` (plain ControlNet):
 ``N(0, I)`` started at, say, t = 751 is neither plain ControlNet nor SCP-Diff, so
-:func:`resolve_mu` refuses it. That rule lives in :func:`resolve_mu` alone.
+:func:`resolve_mu` refuses it. That rule lives in :func:`resolve_mu` alone, and only the pipeline
+calls it: a caller passes what it asked for (or ``None``) and reads the ``mu`` and ``t_start`` that ran
+from the pipeline's output.
+
+This module owns the scheduler side of sampling: the mu rule, the timesteps, Eq. 6
+(:func:`noise_to_step`), the one start function (:func:`start_latents`: a prior's draw, or real
+latents for Fig. 3) and the DDIM loop.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Callable
 
 import torch
 
-from .priors import NormalPrior, Prior, noise_to_step
+from .priors import NormalPrior, Prior
 
 DEFAULT_MU = 0.8  # the paper's (and the authors' release's) step fraction for the SCP priors
 
@@ -53,13 +60,16 @@ def _check_mu(mu) -> float:
     return mu
 
 
-def resolve_mu(prior: Prior | None, mu: float | None = None, default: float = DEFAULT_MU) -> float:
-    """The step fraction ``mu`` a prior runs at: the one place that says "normal runs at mu = 1".
+def resolve_mu(prior: Prior | None, mu: float | None = None, default: float = DEFAULT_MU,
+               real_start: bool = False) -> float:
+    """The step fraction ``mu`` a start runs at: the one place that says "normal runs at mu = 1".
 
     Args:
         prior: the prior to sample from (``None`` means the normal prior).
         mu: what the caller asked for; ``None`` picks the default.
         default: the default ``mu`` of the SCP priors (spatial, categorical, joint).
+        real_start: the start is real latents (the Fig. 3 sampler), not a prior's draw: ``mu`` is free
+            there, the level the real image is noised to, and defaults to 1.
 
     Returns:
         ``1.0`` for the normal prior (plain ControlNet); ``mu`` (or ``default``) otherwise.
@@ -70,6 +80,8 @@ def resolve_mu(prior: Prior | None, mu: float | None = None, default: float = DE
     """
     if mu is not None:
         mu = _check_mu(mu)
+    if real_start:
+        return 1.0 if mu is None else mu
     if prior is None or isinstance(prior, NormalPrior):
         if mu is not None and mu != 1.0:
             raise ValueError(f"the normal prior runs at mu = 1 (plain ControlNet), got mu = {mu}: N(0, I) started "
@@ -202,14 +214,38 @@ def control_embedded_once(controlnet, control: torch.Tensor):
         controlnet.controlnet_cond_embedding = inner
 
 
-def start_latents(prior: Prior, labels_latent: torch.Tensor, alpha_bar_start: float,
+def noise_to_step(x: torch.Tensor, alpha_bar_t, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 6: ``x_t = sqrt(alpha_bar_t) * x + sqrt(1 - alpha_bar_t) * eps``, ``eps ~ N(0, I)``.
+
+    Args:
+        x: a clean sample (a prior draw or a real latent ``x0``), ``[B, C, H, W]``.
+        alpha_bar_t: cumulative alpha at the target step (float or 0-d tensor) in [0, 1].
+        generator: source of ``eps`` (on ``x``'s device).
+    """
+    a = float(alpha_bar_t)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha_bar_t must lie in [0, 1], got {a}")
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return math.sqrt(a) * x + math.sqrt(1.0 - a) * eps
+
+
+def start_latents(start: Prior | torch.Tensor, labels_latent: torch.Tensor | None, alpha_bar_start: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 6: draw ``x ~ prior(M)`` and noise it to the first DDIM step.
+    """Eq. 6: the first DDIM step's ``x_{t_start}``, from a prior's draw or from real latents.
+
+    Args:
+        start: a prior (draw ``x ~ prior(M)``, then noise it) or real latents ``x0`` ``[B, C, h, w]`` (the
+            Fig. 3 sampler: noise them, ``N(sqrt(alpha_bar) x0, (1 - alpha_bar) I)``).
+        labels_latent: the label maps at latent size ``M`` (a prior's input; unused for real latents).
+        alpha_bar_start: ``alpha_bar`` at ``t_start``.
+        generator: the source of the draw and of the noise, in that order.
 
     The normal prior's draw is ``N(0, I)`` at every step, so it is returned as drawn.
     """
-    x = prior.sample(labels_latent, generator=generator)
-    if isinstance(prior, NormalPrior):
+    if isinstance(start, torch.Tensor):
+        return noise_to_step(start, alpha_bar_start, generator=generator)
+    x = start.sample(labels_latent, generator=generator)
+    if isinstance(start, NormalPrior):
         return x
     return noise_to_step(x, alpha_bar_start, generator=generator)
 
@@ -219,14 +255,3 @@ def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"sampling stopped: the {what} hold NaN or Inf values")
     return x
-
-
-def _check_labels_fit(labels: torch.Tensor, image_size: tuple[int, int], factor: int) -> None:
-    H, W = labels.shape[-2:]
-    if H % factor or W % factor:
-        raise ValueError(f"label maps of {H} x {W} do not fit the model: height and width must be "
-                         f"multiples of the VAE factor {factor}; resize them (nearest) to e.g. "
-                         f"{H // factor * factor} x {W // factor * factor}")
-    if image_size is not None and (H, W) != tuple(image_size):
-        raise ValueError(f"label maps are {H} x {W} but this model samples {image_size[0]} x "
-                         f"{image_size[1]}; resize them with scp_core.data.resize_labels")

@@ -22,7 +22,7 @@ from PIL import Image
 
 from scp_core import cli
 from scp_core.io import AtomicFolder, OutputFolderError, atomic_folder
-from scp_core.training.toy import PIPELINE_DIR
+from scp_core.data.profiles import TOY_PIPELINE_DIR as PIPELINE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_toy = pytest.mark.skipif(not (PIPELINE_DIR / "scp_pipeline.json").is_file(),

@@ -11,7 +11,7 @@ from PIL import Image
 import scp_core  # noqa: F401  (before anything that may import torchvision)
 from scp_core.data import (ADE20K, CITYSCAPES_LABELS, COCOStuff, CamVid, Cityscapes, ToyCity,
                            colorize, control_map, get_dataset, one_hot, resize_image, resize_labels)
-from scp_core.priors import downsample_labels
+from scp_core.labels import downsample_labels
 
 H, W = 12, 16
 rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from scp_core.training.toy import PIPELINE_DIR
+from scp_core.data.profiles import TOY_PIPELINE_DIR as PIPELINE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 

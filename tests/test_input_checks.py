@@ -9,7 +9,7 @@ import torch
 
 from scp_core.labels import as_label_tensor, check_ids, downsample_labels, ids_from_colours
 from scp_core.priors import CategoricalPrior, NormalPrior, SpatialPrior, load_prior
-from scp_core.training.toy import PIPELINE_DIR
+from scp_core.data.profiles import TOY_PIPELINE_DIR as PIPELINE_DIR
 
 needs_toy = pytest.mark.skipif(not (PIPELINE_DIR / "scp_pipeline.json").is_file(),
                                reason="needs the committed toy pipeline (zoo/toy/pipeline)")

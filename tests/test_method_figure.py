@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from scp_core import study
-from scp_core.priors import noise_to_step
+from scp_core.sampling import noise_to_step
 
 from test_sampling import _joint, _labels, _tiny_pipeline
 

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from scp_core.priors import definitions as ref
-from scp_core.priors import (NormalPrior, PriorAccumulator, downsample_labels, load_prior, map_ignore, noise_to_step)
+from scp_core.labels import downsample_labels, label_batch, map_ignore
+from scp_core.priors import KINDS, NormalPrior, PriorAccumulator, load_prior
+from scp_core.priors.files import FORMAT_VERSION
+from scp_core.sampling import noise_to_step
 
 K, C, H, W = 3, 4, 3, 5
 
@@ -272,6 +275,96 @@ def test_load_rejects_corrupt_truncated_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_prior(tmp_path / "missing.safetensors")
 
+
+
+def _every_kind():
+    """One prior of every kind in KINDS, built from the same small data."""
+    from scp_core.priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator
+    from scp_core.priors.signal_leak import SignalLeakAccumulator
+    lat, lab = _data(30)
+    lat = lat.float()
+    acc = PriorAccumulator(K, (C, H, W)).update(lat, lab)
+    prov = {"label_set": "test"}
+    centres = torch.stack([lat[:15].mean((0, 2, 3)), lat[15:].mean((0, 2, 3))])
+    return lab, {
+        "normal": NormalPrior(latent_channels=C),
+        "spatial": acc.spatial(prov), "categorical": acc.categorical(prov),
+        "joint": acc.joint(min_count=2, fallback="spatial", provenance=prov),
+        "joint-global": GlobalJointAccumulator(K, (C, H, W)).update(lat, lab).prior(min_count=2, provenance=prov),
+        "joint-mixture": MixtureJointAccumulator(K, (C, H, W), centres).update(lat, lab).prior(2, provenance=prov),
+        "signal-leak": SignalLeakAccumulator((C, H, W), grid=(3, 1)).update(lat).prior(num_classes=K, provenance=prov),
+    }
+
+
+def test_the_kinds_table_holds_every_prior_class():
+    from scp_core.priors import (CategoricalPrior, GlobalJointPrior, JointPrior, MixtureJointPrior, SignalLeakPrior,
+                                 SpatialPrior)
+    classes = (NormalPrior, SpatialPrior, CategoricalPrior, JointPrior, GlobalJointPrior, MixtureJointPrior,
+               SignalLeakPrior)
+    assert KINDS == {cls.kind: cls for cls in classes}
+    assert set(_every_kind()[1]) == set(KINDS), "the round-trip test below must build every kind"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_round_trips_at_the_current_format_version(tmp_path, kind):
+    from safetensors import safe_open
+    lab, priors = _every_kind()
+    prior = priors[kind]
+    path = prior.save(tmp_path / f"{kind}.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["format_version"] == FORMAT_VERSION and f.metadata()["kind"] == kind
+    back = load_prior(path, num_classes=K if kind != "normal" else None, latent_shape=(C, H, W))
+    assert type(back) is type(prior) and back.metadata() == prior.metadata()
+    for name in prior.TENSORS:
+        assert torch.equal(getattr(back, name), getattr(prior, name)), name
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(back.sample(lab[:2], g()), prior.sample(lab[:2], g()))
+
+
+def _with_metadata(path, out, **changes):
+    """A copy of the prior file ``path`` at ``out`` with metadata keys changed (``None``: removed)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(changes)
+    save_file(tensors, str(out), metadata={k: v for k, v in meta.items() if v is not None})
+    return out
+
+
+def test_a_newer_format_version_is_refused_saying_what_to_do(tmp_path):
+    lat, lab = _data(5)
+    path = PriorAccumulator(K, (C, H, W)).update(lat, lab).joint().save(tmp_path / "j.safetensors")
+    newer = _with_metadata(path, tmp_path / "newer.safetensors", format_version=str(int(FORMAT_VERSION) + 1))
+    with pytest.raises(ValueError) as err:
+        load_prior(newer)
+    msg = str(err.value)
+    for part in ("newer.safetensors", f"format_version '{int(FORMAT_VERSION) + 1}'",
+                 f"reads format_version '{FORMAT_VERSION}'", "newer scp_core", "update scp_core", "scpdiff priors"):
+        assert part in msg, (part, msg)
+    odd = _with_metadata(path, tmp_path / "odd.safetensors", format_version="1.5-beta")
+    with pytest.raises(ValueError, match=r"odd.safetensors has format_version '1.5-beta'.*update scp_core"):
+        load_prior(odd)
+
+
+def test_a_prior_file_without_a_format_version_reads_as_version_1(tmp_path):
+    lat, lab = _data(5)
+    prior = PriorAccumulator(K, (C, H, W)).update(lat, lab).joint()
+    bare = _with_metadata(prior.save(tmp_path / "j.safetensors"), tmp_path / "bare.safetensors", format_version=None)
+    assert torch.equal(load_prior(bare).mean, prior.mean)
+
+
+def test_label_batch_gives_checked_int64_batches():
+    one = np.array([[0, 1], [2, 0]], dtype=np.uint8)
+    out = label_batch(one)
+    assert out.shape == (1, 2, 2) and out.dtype == torch.int64 and out.tolist() == [one.tolist()]
+    batch = torch.zeros(3, 4, 5, dtype=torch.int32)
+    assert label_batch(batch).shape == (3, 4, 5) and label_batch(batch).dtype == torch.int64
+    assert label_batch(torch.zeros(0, 4, 5, dtype=torch.long)).shape == (0, 4, 5)
+    with pytest.raises(ValueError, match=r"maps must be \[B, H, W\] \(or one \[H, W\] map\), got shape \(1, 1, 4, 5\)"):
+        label_batch(torch.zeros(1, 1, 4, 5, dtype=torch.long), name="maps")
+    with pytest.raises(ValueError, match="integer class ids"):
+        label_batch(torch.zeros(4, 5))
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs_raise_clear_errors():

@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import scp_core  # noqa: F401  (before diffusers: the torchvision shim)
+from scp_core.labels import downsample_labels
 from scp_core.pipeline import SCPDiffPipeline
-from scp_core.priors import NormalPrior, PriorAccumulator, downsample_labels
+from scp_core.priors import NormalPrior, PriorAccumulator
 from scp_core.training.finetune import finetune_controlnet
 from scp_core.training.loop import TrainConfig
 

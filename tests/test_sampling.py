@@ -65,7 +65,7 @@ def test_zero_snr_schedule_ends_in_pure_noise_and_starts_ddim_there():
     z, sd = make_scheduler("ddim", "zero-snr"), make_scheduler("ddim")
     assert float(z.alphas_cumprod[-1]) == 0.0 and float(sd.alphas_cumprod[-1]) ** 0.5 == pytest.approx(0.068, abs=1e-3)
     assert int(ddim_timesteps(z, 20, 1.0)[0]) == 999 and int(ddim_timesteps(sd, 20, 1.0)[0]) == 951
-    from scp_core.schedules import leak_table
+    from scp_core.study.schedules import leak_table
 
     leak = leak_table().set_index("schedule")["sqrt(alpha_bar) there"]
     assert leak["sd"] == pytest.approx(0.090, abs=1e-3) and leak["zero-snr"] == 0.0
@@ -85,7 +85,7 @@ def test_with_the_exact_network_zero_snr_keeps_more_of_a_wide_spread_than_sds_sc
     terminal SNR the training input at T is pure noise, like the start (measured: 0.79 against
     0.89 of the data's std at std 8; DDIM's 20 steps alone cost some 6-11 %).
     """
-    from scp_core.schedules import oracle_spread
+    from scp_core.study.schedules import oracle_spread
 
     sd, zero = oracle_spread("sd", 8.0), oracle_spread("zero-snr", 8.0)
     assert zero > sd + 0.05, (sd, zero)

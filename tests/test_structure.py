@@ -114,3 +114,48 @@ def test_function_local_imports_say_why(module):
                 if not any("#" in line for line in lines[start - 1:end]):
                     silent.append(f"line {run[0].lineno}: {lines[start].strip()}")
     assert not silent, f"{path.name}: function-local imports without a comment saying why: {silent}"
+
+
+# The parts of the intended picture (docs/architecture.md) and the imports it rules out: each pair
+# (importer part, imported part, why) must never appear as an import, function-local ones included.
+PARTS = {
+    "face": ("cli", "reproduce", "index_md", "claims"),
+    "scale": ("distributed",), "train": ("training",), "study": ("study",), "outside": ("release", "compose"),
+    "reference": ("reference",), "pipeline": ("pipeline", "pipeline_folder"), "metrics": ("metrics",),
+    "sampling": ("sampling",), "models": ("models", "taef2"), "data": ("data",), "priors": ("priors",),
+    "base": ("io", "safe_pickle", "_tv_compat", "weights", "labels"),
+}
+NEVER = [
+    ("priors", "sampling", "the math knows no sampler"),
+    ("priors", "pipeline", "the math knows no pipeline"),
+    ("priors", "models", "the math knows no network"),
+    ("priors", "train", "no training in the math"),
+    ("priors", "face", "no CLI in the math"),
+    ("priors", "study", "the math knows no study"),
+    ("priors", "data", "the math takes latents, not datasets"),
+    ("data", "models", "data knows no model"),
+    ("metrics", "train", "evaluation never trains"),
+    ("metrics", "pipeline", "metrics score images, whatever made them"),
+    ("scale", "train", "sharding knows no training recipes"),
+    ("sampling", "pipeline", "the sampler knows no pipeline"),
+    ("study", "train", "the study never trains (notebook 07 does)"),
+    ("reference", "pipeline", "the reference set takes any encoder; the toy stack's folder is data.profiles'"),
+    ("train", "study", "training reads no notebook settings; profiles and zoo folders are data.profiles'"),
+]
+
+
+def _part_of(module: str) -> str | None:
+    top = import_graph.part(module)
+    return next((name for name, tops in PARTS.items() if top in tops), None)
+
+
+def test_every_module_is_on_a_part():
+    loose = [m for m in MODULES if m != "scp_core" and _part_of(m) is None]
+    assert not loose, f"modules on no part of tests/test_structure.py's PARTS: {loose}"
+
+
+@pytest.mark.parametrize("src,dst,why", NEVER, ids=[f"{a}-never-{b}" for a, b, _ in NEVER])
+def test_the_intended_picture_rules_out_this_import(src, dst, why):
+    broken = sorted(f"{m} -> {t}" for m, targets in import_graph.imports().items() for t in targets
+                    if _part_of(m) == src and _part_of(t) == dst)
+    assert not broken, f"{src} never imports {dst} ({why}): {broken}"

@@ -12,6 +12,7 @@ import torch
 
 from scp_core import cli, distributed, study
 from scp_core.data import CAMVID_DUSK_HOLDOUT
+from scp_core.data.profiles import TOY_PIPELINE_DIR
 from scp_core.io import REPO_ROOT
 from scp_core.metrics.resampling import draw_indices, frechet_draws, interval
 from scp_core.priors import load_prior
@@ -239,7 +240,8 @@ def _command(*argv):
 
 def test_priors_and_sample_keep_their_defaults_on_the_toy_profile():
     s, split = _command("priors", "--out", "x")
-    assert (s.dataset, s.pipeline, s.dataset_options, split) == ("toy-city", None, {}, "train")
+    assert (s.dataset, s.dataset_options, split, s.scale) == ("toy-city", {}, "train", "toy")
+    assert Path(s.pipeline).resolve() == TOY_PIPELINE_DIR  # data.profiles' toy stack
     assert (s.n_ref, s.min_count, s.fallback, s.seed) == (2000, 5, "class", 0)
     s, split = _command("sample", "--out", "x")
     assert (s.dataset, split, s.n_eval, s.batch_size, s.steps, s.guidance, s.seed) == ("toy-city", "val", 100, 32, 20,
@@ -247,7 +249,7 @@ def test_priors_and_sample_keep_their_defaults_on_the_toy_profile():
     s, split = _command("sample", "--out", "x", "--n", "5", "--split", "train", "--steps", "3", "--batch-size", "2")
     assert (split, s.n_eval, s.steps, s.batch_size) == ("train", 5, 3, 2)
     s, _ = _command("priors", "--out", "x", "--dataset", "toy-city-gv", "--n", "7", "--min-count", "2")
-    assert (s.dataset, s.n_ref, s.min_count, s.pipeline) == ("toy-city-gv", 7, 2, None)
+    assert (s.dataset, s.n_ref, s.min_count) == ("toy-city-gv", 7, 2) and Path(s.pipeline).resolve() == TOY_PIPELINE_DIR
 
 
 def test_priors_and_sample_read_the_camvid_profile(monkeypatch, tmp_path):
@@ -280,8 +282,8 @@ def test_scpdiff_priors_profile_camvid_builds_from_the_studys_reference_set(tmp_
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(REPO_ROOT)
     used = []
-    original = distributed._dataset
-    monkeypatch.setattr(distributed, "_dataset", lambda *a, **k: used.append(original(*a, **k)) or used[-1])
+    original = distributed.dataset_at_size
+    monkeypatch.setattr(distributed, "dataset_at_size", lambda *a, **k: used.append(original(*a, **k)) or used[-1])
     assert cli.main(["priors", "--profile", "camvid", "--root", str(CAMVID), "--n", "4", "--device", "cpu",
                      "--out", str(tmp_path / "cli")]) == 0
 

@@ -276,7 +276,8 @@ def test_the_locked_toy_controlnet_keeps_the_base_unet_and_the_zoos_autoencoder(
     file (so the committed stacks' priors apply to it: same fingerprint, same scale factor)."""
     from diffusers import UNet2DConditionModel
 
-    from scp_core.pipeline import TOY_PIPELINE_DIR, load_pipeline
+    from scp_core.data.profiles import TOY_PIPELINE_DIR
+    from scp_core.pipeline import load_pipeline
     from scp_core.reference import autoencoder_fingerprint
     from scp_core.training.toy import train_toy_locked
 

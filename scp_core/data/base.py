@@ -33,6 +33,7 @@ class SegDataset(Dataset):
         palette: uint8 ``[K, 3]`` official colours (the colour-coded control map).
         prompt: the paper's fixed text prompt for this dataset.
         size: ``(H, W)`` of the items.
+        splits: the split names the class accepts (:func:`scp_core.data.dataset_splits` reads them).
     """
 
     name: str = ""
@@ -44,6 +45,7 @@ class SegDataset(Dataset):
     default_size: tuple[int, int] = (512, 512)
     size: tuple[int, int] = (512, 512)
     split: str = ""
+    splits: tuple[str, ...] | dict[str, str] = ()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(split={self.split!r}, n={len(self)}, size={self.size}, "

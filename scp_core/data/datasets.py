@@ -30,9 +30,8 @@ from .palettes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PA
 from .toy_city import TOY_PROMPT, ToyCity
 from .transforms import resize_image, resize_labels
 
-__all__ = ["Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS", "get_dataset",
-           "read_image",
-           "read_labels"]
+__all__ = ["Cityscapes", "ADE20K", "COCOStuff", "CamVid", "CAMVID_DUSK_HOLDOUT", "DATASETS", "dataset_splits",
+           "get_dataset", "read_image", "read_labels"]
 
 
 def read_image(path: Path) -> Image.Image:
@@ -327,14 +326,39 @@ DATASETS = {
 assert ToyCity.prompt == TOY_PROMPT
 
 
+def _factory(name: str):
+    if not isinstance(name, str):
+        raise ValueError(f"the dataset name must be a string, got {name!r}; known: {', '.join(DATASETS)}")
+    try:
+        return DATASETS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
 def get_dataset(name: str, root=None, split: str = "train", **kw) -> SegDataset:
     """A dataset by registry name: toy-city, toy-city-gv (global variation 1.0, in
     ``data/toy-city-gv``), cityscapes, ade20k, coco-stuff, camvid. Extra keywords go to the class
     (e.g. ``size=`` for the real ones, ``n_train=`` for toy-city)."""
-    if not isinstance(name, str):
-        raise ValueError(f"the dataset name must be a string, got {name!r}; known: {', '.join(DATASETS)}")
-    try:
-        factory = DATASETS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
-    return factory(root=root, split=split, **kw)
+    return _factory(name)(root=root, split=split, **kw)
+
+
+def dataset_splits(name: str) -> list[str]:
+    """The split names ``get_dataset(name, split=...)`` accepts, read without opening the dataset (camvid's
+    ``holdout`` also needs its ``holdout`` option, which the camvid profile gives)."""
+    factory = _factory(name)
+    return list((ToyCity if factory is _toy_gv else factory).splits)
+
+
+def dataset_at_size(name: str, root, split: str, size, options: dict | None = None) -> SegDataset:
+    """A dataset's split at ``size`` (a pipeline's image size ``(H, W)``; ``None``: its own) unless ``options``
+    name a size.
+
+    The one rule the study and the sharded commands read real datasets by: the file datasets resize to any
+    size, so a pipeline fine-tuned at 512 x 1024 reads Cityscapes at 512 x 1024; the generated ones (toy-city)
+    keep the size they are generated at. ``options``: keywords of the dataset class (CamVid's hold-out).
+    """
+    options = dict(options or {})
+    ds = get_dataset(name, root=root, split=split, **options)
+    if size is not None and "size" not in options and hasattr(ds, "files") and tuple(ds.size) != tuple(size):
+        ds = get_dataset(name, root=root, split=split, **options, size=tuple(size))
+    return ds

@@ -178,10 +178,11 @@ class ToyCity(SegDataset):
     ignore_index = None
     prompt = TOY_PROMPT
     default_size = size = (64, 128)
+    splits = ("train", "val")
 
     def __init__(self, root=None, split: str = "train", global_variation: float = 0.0,
                  n_train: int = 4000, n_val: int = 500, size=(64, 128), seed: int = 0):
-        if split not in ("train", "val"):
+        if split not in self.splits:
             raise ValueError(f"toy-city has splits 'train' and 'val', got {split!r}")
         if root is None:
             gv = float(global_variation)

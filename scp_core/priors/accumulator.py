@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..labels import as_label_tensor, check_ids
+from ..labels import check_ids, label_batch
 from .scp import FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, SpatialPrior
 
 __all__ = ["PriorAccumulator"]
@@ -37,7 +37,7 @@ class PriorAccumulator:
 
     Args:
         num_classes: number of label ids ``K`` (ids ``0 .. K-1``; give ignore ids a class
-            of their own with :func:`map_ignore`).
+            of their own with :func:`scp_core.labels.map_ignore`).
         latent_shape: ``(C, H, W)`` of one latent.
         device: where the running statistics live (default CPU).
 
@@ -74,13 +74,11 @@ class PriorAccumulator:
         if not isinstance(latents, torch.Tensor) or latents.dim() != 4:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"latents must be a [B, C, H, W] tensor, got {shape}")
-        labels = as_label_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
+        labels = label_batch(labels)
         if tuple(latents.shape[1:]) != self.latent_shape:
             raise ValueError(f"latents have shape {tuple(latents.shape[1:])} per image but this "
                              f"accumulator was made for latent_shape={self.latent_shape}")
-        if labels.dim() != 3 or labels.shape[0] != latents.shape[0] or tuple(labels.shape[1:]) != (H, W):
+        if labels.shape[0] != latents.shape[0] or tuple(labels.shape[1:]) != (H, W):
             raise ValueError(
                 f"labels must be [B, H, W] = [{latents.shape[0]}, {H}, {W}] to match the latents, got "
                 f"{tuple(labels.shape)}; downsample full-size maps with downsample_labels(labels, ({H}, {W}))")
@@ -89,7 +87,7 @@ class PriorAccumulator:
         x = latents.detach().to(device=self.mean.device, dtype=torch.float64)
         if not torch.isfinite(x).all():
             raise ValueError("latents contain NaN or Inf; check the VAE encoding (half precision overflow?)")
-        labels = labels.to(self.mean.device).long()
+        labels = labels.to(self.mean.device)
         check_ids(labels, K)
 
         B = x.shape[0]

@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 
 from .accumulator import PriorAccumulator
+from .files import prior_kind
 from .gaussian import GaussianAccumulator, mvn_draw
 from .scp import MIN_COUNT, JointPrior, cell_lookup
 
@@ -77,6 +78,7 @@ class GlobalJointAccumulator:
                                 provenance=provenance or {})
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class GlobalJointPrior(JointPrior):
     """The joint prior of residuals ``x0 - g`` plus one draw of the global factor ``g`` per image.
@@ -256,6 +258,7 @@ class MixtureJointAccumulator:
                                  provenance={**(provenance or {}), "clusters": self.choice})
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class MixtureJointPrior(JointPrior):
     """``k`` joint priors, one per cluster of images' global factors, mixed by cluster frequency.

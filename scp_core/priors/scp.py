@@ -1,4 +1,4 @@
-"""Noise priors of SCP-Diff (Gao et al., ECCV 2024, Eqs. 5-8) and the step-muT noising of Eq. 6.
+"""Noise priors of SCP-Diff (Gao et al., ECCV 2024, Eqs. 5-8); the step-muT noising of Eq. 6 is the sampler's.
 
 A *reference set* of N real latents ``x0`` (VAE posterior samples times the scale factor)
 with their label maps downsampled to latent size gives Gaussian statistics of latent
@@ -12,21 +12,17 @@ with their label maps downsampled to latent size gives Gaussian statistics of la
 At inference a label map selects a per-token ``(mean, std)`` (the *distribution map*), a
 draw ``x ~ N(mean, std^2)`` is noised to step muT (Eq. 6) and DDIM denoises from there.
 
-:class:`PriorAccumulator` keeps exact, streaming float64 statistics. It stores only the
-finest grouping, per ``(class, y, x)``: count, mean and sum of squared deviations ``M2``
-(Welford's running moments, batches combined with Chan et al.'s parallel rule). The
-categorical, spatial and global statistics are *exact* pooled reductions of those cells,
-so one scatter per batch serves all three priors and shards merge without loss.
-
-Variances are population variances (divide by the count), the maximum-likelihood Gaussian.
+The statistics come from :class:`~scp_core.priors.accumulator.PriorAccumulator` (exact,
+streaming; described there). Variances are population variances (divide by the count), the
+maximum-likelihood Gaussian.
 Names: ``mean`` / ``std`` are a Gaussian's; ``mu`` in this project is always the step
 fraction of Eq. 6 (DDIM starts at step ``mu T``), never a mean. ``priors.definitions`` holds
-the same three priors written as their definitions, for reading and for the tests.
+the same three priors written as their definitions, for reading and for the tests. Their files
+(format, saving, loading, the table of kinds) live in :mod:`.files`.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +30,10 @@ from typing import Sequence
 
 import torch
 
-from ..io import save_safetensors
-from ..labels import as_label_tensor, check_ids
+from ..labels import check_ids, label_batch
+from .files import prior_kind, prior_metadata, save_prior
 
 __all__ = [
-    "noise_to_step",
     "Prior",
     "NormalPrior",
     "SpatialPrior",
@@ -50,22 +45,6 @@ __all__ = [
 
 FALLBACKS = ("class", "spatial")
 MIN_COUNT = 5  # joint cells seen fewer times than this fall back to the class (or spatial) statistics
-FORMAT_VERSION = "1"
-
-
-def noise_to_step(x: torch.Tensor, alpha_bar_t, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 6: ``x_t = sqrt(alpha_bar_t) * x + sqrt(1 - alpha_bar_t) * eps``, ``eps ~ N(0, I)``.
-
-    Args:
-        x: a clean sample (a prior draw or a real latent ``x0``), ``[B, C, H, W]``.
-        alpha_bar_t: cumulative alpha at the target step (float or 0-d tensor) in [0, 1].
-        generator: source of ``eps`` (on ``x``'s device).
-    """
-    a = float(alpha_bar_t)
-    if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha_bar_t must lie in [0, 1], got {a}")
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return math.sqrt(a) * x + math.sqrt(1.0 - a) * eps
 
 
 # --------------------------------------------------------------------------- priors
@@ -104,11 +83,7 @@ class Prior:
     # ---- checks
     def check_labels(self, labels) -> torch.Tensor:
         """Validate label maps against this prior; returns them as ``[B, H, W]`` int64."""
-        labels = as_label_tensor(labels)
-        if labels.dim() == 2:
-            labels = labels[None]
-        if labels.dim() != 3:
-            raise ValueError(f"labels must be [B, H, W] at latent size, got shape {tuple(labels.shape)}")
+        labels = label_batch(labels)
         if self.latent_shape is not None and tuple(labels.shape[1:]) != tuple(self.latent_shape[1:]):
             h, w = self.latent_shape[1:]
             raise ValueError(
@@ -117,7 +92,7 @@ class Prior:
                 "or build a prior for this resolution")
         if self.num_classes is not None:
             check_ids(labels, self.num_classes)
-        return labels.long()
+        return labels
 
     def check_compatible(self, num_classes: int | None = None, latent_shape: Sequence[int] | None = None) -> None:
         """Refuse, saying what differs, if this prior does not fit a model / label set."""
@@ -148,7 +123,7 @@ class Prior:
             return int(mean.shape[-3] if mean.dim() >= 3 else mean.shape[-1])
         return None
 
-    # ---- persistence
+    # ---- persistence (the file format lives in scp_core.priors.files)
     def _extra_meta(self) -> dict:
         """Scalar fields written to the file's metadata (JSON) beside the tensors."""
         return {}
@@ -163,30 +138,19 @@ class Prior:
         return {}
 
     def metadata(self) -> dict[str, str]:
-        meta = {
-            "format": "scp-prior", "format_version": FORMAT_VERSION, "kind": self.kind,
-            "num_classes": json.dumps(self.num_classes), "latent_shape": json.dumps(
-                list(self.latent_shape) if self.latent_shape is not None else None),
-            "num_images": str(int(self.num_images)), "provenance": json.dumps(self.provenance or {}),
-        }
-        meta.update({k: json.dumps(v) for k, v in self._extra_meta().items()})
-        return meta
+        """The metadata of this prior's file (:func:`~scp_core.priors.files.prior_metadata`)."""
+        return prior_metadata(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the prior as safetensors with its metadata, atomically, to the file ``path``."""
-        if Path(path).is_dir():
-            raise IsADirectoryError(f"cannot save the prior to {path}: it is a folder; give a file path "
-                                    f"such as {Path(path) / 'prior.safetensors'}")
-        tensors = {n: getattr(self, n).detach().cpu().contiguous() for n in self.TENSORS}
-        if not tensors:  # safetensors needs at least a header; keep a marker tensor
-            tensors = {"_empty": torch.zeros(0)}
-        return save_safetensors(tensors, path, metadata=self.metadata())
+        """Write the prior to the file ``path``, atomically (:func:`~scp_core.priors.files.save_prior`)."""
+        return save_prior(self, path)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_classes={self.num_classes}, latent_shape={self.latent_shape}, "
                 f"num_images={self.num_images})")
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class NormalPrior(Prior):
     """N(0, I): the standard start of DDIM (with ``mu = 1`` this is plain ControlNet)."""
@@ -215,6 +179,7 @@ class NormalPrior(Prior):
         return {"latent_channels": json.loads(meta["latent_channels"])}
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class SpatialPrior(Prior):
     """Eq. 5: per-position mean and std ``[C, H, W]``, the same for every label map."""
@@ -235,6 +200,7 @@ class SpatialPrior(Prior):
         return mean.expand(B, *mean.shape).clone(), std.expand(B, *std.shape).clone()
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class CategoricalPrior(Prior):
     """Eq. 7: per-class mean and std ``[K, C]``, indexed by the label of each token."""
@@ -256,6 +222,7 @@ class CategoricalPrior(Prior):
         return mean, std
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class JointPrior(Prior):
     """Eq. 8: per ``(class, y, x)`` mean and std ``[K, C, H, W]`` with rare cells filled in.

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .files import prior_kind
 from .gaussian import GaussianAccumulator, mvn_draw
 from .scp import Prior
 
@@ -60,6 +61,7 @@ class SignalLeakAccumulator:
                                provenance=provenance or {})
 
 
+@prior_kind
 @dataclass(eq=False, repr=False)
 class SignalLeakPrior(Prior):
     """Everaert et al.'s signal leak: low frequencies from a fitted Gaussian, the rest white noise.

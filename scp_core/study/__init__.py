@@ -2,7 +2,8 @@
 
 Notebooks stay thin: they take their :class:`Settings` from :func:`settings`, call the functions
 here, plot, and write their numbers with :func:`write_metrics`. Everything is seeded; every number
-carries the sample count it rests on and, where affordable, a 95 % bootstrap interval.
+carries the sample count it rests on and a 95 % interval from the paired resampling of maps and reference
+images (``metrics.resampling``).
 
 * :mod:`.settings` -- profiles and their defaults (one table);
 * :mod:`.context` -- what a kernel loads once (pipelines, datasets, segmenters, priors);
@@ -10,6 +11,8 @@ carries the sample count it rests on and, where affordable, a 95 % bootstrap int
   together for the settings of one table, with paired intervals;
 * :mod:`.experiments` -- Table 1, Fig. 3, Fig. 8, Table 3, Table 2;
 * :mod:`.global_factors` -- notebook 08's priors that keep global factors, in the same harness;
+* :mod:`.transfer` -- notebook 10: priors of one regime on a model of another;
+* :mod:`.schedules` -- notebook 09: the noise schedule's signal leak and zero terminal SNR;
 * :mod:`.output` -- figures, tables and metrics files;
 * :mod:`.method` -- the method in one picture (label map, prior draw, Eq. 6, DDIM, image).
 

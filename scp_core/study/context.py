@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..data import get_dataset, images_labels
-from ..io import REPO_ROOT
+from ..data import dataset_at_size, images_labels
+from ..data.profiles import TOY_PIPELINE, repo_path
 from ..metrics import HFSegmenter, InceptionFeatures, SegmenterFeatures
 from ..metrics.toy_segmenter import load_toy_segmenter
 from ..models import default_device
-from ..pipeline import TOY_PIPELINE_DIR
-from ..pipeline import load_pipeline as load_pipeline_folder
+from ..pipeline import load_stack
 from ..priors import NormalPrior
 from ..reference import cached_accumulator, reference_accumulator, reference_provenance
 from .settings import Settings
@@ -43,40 +41,25 @@ class Context:
 CONTEXT = Context()
 
 
-def _folder(path) -> Path | None:
-    """A settings path as an absolute path (relative ones are taken from the repository); ``None`` stays ``None``."""
-    if not path:
-        return None
-    path = Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
 def load_pipeline(s: Settings):
-    """The profile's pipeline (the committed toy zoo by default): float32 on the CPU for the toy
-    profiles, the default device and dtype at real scale."""
+    """The profile's pipeline, loaded by its scale's rule (``pipeline.load_stack``: float32 on the CPU for the
+    toy profiles, the default device and dtype at real scale)."""
     def make():
         torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("SCP_THREADS", "2"))))
-        if s.metric == "FD-toy":
-            return load_pipeline_folder(_folder(s.pipeline), device="cpu", dtype=torch.float32,
-                                        trained=_folder(s.trained))
-        return load_pipeline_folder(_folder(s.pipeline), device=default_device(), dtype=None,
-                                    trained=_folder(s.trained))
+        return load_stack(repo_path(s.pipeline), s.scale, trained=repo_path(s.trained))
     return CONTEXT.get(("pipe", s.pipeline, s.trained), make)
 
 
 def training_facts(s: Settings) -> dict:
     """What the profile's stack recorded about its training (``training_facts.json`` beside its pipeline folder)."""
-    return json.loads((_folder(s.pipeline or TOY_PIPELINE_DIR).parent / "training_facts.json").read_text())
+    return json.loads((repo_path(s.pipeline or TOY_PIPELINE).parent / "training_facts.json").read_text())
 
 
 def load_data(s: Settings, split: str):
     """The dataset of a split with the profile's options (real scale: at the pipeline's image size)."""
-    def make():
-        options = dict(s.dataset_options)
-        if s.metric != "FD-toy" and "size" not in options:
-            # real scale: the images at the size the pipeline was fine-tuned at (the loaders resize)
-            options["size"] = tuple(load_pipeline(s).image_size)
-        return get_dataset(s.dataset, root=s.data_root, split=split, **options)
+    def make():  # real scale: at the size the pipeline was fine-tuned at (the toy data has its own)
+        return dataset_at_size(s.dataset, s.data_root, split, None if s.is_toy else load_pipeline(s).image_size,
+                               s.dataset_options)
     key = ("data", s.dataset, s.data_root, split, json.dumps(s.dataset_options, sort_keys=True, default=str))
     return CONTEXT.get(key, make)
 
@@ -86,7 +69,7 @@ def load_segmenter(s: Settings | None = None):
     folder = s.segmenter if s is not None else None
 
     def make():
-        path = _folder(folder)
+        path = repo_path(folder)
         cfg = path / "config.json" if path is not None else None
         if cfg is not None and cfg.is_file() and "channels" in json.loads(cfg.read_text()):
             return load_toy_segmenter(path)

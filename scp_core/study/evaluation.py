@@ -23,15 +23,15 @@ import numpy as np
 import torch
 
 from ..data import images_labels, to_float
+from ..data.profiles import SECOND_SEGMENTER, repo_path
 from ..metrics import SegmentationMeter, extract_features
 from ..metrics.resampling import (N_BOOT, Draws, difference, draw_indices, frechet_draws, interval,
                                   segmentation_draws)
 from ..metrics.verdict import best_text, compare, relation_of_difference
-from .context import CONTEXT, _folder, eval_set, feature_extractor, load_data, load_segmenter
+from .context import CONTEXT, eval_set, feature_extractor, load_data, load_segmenter
 from .settings import Settings
 
 FEATURE_BATCH = 100  # images per feature-extractor pass; part of every committed FD (conv sums round per batch)
-SECOND_SEGMENTER = "zoo/toy/segmenter-b"  # the toy profiles' second judge of mIoU / accuracy
 SMOKE_BOOT = 50  # resamples in smoke runs (they check the code path)
 
 # column -> (what a reader sees, lower is better, decimals)
@@ -42,7 +42,7 @@ COLUMNS = {"fd": (None, True, 3), "miou": ("mIoU", False, 1), "acc": ("accuracy"
 
 def second_judge(s: Settings) -> bool:
     """Whether ``s`` is scored by the second judge too (the toy profiles, whose FD-toy and mIoU share a network)."""
-    return s.metric == "FD-toy" and not s.smoke
+    return s.is_toy and not s.smoke
 
 
 def column_label(s: Settings, col: str) -> str:
@@ -123,7 +123,7 @@ class Comparison:
         item = {"cms": {"miou": _confusions(load_segmenter(s), ds, images_u8, self.labels)},
                 "feats": {"fd": _features(s, images_u8).numpy()}}
         if self.judge_b:
-            seg_b = load_segmenter(replace(s, segmenter=str(_folder(SECOND_SEGMENTER))))
+            seg_b = load_segmenter(replace(s, segmenter=str(repo_path(SECOND_SEGMENTER))))
             item["cms"]["miou_b"] = _confusions(seg_b, ds, images_u8, self.labels)
             item["feats"]["fid"] = _features(s, images_u8, inception=True).numpy()
         self.items[name] = item

@@ -9,17 +9,18 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..data import to_float, to_uint8
+from ..data.profiles import SEED_BASE, seed_folder
 from ..metrics import diversity, load_lpips
 from ..metrics.resampling import N_BOOT, Draws, difference, draw_indices, interval
 from ..metrics.verdict import compare, relation_of_difference
 from ..priors import NormalPrior
-from ..sampling import ddim_timesteps, resolve_mu
 from .context import build_priors, eval_set, load_pipeline
 from .evaluation import Comparison
 from .settings import PRIOR_KINDS, Settings
@@ -50,20 +51,25 @@ def prior_summary(priors: dict, class_names) -> pd.DataFrame:
                      "cells with fallback among seen": int((joint.fallback_mask[c] & seen).sum())})
     return pd.DataFrame(rows)
 
-def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = None, x0=None,
-             seed_offset: int = 0, steps: int | None = None) -> torch.Tensor:
-    """uint8 images ``[n, H, W, 3]`` for label maps; sample ``i`` uses seed ``seed + seed_offset + i``.
+class Generated(NamedTuple):
+    """What :func:`generate` returns: uint8 images ``[n, H, W, 3]`` and the ``mu`` and ``t_start`` that ran."""
 
-    ``mu=None``: the prior's step fraction by :func:`scp_core.sampling.resolve_mu` (the normal
-    prior at 1, the others at ``s.mu``); with ``x0`` (Fig. 3), ``mu`` is the start level.
+    images: torch.Tensor
+    mu: float
+    t_start: int
+
+
+def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = None, x0=None,
+             seed_offset: int = 0, steps: int | None = None) -> Generated:
+    """Images for label maps; sample ``i`` uses seed ``seed + seed_offset + i``.
+
+    ``mu=None``: the pipeline's rule (:func:`scp_core.sampling.resolve_mu`: the normal prior at 1, the
+    others at ``s.mu``); with ``x0`` (Fig. 3), ``mu`` is the start level. The result says which ran.
     """
-    pipe = load_pipeline(s)
-    if x0 is None:
-        mu = resolve_mu(prior, mu, default=s.mu)
-    out = pipe(labels, prior=prior, mu=mu, num_inference_steps=steps or s.steps,
-               guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
-               output_type="np", x0=x0, progress=True)
-    return torch.as_tensor(out.images)
+    out = load_pipeline(s)(labels, prior=prior, mu=mu, default_mu=s.mu, num_inference_steps=steps or s.steps,
+                           guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
+                           output_type="np", x0=x0, progress=True)
+    return Generated(torch.as_tensor(out.images), out.mu, out.t_start)
 
 def trajectory(s: Settings, labels: torch.Tensor, prior, mu: float | None = None) -> tuple[list[int], torch.Tensor]:
     """What the model believes at every kept DDIM step, for one label map: the decoded x0-predictions.
@@ -74,10 +80,10 @@ def trajectory(s: Settings, labels: torch.Tensor, prior, mu: float | None = None
     start they already hold the map's colours. Returns the timesteps and uint8 images ``[steps, H, W, 3]``.
     """
     pipe = load_pipeline(s)
-    mu = resolve_mu(prior, mu, default=s.mu)
     steps, preds = [], []
-    pipe(labels[:1], prior=prior, mu=mu, num_inference_steps=s.steps, guidance_scale=s.guidance, seed=s.seed,
-         output_type="latent", progress=False, x0_callback=lambda i, t, x0: (steps.append(t), preds.append(x0)))
+    pipe(labels[:1], prior=prior, mu=mu, default_mu=s.mu, num_inference_steps=s.steps, guidance_scale=s.guidance,
+         seed=s.seed, output_type="latent", progress=False,
+         x0_callback=lambda i, t, x0: (steps.append(t), preds.append(x0)))
     return steps, to_uint8(pipe.decode(torch.cat(preds))).cpu()
 
 def prior_comparison(s: Settings, kinds=PRIOR_KINDS,
@@ -91,15 +97,14 @@ def prior_comparison(s: Settings, kinds=PRIOR_KINDS,
     _, labels = eval_set(s)
     comp, meta, images = Comparison(s, labels), [], {}
     for k in kinds:
-        mu = resolve_mu(priors[k], default=s.mu)
         t = time.time()
-        images[k] = generate(s, labels, prior=priors[k], mu=mu)
-        meta.append({"prior": k, "mu": mu, "sample_s": round(time.time() - t, 1)})
+        gen = generate(s, labels, prior=priors[k])
+        images[k] = gen.images
+        meta.append({"prior": k, "mu": gen.mu, "sample_s": round(time.time() - t, 1)})
         comp.add(k, images[k])
     return pd.DataFrame([{**m, **comp.row(m["prior"])} for m in meta]), images, comp
 
-TRAINING_SEEDS = {1: "zoo/toy-seeds/seed1", 2: "zoo/toy-seeds/seed2"}  # seed 0: the committed zoo/toy
-SEED_BASE = "zoo/toy-locked/pipeline"  # their frozen parts: zoo/toy's VAE, the toy recipe's base UNet
+TRAINING_SEEDS = {k: seed_folder(k) for k in (1, 2)}  # seed 0: the committed zoo/toy
 
 
 def seed_study(s: Settings, seed0: tuple[pd.DataFrame, Comparison], kinds=PRIOR_KINDS,
@@ -137,7 +142,7 @@ def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: in
 
 
 def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100,
-                      images: dict | None = None) -> pd.DataFrame:
+                      images: dict | None = None, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """The global-factor diagnostic (docs/method.md, section 4): the spread of per-image mean brightness.
 
     Independent token draws *could* average per-image global factors (lighting) away, and then, if the
@@ -145,8 +150,12 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
     real ones; this measures whether they do. Returns the std (and mean) over ``n`` maps and ``spread
     ratio``, the std over real's, with its 95 % interval (the maps resampled once for both sets: paired).
     ``images``: ``{kind: uint8 images}`` already generated for the first ``n`` (or more) evaluation maps
-    with the same seeds (e.g. by :func:`prior_comparison`), used instead of sampling them again.
+    with the same seeds by :func:`prior_comparison`, used instead of sampling them again, and ``table``, its
+    table (the ``mu`` each prior ran at).
     """
+    if images and table is None:
+        raise ValueError("global_brightness: images from prior_comparison come with its table (the mu each "
+                         "prior ran at): pass table=<prior_comparison's table>")
     priors = build_priors(s)
     img, labels = eval_set(replace(s, n_eval=n))
     b_real = (img.float() / 255).mean(dim=(1, 2, 3)).numpy()
@@ -158,8 +167,10 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
                 "spread ratio": ratio, "spread ratio 95% CI": list(ratio_ci), "n": int(len(u8))}
     rows = [row("real", None, img)]
     for k in kinds:
-        mu = resolve_mu(priors[k], default=s.mu)
-        gen = images[k][:len(labels)] if images and k in images else generate(s, labels, prior=priors[k], mu=mu)
+        if images and k in images:  # Table 1's images and the mu they ran at
+            gen, mu = images[k][:len(labels)], float(table.set_index("prior").mu[k])
+        else:
+            gen, mu, _ = generate(s, labels, prior=priors[k])
         rows.append(row(f"{k} prior", mu, gen))
     return pd.DataFrame(rows)
 
@@ -177,13 +188,14 @@ def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> tuple[pd.DataF
     x0 = pipe.encode(to_float(img), generator=torch.Generator().manual_seed(s.seed))
     comp, meta = Comparison(s, labels), []
     for mu in mus:
-        comp.add(f"x0 mu={mu:g}", generate(s, labels, x0=x0, mu=mu))
-        t0 = int(ddim_timesteps(pipe.scheduler, s.steps, mu)[0])
-        meta.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": mu, "kind": "reconstruction", "t_start": t0,
-                     "signal": float(pipe.scheduler.alphas_cumprod[t0].sqrt()), "name": f"x0 mu={mu:g}"})
-    comp.add("N(0, I)", generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1])))
-    t0 = int(ddim_timesteps(pipe.scheduler, s.steps, 1.0)[0])
-    meta.append({"start": "N(0, I)", "mu": 1.0, "kind": "generation", "t_start": t0,
+        gen = generate(s, labels, x0=x0, mu=mu)
+        comp.add(f"x0 mu={mu:g}", gen.images)
+        meta.append({"start": "N(sqrt(a) x0, (1-a) I)", "mu": gen.mu, "kind": "reconstruction",
+                     "t_start": gen.t_start, "signal": float(pipe.scheduler.alphas_cumprod[gen.t_start].sqrt()),
+                     "name": f"x0 mu={mu:g}"})
+    gen = generate(s, labels, prior=NormalPrior(latent_channels=x0.shape[1]))
+    comp.add("N(0, I)", gen.images)
+    meta.append({"start": "N(0, I)", "mu": gen.mu, "kind": "generation", "t_start": gen.t_start,
                  "signal": 0.0, "name": "N(0, I)"})
     return pd.DataFrame([{**m, **comp.row(m["name"])} for m in meta]), comp
 
@@ -197,10 +209,11 @@ def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"),
     comp, meta = Comparison(s, labels), []
     for k in kinds:
         for mu in mus:
-            comp.add(f"{k} mu={mu:g}", generate(s, labels, prior=priors[k], mu=mu))
+            comp.add(f"{k} mu={mu:g}", generate(s, labels, prior=priors[k], mu=mu).images)
             meta.append({"prior": k, "mu": mu, "name": f"{k} mu={mu:g}"})
-    comp.add("normal mu=1", generate(s, labels, prior=priors["normal"]))
-    meta.append({"prior": "normal", "mu": 1.0, "name": "normal mu=1"})
+    gen = generate(s, labels, prior=priors["normal"])
+    comp.add(f"normal mu={gen.mu:g}", gen.images)
+    meta.append({"prior": "normal", "mu": gen.mu, "name": f"normal mu={gen.mu:g}"})
     return pd.DataFrame([{**m, **comp.row(m["name"])} for m in meta]), comp
 
 
@@ -217,9 +230,8 @@ def diversity_study(s: Settings, k: int = 8, n_maps: int = 32, kinds=("normal", 
     _, labels = eval_set(replace(s, n_eval=n_maps))
     rows, grids = [], {}
     for kind in kinds:
-        mu = resolve_mu(priors[kind], default=s.mu)
         lab = labels.repeat_interleave(k, 0)
-        gen = generate(s, lab, prior=priors[kind], mu=mu, seed_offset=10_000)
+        gen, mu, _ = generate(s, lab, prior=priors[kind], seed_offset=10_000)
         groups = to_float(gen).view(len(labels), k, 3, *gen.shape[1:3])
         d = diversity(groups, lpips_net=lpips_net, progress=False, require_lpips=not s.smoke)
         per_map = {m: (None if d.get(f"{m}_per_map") is None else np.asarray(d[f"{m}_per_map"], float))

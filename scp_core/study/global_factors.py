@@ -20,7 +20,6 @@ from ..priors import NormalPrior
 from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator
 from ..priors.signal_leak import SignalLeakAccumulator
 from ..reference import reference_batches, reference_provenance
-from ..sampling import resolve_mu
 from .context import CONTEXT, build_priors, eval_set, load_data, load_pipeline
 from .evaluation import Comparison
 from .experiments import generate, spread_ratio
@@ -96,9 +95,8 @@ def comparison(s: Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict, Com
     b_real = brightness(real)
     comp, meta, images = Comparison(s, labels), [], {}
     for k in kinds:
-        mu = resolve_mu(priors[k], default=s.mu)    # the normal prior at 1 (plain ControlNet), the others at s.mu
         t = time.time()
-        gen = generate(s, labels, prior=priors[k], mu=mu)
+        gen, mu, _ = generate(s, labels, prior=priors[k])  # the normal prior at 1 (plain ControlNet), others at s.mu
         sample_s = round(time.time() - t, 1)
         comp.add(k, gen)
         ratio, ratio_ci = spread_ratio(brightness(gen), b_real, seed=s.seed)

@@ -1,9 +1,10 @@
 """The study's settings: one table that the notebooks and ``scpdiff`` read.
 
-The table has four parts, each value written once:
+The table has five parts, each value written once:
 
-* :data:`PROFILES` -- each profile's defaults (a :class:`Settings`): dataset, pipeline, dataset
-  options (CamVid's hold-out), guidance, batch size, metric, segmenter, evaluation splits, counts;
+* :data:`PROFILES` -- each profile's defaults (a :class:`Settings`): its row of ``data.profiles`` (dataset,
+  scale, pipeline and segmenter folders, dataset options such as CamVid's hold-out) and the study's knobs
+  (guidance, batch size, metric, evaluation splits, counts);
 * :data:`NOTEBOOKS` -- each notebook's (and each command's) own counts, the same on every profile;
 * :data:`PROFILE_PARAMS` -- where a profile departs from them (CamVid's counts fit a 2-core CPU);
 * :data:`SMOKE` / :data:`SMOKE_PARAMS` -- the tiny counts of smoke runs (the test suite's);
@@ -19,7 +20,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from ..data import CAMVID_DUSK_HOLDOUT
+from ..data.profiles import PROFILES as PROFILE_TABLE
+from ..data.profiles import data_root
 from ..io import REPO_ROOT
 from ..priors import MIN_COUNT
 from ..sampling import DEFAULT_MU
@@ -34,8 +36,12 @@ class Settings:
     student's quick run (minutes, real step count); the two exclude each other.
 
     Attributes:
-        profile: a key of :data:`PROFILES`.
-        dataset: dataset registry name; ``pipeline``: pipeline folder (``None``: the toy zoo).
+        profile: a key of :data:`PROFILES` (and of ``data.profiles.PROFILES``, where its dataset, scale and
+            folders come from).
+        dataset: dataset registry name; ``pipeline``: pipeline folder, relative to the repository (``None``:
+            given at run time).
+        scale: ``"toy"`` or ``"real"`` (``data.profiles``): how the pipeline loads, which data the
+            environment may name.
         trained: a folder of trained modules (UNet, ControlNet) replacing the pipeline folder's own: the
             daylight toy ControlNet from another training seed (``zoo/toy-seeds/seed<N>``).
         n_ref: reference images for the priors (at most the training split's size).
@@ -48,13 +54,15 @@ class Settings:
             overwrite reference results).
         data_root: the dataset's folder (``None``: the dataset's default).
         segmenter: a transformers segmentation folder, or one written by ToySegmenter (``None``: the toy one).
-        metric: ``FD-toy``, or ``FID`` at real scale (pytorch-fid Inception; its weights must be present).
+        metric: ``FD-toy`` on the toy scale, ``FID`` at real scale (pytorch-fid Inception; its weights must be
+            present).
         dataset_options: keywords of the dataset class (size, CamVid's hold-out).
         eval_splits: the splits of the evaluation maps and real references, concatenated.
     """
 
     profile: str
     dataset: str
+    scale: str
     pipeline: str | None = None
     trained: str | None = None
     n_ref: int
@@ -76,6 +84,10 @@ class Settings:
     eval_splits: tuple = ("val",)
 
     @property
+    def is_toy(self) -> bool:
+        return self.scale == "toy"
+
+    @property
     def reports(self) -> Path:
         if self.out_dir:
             return Path(self.out_dir)
@@ -94,30 +106,25 @@ class Settings:
 FIELDS = frozenset(f.name for f in fields(Settings))
 N_REF = 2000  # reference images the prior-building notebooks ask for: every training image where a split has fewer
 
-# toy-city and the committed toy zoo; n_eval: the evaluation count of a run that names none of its own
-_TOY = Settings(profile="toy", dataset="toy-city", n_ref=N_REF, n_eval=500, batch_size=50, metric="FD-toy")
+def _profile_settings(name: str, **knobs) -> Settings:
+    """The study's row of a profile: the table's dataset, scale, folders and options (``data.profiles``), the
+    metric its scale is scored with, and the study's own knobs."""
+    p = PROFILE_TABLE[name]
+    return Settings(profile=name, dataset=p.dataset, scale=p.scale, pipeline=p.pipeline, segmenter=p.segmenter,
+                    dataset_options=dict(p.dataset_options), metric="FD-toy" if p.is_toy else "FID", **knobs)
+
+
+# n_eval: the evaluation count of a run that names none of its own. Real scale: the paper's guidance, CamVid's
+# counts its 355 training and 101 validation frames (the hold-out excluded); pipeline, data and segmenter of
+# cityscapes and ade20k come from `scpdiff reproduce --pipeline --data-root --segmenter`.
+_TOY = dict(n_ref=N_REF, n_eval=500, batch_size=50)
 PROFILES = {
-    "toy": _TOY,
-    # real scale: the paper's settings; paths come from `scpdiff reproduce --pipeline --data-root --segmenter`
-    "cityscapes": Settings(profile="cityscapes", dataset="cityscapes", n_ref=2975, n_eval=500, guidance=4.0,
-                           batch_size=8, metric="FID"),
-    "ade20k": Settings(profile="ade20k", dataset="ade20k", n_ref=10000, n_eval=2000, guidance=7.5,
-                       batch_size=8, metric="FID"),
-    # real photographs on the CPU: CamVid at 192 x 256 (3:4, the native 360 x 480 scaled by 8/15), the
-    # pretrained TAEF2 autoencoder and the models of zoo/camvid (`scpdiff train --profile camvid`). The last
-    # 12 frames of the dusk sequence 0001TP are held out of every training and prior set (split "holdout"):
-    # 355 training frames, 101 validation frames.
-    "camvid": Settings(profile="camvid", dataset="camvid", pipeline="zoo/camvid/pipeline", n_ref=355, n_eval=101,
-                       batch_size=16, metric="FID", segmenter="zoo/camvid/segmenter",
-                       dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
-    # the daylight zoo fine-tuned on toy-city-gv (scp_core.training.toy.train_toy_gv)
-    "toy-gv": replace(_TOY, profile="toy-gv", dataset="toy-city-gv", pipeline="zoo/toy-gv/pipeline"),
-    # the same toy-gv stack with base UNet and ControlNet retrained under zero terminal SNR (notebook 09)
-    "toy-gv-zero-snr": replace(_TOY, profile="toy-gv-zero-snr", dataset="toy-city-gv",
-                               pipeline="zoo/toy-gv-zero-snr/pipeline"),
-    # a daylight ControlNet trained with the UNet frozen whole, same latent space (notebook 10)
-    "toy-locked": replace(_TOY, profile="toy-locked", pipeline="zoo/toy-locked/pipeline"),
+    **{name: _profile_settings(name, **_TOY) for name in ("toy", "toy-gv", "toy-gv-zero-snr", "toy-locked")},
+    "cityscapes": _profile_settings("cityscapes", n_ref=2975, n_eval=500, guidance=4.0, batch_size=8),
+    "ade20k": _profile_settings("ade20k", n_ref=10000, n_eval=2000, guidance=7.5, batch_size=8),
+    "camvid": _profile_settings("camvid", n_ref=355, n_eval=101, batch_size=16),
 }
+assert set(PROFILES) == set(PROFILE_TABLE), "every profile of data.profiles has the study's knobs"
 
 # Each notebook's counts on every profile, and the commands' (`scpdiff priors`, `scpdiff sample`).
 # Settings fields (n_ref, n_eval, eval_splits, ...) go into the notebook's Settings; the others are its own.
@@ -263,8 +270,8 @@ def settings(profile: str = "toy", smoke: bool | None = None, notebook: str | No
     # The environment names a real dataset and its models; the toy profiles generate their own data
     # and use the committed toy zoo, so it does not apply to them (a camvid root given to toy-city
     # would have it generate its images into that folder).
-    env = {} if base.metric == "FD-toy" else {
-        "pipeline": os.environ.get("SCP_PIPELINE"), "data_root": os.environ.get("SCP_DATA_ROOT"),
+    env = {} if base.is_toy else {
+        "pipeline": os.environ.get("SCP_PIPELINE"), "data_root": data_root(profile),
         "segmenter": os.environ.get("SCP_SEGMENTER")}
     given = {k: v for d in (table, env, overrides) for k, v in d.items() if v is not None}
     if "eval_splits" in given:  # a notebook parameter or flag may give a list, or one split's name
@@ -273,7 +280,7 @@ def settings(profile: str = "toy", smoke: bool | None = None, notebook: str | No
     s = replace(base, smoke=smoke, quick=quick, **given)
     if not s.eval_splits:
         raise ValueError("eval_splits is empty: name at least one split")
-    if s.metric == "FID" and not s.pipeline:
+    if not s.is_toy and not s.pipeline:
         raise ValueError(f"profile {profile!r} is real scale: give the fine-tuned pipeline folder "
                          "(`scpdiff reproduce --profile ... --pipeline DIR --data-root DIR --segmenter DIR`, "
                          "or SCP_PIPELINE / SCP_DATA_ROOT / SCP_SEGMENTER)")

@@ -26,7 +26,6 @@ import time
 import pandas as pd
 
 from ..priors import NormalPrior
-from ..sampling import resolve_mu
 from .context import build_priors, eval_set, load_pipeline
 from .evaluation import Comparison
 from .experiments import generate
@@ -79,9 +78,8 @@ def transfer_table(models: dict[str, tuple[Settings, str]], regimes: dict[str, S
         _, labels = eval_set(regimes[own])
         comps.update({(name, r): Comparison(sr, labels) for r, sr in regimes.items()})
         for start, prior in _starts(kind, priors, load_pipeline(sm).latent_shape[0]).items():
-            mu = resolve_mu(prior, default=sm.mu)
             t = time.time()
-            gen = generate(sm, labels, prior=prior, mu=mu)
+            gen, mu, _ = generate(sm, labels, prior=prior)
             for r in regimes:
                 comps[(name, r)].add(start, gen)
             b = brightness(gen)

@@ -8,7 +8,9 @@
 * :mod:`.stacks` -- what the stacks share: the stage runner, the ControlNet stage, the pipeline, PSNR;
 * :mod:`.toy` -- the toy and toy-gv stacks (:func:`~.toy.train_toy_stack`, :func:`~.toy.train_toy_gv`);
 * :mod:`.camvid` -- the real-image stack on TAEF2 latents (:func:`~.camvid.train_stack`);
-* :mod:`.report` -- the ``REPORT.md`` beside each trained pipeline.
+* :mod:`.report` -- the ``REPORT.md`` beside each trained pipeline;
+* :mod:`.entry` -- :func:`train_profile`, the one entry point: a profile's stack trained by the function that
+  trains it (what ``scpdiff train`` calls).
 
 Every stack is trained by this project's own code on the machine that runs it; the pipelines it
 writes are loaded with :func:`scp_core.pipeline.load_pipeline`. The stacks are imported from their
@@ -16,5 +18,7 @@ modules (they load the datasets, the pipeline and, for the real-image stack, the
 """
 from .finetune import finetune_controlnet
 from .loop import TrainConfig, fit, make_accelerator
+from .entry import TRAIN_OPTIONS, TRAIN_PROFILES, train_profile
 
-__all__ = ["TrainConfig", "fit", "make_accelerator", "finetune_controlnet"]
+__all__ = ["TrainConfig", "fit", "make_accelerator", "finetune_controlnet", "TRAIN_OPTIONS", "TRAIN_PROFILES",
+           "train_profile"]

@@ -37,11 +37,13 @@ from tqdm.auto import tqdm
 
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, get_dataset, images_labels, to_float
+from ..data.profiles import PROFILES
+from ..data.profiles import profile as profile_row
+from ..data.profiles import data_root as profile_data_root
 from ..io import follow_umask, save_safetensors, write_json, write_text
 from ..metrics.segmentation import evaluate_segmentation
 from ..metrics.toy_segmenter import ToySegmenter, train_toy_segmenter
 from ..models import make_scheduler, run_on_cpu, toy_text_conditioning, toy_unet
-from ..study.settings import settings
 from ..taef2 import TAEF2
 from .finetune import ControlNetWithUNet
 from .loop import fit
@@ -56,15 +58,16 @@ __all__ = ["train_stack", "train_segmenter", "rewrite_report", "load_images", "L
            "write_training_pack"]
 
 
-def _profile_dataset(profile: str, split: str, data_root=None):
-    s = settings(profile, smoke=False, quick=False)
-    ds = get_dataset(s.dataset, root=data_root or s.data_root, split=split, **s.dataset_options)
-    return ds, s
+def _profile_dataset(name: str, split: str, data_root=None):
+    """The profile's dataset (its row of ``data.profiles``: dataset, options, data folder) and the row."""
+    p = profile_row(name)
+    return get_dataset(p.dataset, root=profile_data_root(name, data_root), split=split, **p.dataset_options), p
 
 
-def _dirs(profile: str, out, work) -> tuple[Path, Path]:
-    """``out`` (default ``zoo/<profile>``) and ``work`` (default ``runs/<profile>``) as paths."""
-    return (Path(out) if out else REPO_ROOT / "zoo" / profile), (Path(work) if work else REPO_ROOT / "runs" / profile)
+def _dirs(name: str, out, work) -> tuple[Path, Path]:
+    """``out`` (default: the profile's zoo folder, ``zoo/<profile>``) and ``work`` (default ``runs/<profile>``)."""
+    zoo = PROFILES[name].zoo if name in PROFILES else REPO_ROOT / "zoo" / name
+    return (Path(out) if out else zoo), (Path(work) if work else REPO_ROOT / "runs" / name)
 
 
 def load_images(ds, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -164,7 +167,7 @@ def _training_set(profile, recipe: StackRecipe, data_root, limit, pack, work: Pa
         train, s = _profile_dataset(profile, "train", data_root)
         images, labels, names = load_images(train, limit)
         return (*_with_flips(images, labels, recipe.hflip), names, train, s)
-    s = settings(profile, smoke=False, quick=False)
+    s = profile_row(profile)
     z, labels, names, train, hflip = read_pack(pack, profile)
     if hflip != recipe.hflip:
         raise ValueError(f"the pack {pack} was written with hflip={hflip}, the recipe asks for {recipe.hflip}")

@@ -20,8 +20,8 @@ import torch
 from ..data import control_map, to_float
 from ..io import follow_umask, portable, write_json
 from ..models import controlnet_from_unet, make_scheduler
-from ..pipeline import MODULES_NAME, SCPDiffPipeline
-from ..pipeline_folder import HASHES_KEY, put_in_place, weight_hashes
+from ..pipeline import SCPDiffPipeline
+from ..pipeline_folder import HASHES_KEY, MODULES_NAME, put_in_place, weight_hashes
 from .finetune import prepare_controlnet_training
 from .loop import TrainConfig, fit
 from .losses import LatentCache, controlnet_loss_fn

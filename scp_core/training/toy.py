@@ -30,9 +30,10 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, ToyCity, get_dataset
+from ..data.profiles import PROFILES, TOY_PIPELINE_DIR, repo_path, seed_folder
 from ..io import write_json, write_text
 from ..models import make_scheduler, toy_text_conditioning, toy_unet, toy_vae
-from ..pipeline import TOY_PIPELINE_DIR, load_pipeline
+from ..pipeline import load_pipeline
 from .loop import TrainConfig, fit
 from .losses import LatentCache, fit_scale_factor, unet_loss_fn, vae_loss_fn
 from .recipes import TOY_BASE_DATASETS, TOY_FULL, TOY_GV_CONTROLNET
@@ -40,14 +41,13 @@ from .report import copy_loss_logs, write_toy_report
 from .stacks import (assemble_pipeline, controlnet_stage, read_facts, reconstruction_psnr, run_stage, save_half,
                      save_modules, write_facts)
 
-ZOO = REPO_ROOT / "zoo" / "toy"
+# The zoo folders each trainer writes by default: the table of data.profiles (toy-gv-zero-snr: the toy-gv stack
+# retrained under zero terminal SNR; toy-locked: a daylight ControlNet trained with the UNet frozen whole).
 PIPELINE_DIR = TOY_PIPELINE_DIR
-GV_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv" / "pipeline"
-# The toy-gv stack retrained under zero terminal SNR (``models.ZERO_SNR_SCHEDULER_CONFIG``), same VAE:
-# does SD's schedule keep plain ControlNet from painting night?
-GV_ZERO_SNR_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-gv-zero-snr" / "pipeline"
-# A daylight ControlNet trained with the UNet frozen whole (notebook 10: do priors need an unlocked decoder?)
-LOCKED_PIPELINE_DIR = REPO_ROOT / "zoo" / "toy-locked" / "pipeline"
+ZOO = PIPELINE_DIR.parent
+GV_PIPELINE_DIR = repo_path(PROFILES["toy-gv"].pipeline)
+GV_ZERO_SNR_PIPELINE_DIR = repo_path(PROFILES["toy-gv-zero-snr"].pipeline)
+LOCKED_PIPELINE_DIR = repo_path(PROFILES["toy-locked"].pipeline)
 RUNS = REPO_ROOT / "runs" / "toy"
 
 
@@ -291,12 +291,9 @@ def train_toy_locked(out: str | Path = LOCKED_PIPELINE_DIR, work: str | Path = R
     return facts
 
 
-SEEDS_DIR = REPO_ROOT / "zoo" / "toy-seeds"
-
-
 def seed_dir(seed: int) -> Path:
     """Where the daylight ControlNet stage trained with training seed ``seed`` lives (seed 0 is ``zoo/toy``)."""
-    return PIPELINE_DIR if seed == 0 else SEEDS_DIR / f"seed{seed}"
+    return PIPELINE_DIR if seed == 0 else repo_path(seed_folder(seed))
 
 
 def train_toy_seed(seed: int, out: str | Path | None = None, work: str | Path | None = None,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .models import SCHEDULES, make_scheduler
-from .sampling import ddim_denoise, ddim_timesteps
+from ..models import SCHEDULES, make_scheduler
+from ..sampling import ddim_denoise, ddim_timesteps
 
 
 def leak_table(steps: int = 20) -> pd.DataFrame:

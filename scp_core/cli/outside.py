@@ -1,14 +1,16 @@
-"""The ``scpdiff`` commands that bring models made elsewhere in: ``compose`` (any diffusers ControlNet on any
-Stable Diffusion base, training-free) and ``import-release`` (the authors' released checkpoint and statistics)."""
+"""The ``scpdiff`` commands that bring models made elsewhere in, as pipeline folders (and prior files) that
+``priors`` and ``sample`` then use: ``compose`` (any diffusers ControlNet on any Stable Diffusion base,
+training-free) and ``import-release`` (the authors' released checkpoint and statistics). Each writes its
+``--out`` as a whole, or nothing."""
 from __future__ import annotations
 
 import json
 
-from .cli_args import _int_at_least, _out_folder
+from .args import int_at_least, out_folder
 
 
 def _cmd_import_release(a) -> int:
-    from .release import import_release  # diffusers and transformers: loaded for this command only
+    from ..release import import_release  # diffusers and transformers: loaded for this command only
 
     config = None
     if a.model_config:
@@ -23,8 +25,8 @@ def _cmd_import_release(a) -> int:
 
 
 def _cmd_compose(a) -> int:
-    from .compose import compose_pipeline  # diffusers and transformers: loaded for this command only
-    from .io import atomic_folder
+    from ..compose import compose_pipeline  # diffusers and transformers: loaded for this command only
+    from ..io import atomic_folder
 
     with atomic_folder(a.out, overwrite=a.overwrite, marker="scp_pipeline.json") as tmp:  # a used --out: refused first
         pipe = compose_pipeline(a.base, a.controlnet, a.dataset, control=a.control, prompt=a.prompt,
@@ -39,7 +41,7 @@ def _cmd_compose(a) -> int:
     return 0
 
 
-def _add_compose(sub) -> None:
+def add_compose(sub) -> None:
     s = sub.add_parser("compose", help="a pipeline folder from any Stable Diffusion base folder and any diffusers "
                        "ControlNet folder, training-free (then `scpdiff priors` and `scpdiff sample` with it)")
     s.add_argument("--base", required=True, help="Stable Diffusion base folder, hub layout (no default)")
@@ -54,12 +56,12 @@ def _add_compose(sub) -> None:
     s.add_argument("--negative-prompt", default="", help="the CFG null prompt (default: empty)")
     s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="image size (default: the dataset's paper size)")
-    s.add_argument("--out", required=True, type=_out_folder, help="the pipeline folder to write (no default)")
+    s.add_argument("--out", required=True, type=out_folder, help="the pipeline folder to write (no default)")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier pipeline in --out (default: refuse)")
     s.set_defaults(fn=_cmd_compose)
 
 
-def _add_import_release(sub) -> None:
+def add_import_release(sub) -> None:
     s = sub.add_parser("import-release", help="convert the authors' released checkpoint (ControlNet repository "
                        "format) and / or statistics (*_mean_std.npy) into a pipeline folder and prior files")
     s.add_argument("--dataset", required=True, choices=["cityscapes", "ade20k", "coco-stuff"],
@@ -73,12 +75,12 @@ def _add_import_release(sub) -> None:
                    help="whose prompts the pipeline encodes and whose fallback the joint prior takes")
     s.add_argument("--fallback", choices=["spatial", "class"],
                    help="joint cells seen 0 times take these statistics (default: the convention's)")
-    s.add_argument("--diffusion-steps", type=_int_at_least(0, "--diffusion-steps"), default=799,
+    s.add_argument("--diffusion-steps", type=int_at_least(0, "--diffusion-steps"), default=799,
                    help="the authors' step index, recorded as this project's mu")
     s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (default: the dataset's)")
     s.add_argument("--model-config", help="JSON {ldm: cldm yaml as a dict, text_encoder: CLIPTextConfig} "
                    "(default: SD 2.1 base + ControlNet, cldm_v21.yaml)")
-    s.add_argument("--out", required=True, type=_out_folder,
+    s.add_argument("--out", required=True, type=out_folder,
                    help="output folder (no default), written as a whole; nothing is written on an error")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier import in --out (default: refuse)")
     s.set_defaults(fn=_cmd_import_release)
