@@ -149,6 +149,7 @@ def test_sample_into_a_used_folder_is_refused_and_overwrite_replaces_the_run_who
 
 
 @needs_toy
+@pytest.mark.slow  # long; its kin runs by default (see the README's testing note)
 def test_sigkill_during_sample_over_a_used_folder_always_leaves_one_complete_run(tmp_path, capsys):
     out = tmp_path / "samples"
     assert run_main(["sample", *TINY, "--n", "3", "--seed", "5", "--out", out], capsys)[0] == 0

@@ -173,6 +173,7 @@ def _one_process_pipeline(base: Path) -> Path:
     return one
 
 
+@pytest.mark.slow  # long; its kin runs by default (see the README's testing note)
 def test_readme_finetune_under_accelerate_with_two_processes(world):
     """``accelerate launch --multi_gpu --num_processes 2 -m scp_core.cli finetune --base ...``: every global
     batch is split across the two processes (DDP over gloo), checkpoints and the pipeline are written once."""

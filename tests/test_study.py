@@ -103,6 +103,7 @@ def test_fd_bootstrap_interval_covers_the_estimators_mean():
     assert raw / reps < 0.6, f"the raw interval should miss (it covered {raw}/{reps}); the test lost its power"
 
 
+@pytest.mark.slow  # long; its kin runs by default (see the README's testing note)
 def test_notebook_03_follows_its_profile_parameter(tmp_path):
     """Notebook 03 compares the settings its `profile` parameter names (toy-gv: toy-gv alone)."""
     assert study.comparison_profiles("toy") == ["toy", "toy-gv"] and study.comparison_profiles("toy-gv") == ["toy-gv"]
