@@ -16,17 +16,9 @@ from scp_core import cli, distributed
 from scp_core.cli import args as cli_args
 from scp_core.data import dataset_splits
 from scp_core.io import atomic_folder
+from test_cli import run_main  # scpdiff ARGV in this process: (exit status, stderr)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_main(argv, capsys) -> tuple[int, str]:
-    """``scpdiff ARGV`` in this process: (exit status, stderr)."""
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as e:  # argparse refuses an argument
-        code = e.code
-    return code, capsys.readouterr().err
 
 
 def refused_when_parsed(err: str, message: str) -> None:
