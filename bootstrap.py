@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,8 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONHASHSEED="0", MPLBACKEND="Agg")
     if job == "test":  # the style first (seconds), then the tests
+        if os.environ.get("SCP_BROWSER_TEST") == "1":
+            browser_setup(py)
         return _run([py, "-m", "ruff", "check", "."], env=env) or _run([py, "-m", "pytest", *rest], env=env)
     if job == "study":
         return _run([py, "-m", "scp_core.cli", "reproduce", "--profile", "toy", *rest], env=env)
@@ -106,14 +109,38 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def browser_setup(py: Path) -> None:
+    """What ``tests/test_browser.py`` needs (``SCP_BROWSER_TEST=1``, which ``.ci/run`` sets): JupyterLab,
+    ipywidgets and Selenium in ``.venv`` (the ``lab`` and ``browser`` extras) and Debian's ``chromium`` and
+    ``chromium-driver`` (apt, where this runs as root); no browser is downloaded. What cannot be installed is
+    reported here and the test skips naming it."""
+    if subprocess.call([str(py), "-c", "import jupyterlab, ipywidgets, selenium"], stderr=subprocess.DEVNULL) != 0:
+        pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        if _run(pip + ["-e", ".[lab,browser]"]) != 0:
+            print("bootstrap: WARNING: JupyterLab / Selenium could not be installed; the browser test will skip",
+                  file=sys.stderr, flush=True)
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        apt_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if (_run(["apt-get", "update", "-qq"], env=apt_env) == 0
+                and _run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], env=apt_env) == 0):
+            return
+    print("bootstrap: WARNING: Chromium and chromedriver are not installed (apt-get install chromium "
+          "chromium-driver, as root); the browser test will skip", file=sys.stderr, flush=True)
+
+
 def lab(py: Path, rest: list[str], env: dict) -> int:
     """JupyterLab (the ``lab`` extra) on ``notebooks/``; its ``python3`` kernel is this environment's Python."""
     if subprocess.call([str(py), "-c", "import jupyterlab"], stderr=subprocess.DEVNULL) != 0:
         pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
         if _run(pip + ["-e", ".[lab]"]) != 0:
             sys.exit("bootstrap: could not install JupyterLab (see the pip output above)")
+    # the kernel's own inline backend, not the batch jobs' Agg (under Agg, plt.show() in the widget draws nothing)
+    env = {k: v for k, v in env.items() if k != "MPLBACKEND"}
     env = dict(env, SCP_SMOKE=env.get("SCP_SMOKE", "0"))
-    return _run([py, "-m", "jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *rest], env=env)
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers often run as root
+    return _run([py, "-m", "jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *rest], env=env)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import ast
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from scp_core.metrics.resampling import draw_indices, frechet_draws, interval
 from scp_core.priors import load_prior
 from scp_core.reproduce import NOTEBOOKS
 from scp_core.study import context
+from scp_core.study.output import FIGURE_DPI
 from scp_core.study.settings import FIELDS, parameters
 from scp_core.study.settings import NOTEBOOKS as TABLE
 from scp_core.weights import weights_dir
@@ -65,6 +67,20 @@ def test_comparison_table_marks_our_rows(tmp_path):
     assert ours["ours"].tolist() == [2.0, 1.5] and all("n=300" in s for s in ours.source)
     assert ours.ours_metric.tolist() == ["FD-toy", "FD-toy"] and paper.ours_metric.tolist() == ["FID", "FID"]
     assert pd.isna(ours.cityscapes).all(), "our FD-toy never lands in the paper's FID columns"
+
+
+def test_comparison_table_carries_our_intervals_and_the_paired_difference(tmp_path):
+    rows = [{"prior": k, "fd": v, "fd_ci": [v - 0.1, v + 0.1], "n": 300, "metric": "FD-toy"}
+            for k, v in (("normal", 2.0), ("joint", 1.5))]
+    diff = {"a": "joint", "b": "normal", "column": "fd", "diff": -0.5, "diff_ci": [-0.7, -0.3], "text": "better"}
+    other = dict(diff, column="miou", diff=9.0)  # another column's comparison is not Table 2's
+    (tmp_path / "prior_comparison.json").write_text(json.dumps({"tables": {"toy": rows},
+                                                                "comparisons": {"toy": [other, diff]}}))
+    t = study.comparison_table(tmp_path).set_index("method")
+    ours = t[t.source.str.startswith("this project")]
+    assert ours.loc["SCP-Diff", "ours_ci"] == [1.4, 1.6] and ours.loc["ControlNet", "ours_ci"] == [1.9, 2.1]
+    assert ours.loc["SCP-Diff", "diff"] == -0.5 and ours.loc["SCP-Diff", "diff_ci"] == [-0.7, -0.3]
+    assert pd.isna(ours.loc["ControlNet", "diff"]) and ours.loc["SCP-Diff", "verdict"] == "better"
 
 
 def test_saved_tables_print_intervals_for_reading_and_keep_full_precision_in_csv(tmp_path):
@@ -311,3 +327,26 @@ def test_nearest_training_finds_a_copied_training_image_at_distance_zero():
     r = study.nearest_training(s, torch.cat([copies, real_val]), n_train=40)
     assert r["n_train"] == 40 and list(r["index"][:2]) == [3, 7]
     assert np.allclose(r["distance"][:2], 0, atol=1e-6) and (r["distance"][2:] > 1e-3).all()
+
+
+def test_image_grid_draws_empty_cells_a_colour_legend_and_a_caption(tmp_path):
+    from PIL import Image
+
+    rows = {"normal": np.full((2, 8, 16, 3), 200, np.uint8), "joint": [None, np.zeros((8, 16, 3), np.uint8)]}
+    fig = study.image_grid(rows, titles=["t = 751", "t = 1"], caption="seed 0, 20 steps", empty="skipped",
+                           legend={"road": (128, 64, 128), "sky": (70, 130, 180)}, path=tmp_path / "grid.png")
+    cells = [ax.images[0].get_array() for ax in fig.axes]
+    assert len(cells) == 4 and all(c.shape[:2] == (8, 16) for c in cells), "an empty cell keeps the images' shape"
+    assert (np.asarray(cells[2]) == 235).all() and [t.get_text() for t in fig.axes[2].texts] == ["skipped"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "sky"]
+    assert "seed 0, 20 steps" in [t.get_text() for t in fig.texts]
+    assert fig.axes[0].get_ylabel() == "normal" and fig.axes[0].yaxis.label.get_rotation() == 0
+    with Image.open(tmp_path / "grid.png") as im:  # the saved picture holds the legend and the caption below the grid
+        assert im.size[1] > fig.get_size_inches()[1] * FIGURE_DPI
+    plt.close(fig)
+
+
+def test_label_legend_names_the_classes_present_and_leaves_out_the_ignore_id():
+    labels = torch.tensor([[0, 2], [255, 2]])
+    legend = study.label_legend(labels, [(1, 2, 3), (4, 5, 6), (7, 8, 9)], ["road", "sky", "car"], ignore_index=255)
+    assert legend == {"road": (1, 2, 3), "car": (7, 8, 9)}

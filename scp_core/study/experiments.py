@@ -278,7 +278,10 @@ def comparison_table(metrics_dir: Path) -> pd.DataFrame:
 
     Our numbers go to the column ``ours`` with the metric they were measured with in
     ``ours_metric`` (FD-toy on the toy profiles, FID at real scale), never into the paper's FID
-    columns: a toy distance is not comparable with the paper's FID.
+    columns: a toy distance is not comparable with the paper's FID. ``ours_ci`` is each value's 95 %
+    interval; on the SCP-Diff rows ``diff`` / ``diff_ci`` are the paired difference SCP-Diff minus ControlNet
+    on the same maps and seeds and its interval, and ``verdict`` the sentence it gives (the paper reports
+    no intervals, so its rows have none).
     """
     rows = [{"method": r.method, "source": "paper", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
              "coco_stuff": r.coco_stuff_fid, "ours": None, "ours_metric": "FID"} for r in PAPER_TABLE2.itertuples()]
@@ -288,9 +291,14 @@ def comparison_table(metrics_dir: Path) -> pd.DataFrame:
         metric = ours.get("settings", {}).get("metric", "FD-toy")
         for setting, tab in ours.get("tables", {}).items():
             by = {r["prior"]: r for r in tab}
+            paired = {(c["a"], c["b"]): c for c in ours.get("comparisons", {}).get(setting, []) if c["column"] == "fd"}
             for method, kind in (("ControlNet", "normal"), ("SCP-Diff", "joint")):
                 if kind in by:
-                    rows.append({"method": method, "source": f"this project, {setting} profile (n={by[kind]['n']})",
-                                 "cityscapes": None, "ade20k": None, "coco_stuff": None, "ours": by[kind]["fd"],
-                                 "ours_metric": by[kind].get("metric", metric)})
+                    row = {"method": method, "source": f"this project, {setting} profile (n={by[kind]['n']})",
+                           "cityscapes": None, "ade20k": None, "coco_stuff": None, "ours": by[kind]["fd"],
+                           "ours_ci": by[kind].get("fd_ci"), "ours_metric": by[kind].get("metric", metric)}
+                    diff = paired.get(("joint", "normal")) if kind == "joint" else None
+                    if diff:
+                        row.update(diff=diff["diff"], diff_ci=diff["diff_ci"], verdict=diff["text"])
+                    rows.append(row)
     return pd.DataFrame(rows)

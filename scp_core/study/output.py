@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
 from ..data import colorize
 from ..io import REPO_ROOT, atomic_path, write_json, write_text
@@ -20,29 +21,65 @@ from .settings import Settings
 FIGURE_DPI = 110  # every saved figure
 
 
-def image_grid(rows: dict, titles=None, path: Path | None = None, scale: float = 1.6):
-    """A matplotlib grid: one row per entry of ``rows`` (``name -> uint8 [n, H, W, 3]``)."""
+def image_grid(rows: dict, titles=None, path: Path | None = None, scale: float = 1.6, *, caption: str | None = None,
+               legend: dict | None = None, empty: str = ""):
+    """A matplotlib grid: one row per entry of ``rows`` (``name -> uint8 [n, H, W, 3]``, or a list whose ``None``
+    entries are cells left empty, grey with the text ``empty``).
+
+    ``caption``: a line under the grid (what was run: mu, steps, seeds, n); ``legend``: ``{class name: RGB}``,
+    the label map's colours (:func:`label_legend`), drawn as a legend under the grid. Row names are written
+    beside each row, horizontally, at a size that stays readable."""
     n = max(len(v) for v in rows.values())
-    h, w = next(iter(rows.values())).shape[1:3]
+    h, w = next(np.asarray(im).shape[:2] for v in rows.values() for im in v if im is not None)
     fig, axes = plt.subplots(len(rows), n, figsize=(scale * n * w / h / 1.2, scale * len(rows)), squeeze=False)
     # enlarged images show their pixels (nearest): sharper, and the PNG is half the size of a resampled one;
     # reduced ones are filtered against aliasing
     shown_px = scale * w / h / 1.2 * FIGURE_DPI
     interpolation = "nearest" if shown_px >= w else "antialiased"
+    text = max(8.0, min(10.0, 5.5 * scale))
     for r, (name, imgs) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if c < len(imgs):
+            if c < len(imgs) and imgs[c] is not None:
                 ax.imshow(np.asarray(imgs[c]), interpolation=interpolation)
+            elif c < len(imgs):  # an empty cell of the images' own shape, so the grid stays aligned
+                ax.imshow(np.full((h, w, 3), 235, np.uint8), interpolation=interpolation)
+                ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=text - 1, color="0.35",
+                        transform=ax.transAxes, wrap=True)
             if r == 0 and titles:
-                ax.set_title(titles[c], fontsize=8)
-        axes[r, 0].set_ylabel(name, fontsize=8)
+                ax.set_title(titles[c], fontsize=text)
+        if name:
+            axes[r, 0].set_ylabel(name, fontsize=text, rotation=0, ha="right", va="center", labelpad=6)
     fig.tight_layout()
+    bottom = 0.0
+    if legend:
+        handles = [Patch(facecolor=np.asarray(rgb) / 255.0, edgecolor="0.4", label=k) for k, rgb in legend.items()]
+        leg = fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, bottom), ncol=min(len(handles), 8),
+                         fontsize=text - 0.5, frameon=False, handlelength=1.2, columnspacing=1.0,
+                         title="label colours", title_fontsize=text - 0.5)
+        # the caption goes under the legend: its height is known once drawn
+        box = leg.get_window_extent(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+        bottom = box.y0
+    if caption:
+        fig.text(0.5, bottom - 0.01, caption, ha="center", va="top", fontsize=text - 0.5, wrap=True, color="0.2")
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def label_legend(labels, palette, class_names, ignore_index: int | None = None) -> dict:
+    """``{class name: RGB}`` for the classes present in ``labels`` (ids ``[..., H, W]``), for :func:`image_grid`."""
+    ids = np.unique(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels))
+    pal = np.asarray(palette)
+    out = {}
+    for i in ids.tolist():
+        if i == ignore_index or i >= len(pal):
+            continue
+        out[class_names[i] if i < len(class_names) else f"class {i}"] = tuple(int(v) for v in pal[i][:3])
+    return out
+
 
 def _in_kernel() -> bool:
     """True inside a Jupyter kernel (a notebook, papermill, nbval), False in scripts and the CLI."""
@@ -109,6 +146,12 @@ def save_table(df: pd.DataFrame, path_stem: Path) -> None:
 
 def colorized(labels: torch.Tensor, s: Settings) -> np.ndarray:
     return colorize(labels.numpy(), load_data(s, "val").palette)
+
+
+def legend_of(labels: torch.Tensor, s: Settings) -> dict:
+    """The label colours of the classes in ``labels`` on the profile's dataset (``image_grid(..., legend=)``)."""
+    data = load_data(s, "val")
+    return label_legend(labels, data.palette, data.class_names, getattr(data, "ignore_index", None))
 
 def git_commit() -> str:
     try:
