@@ -155,6 +155,11 @@ class Comparison:
         self._draws = out
         return out
 
+    def draws(self, col: str = "fd") -> dict[str, Draws]:
+        """Every setting's point estimate and resampled values in column ``col`` (``{setting: Draws}``): the same
+        resampled maps (row ``b`` of ``draw_indices(n, n_boot, s.seed)``) for every setting."""
+        return self._all_draws()[col]
+
     def row(self, name: str) -> dict:
         """The setting's values, each with its 95 % interval (``<col>_ci``; none without resamples), ``n``,
         ``metric`` and ``n_boot``."""
