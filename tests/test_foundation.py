@@ -55,6 +55,8 @@ def test_notebooks_have_no_outputs_and_no_editor_metadata():
             assert cell.get("execution_count") is None, f"{p.name}: execution counts"
             extra = set(cell.get("metadata", {})) - {"tags"}
             assert not extra, f"{p.name}: editor cell metadata {extra}"
+            # nbformat 4.5 gives every cell an id (a cell added by hand without one is a warning today, an error later)
+            assert (nb["nbformat"], nb["nbformat_minor"]) < (4, 5) or "id" in cell, f"{p.name}: a cell without an id"
         top = set(nb.get("metadata", {})) - {"kernelspec", "language_info"}
         assert not top, f"{p.name}: editor notebook metadata {top}"
 
