@@ -41,6 +41,7 @@ from .pipeline_folder import (CONFIG_NAME, HASHES_KEY, check_target_folder, chec
                               read_config, read_modules, weight_hashes)
 from .priors import NormalPrior, Prior, load_prior
 from .sampling import DEFAULT_MU, check_finite, ddim_denoise, ddim_timesteps, resolve_mu, start_latents
+from .timing import timed
 
 
 
@@ -151,6 +152,7 @@ class SCPDiffPipeline:
         return control_map(label_batch(labels), self.palette, ignore_index=self.ignore_index)
 
     # ------------------------------------------------------------------ VAE
+    @timed("encoding")
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
                sample: bool = True) -> torch.Tensor:
@@ -159,6 +161,7 @@ class SCPDiffPipeline:
         z = dist.sample(generator=generator) if sample else dist.mean
         return z.float() * self.scale_factor
 
+    @timed("decoding")
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images ``[B, 3, H, W]`` in [-1, 1]."""
@@ -234,6 +237,7 @@ class SCPDiffPipeline:
             self._compiled = (key, torch.compile(self.unet, **kw), torch.compile(self.controlnet, **kw))
         return self._compiled[1:]
 
+    @timed("sampling")
     @torch.no_grad()
     def __call__(self, labels, prior: Prior | None = None, mu: float | None = None, num_inference_steps: int = 20,
                  guidance_scale: float = 1.0, controlnet_conditioning_scale: float = 1.0, eta: float = 0.0,

@@ -66,3 +66,31 @@ def test_sampling_cost_quick_times_the_embedding_cache_and_the_draws(tmp_path):
     assert set(data["global_prior_draw_share_of_call"]) == {"joint-global", "joint-mixture", "signal-leak"}
     md = (tmp_path / "sampling_cost.md").read_text()
     assert "control embedded at every step" in md and "the sampler's own mu = 1 run" in md
+
+
+def test_study_profile_splits_each_notebook_by_stage_from_the_batch_records(tmp_path):
+    """bench/study_profile.py reads runs.json and the metrics' timing_s: stages, the rest, kernel start."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import study_profile
+    finally:
+        sys.path.remove(str(BENCH))
+    from scp_core.timing import STAGES
+
+    reports = tmp_path / "toy"
+    (reports / "metrics").mkdir(parents=True)
+    (reports / "runs.json").write_text(json.dumps({"batch_wall_s": 130.0, "finished": "now", "commit": "abc",
+                                                   "notebooks": {
+        "03_prior_comparison": {"status": "ok", "wall_s": 100.0, "commit": "abc"},
+        "05_diversity": {"status": "ok", "wall_s": 30.0, "commit": "old"}}}))
+    timing = {k: 0.0 for k in STAGES} | {"sampling": 50.0, "inception": 20.0, "resampling": 10.0}
+    (reports / "metrics" / "prior_comparison.json").write_text(json.dumps({"wall_s": 90.0, "timing_s": timing}))
+    (reports / "metrics" / "05_diversity.json").write_text(json.dumps({"wall_s": 25.0}))  # from before the tally
+    assert study_profile.main(["--reports", str(reports), "--out", str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "study_profile.json").read_text())
+    row = {r["notebook"]: r for r in data["rows"]}
+    assert row["03_prior_comparison"]["rest"] == 10.0 and row["03_prior_comparison"]["start + end"] == 10.0
+    assert "rest" not in row["05_diversity"] and data["total"]["sampling"] == 50.0
+    md = (tmp_path / "out" / "study_profile.md").read_text()
+    assert "| 03_prior_comparison | 100 | 90 | 50 |" in md and "56 %" in md  # 50 of 90 kernel seconds
+    assert "Not profiled" in md and "05_diversity (30.0 s, commit old)" in md

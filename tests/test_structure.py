@@ -123,7 +123,7 @@ PARTS = {
     "scale": ("distributed",), "train": ("training",), "study": ("study",), "outside": ("release", "compose"),
     "reference": ("reference",), "pipeline": ("pipeline", "pipeline_folder"), "metrics": ("metrics",),
     "sampling": ("sampling",), "models": ("models", "taef2"), "data": ("data",), "priors": ("priors",),
-    "base": ("io", "safe_pickle", "_tv_compat", "weights", "labels"),
+    "base": ("io", "safe_pickle", "_tv_compat", "weights", "labels", "timing"),
 }
 NEVER = [
     ("priors", "sampling", "the math knows no sampler"),

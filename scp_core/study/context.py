@@ -19,6 +19,7 @@ from ..metrics.toy_segmenter import load_toy_segmenter
 from ..models import default_device
 from ..pipeline import load_stack
 from ..priors import NormalPrior
+from .. import timing
 from ..reference import cached_accumulator, reference_accumulator, reference_provenance
 from .settings import Settings
 
@@ -107,6 +108,7 @@ def build_priors(s: Settings, save: bool = True) -> dict:
         ``{"normal": NormalPrior, "spatial": ..., "categorical": ..., "joint": ...,
         "_accumulator": PriorAccumulator}``; the files go to ``<reports>/priors/*.safetensors`` (git-ignored).
     """
+    @timing.timed("priors")
     def make():
         pipe = load_pipeline(s)
         ds = load_data(s, "train")

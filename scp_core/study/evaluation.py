@@ -28,6 +28,7 @@ from ..metrics import SegmentationMeter, extract_features
 from ..metrics.resampling import (N_BOOT, Draws, difference, draw_indices, frechet_draws, interval,
                                   segmentation_draws)
 from ..metrics.verdict import best_text, compare, relation_of_difference
+from .. import timing
 from .context import CONTEXT, eval_set, feature_extractor, load_data, load_segmenter
 from .settings import Settings
 
@@ -63,9 +64,11 @@ def _features(s: Settings, images_u8: torch.Tensor, inception: bool = False) -> 
     images_u8 = torch.as_tensor(images_u8)
     metric = "FID" if inception else s.metric
     digest = hashlib.sha1(images_u8.contiguous().numpy().tobytes()).hexdigest()
+    def compute():
+        with timing.stage("inception" if metric == "FID" else "features"):
+            return extract_features(images_u8, _inception(s) if inception else feature_extractor(s), FEATURE_BATCH)
     return CONTEXT.get(("features", metric, s.segmenter if metric == "FD-toy" else None, digest, images_u8.shape),
-                       lambda: extract_features(images_u8, _inception(s) if inception else feature_extractor(s),
-                                                FEATURE_BATCH))
+                       compute)
 
 
 def reference_features(s: Settings, inception: bool = False) -> torch.Tensor:
@@ -80,6 +83,7 @@ def reference_features(s: Settings, inception: bool = False) -> torch.Tensor:
     return CONTEXT.get(key, lambda: _features(s, eval_set(replace(s, n_eval=n))[0], inception))
 
 
+@timing.timed("segmenter")
 def _confusions(seg, ds, images_u8: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index, keep_per_sample=True)
     for i in range(0, len(images_u8), 100):
@@ -133,6 +137,11 @@ class Comparison:
         """``{column: {setting: Draws}}`` on one set of resampled maps (and reference images) for every setting."""
         if self._draws is not None:
             return self._draws
+        with timing.stage("resampling"):
+            self._draws = self._compute_draws()
+        return self._draws
+
+    def _compute_draws(self) -> dict[str, dict[str, Draws]]:
         n, s = len(self.labels), self.s
         index = draw_indices(n, max(self.n_boot, 1), s.seed)
         out: dict[str, dict[str, Draws]] = {}
@@ -152,7 +161,6 @@ class Comparison:
                 seg = segmentation_draws({k: v["cms"][key] for k, v in self.items.items()}, index)
                 out[key] = {k: d["miou"] for k, d in seg.items()}
                 out[key.replace("miou", "acc")] = {k: d["acc"] for k, d in seg.items()}
-        self._draws = out
         return out
 
     def draws(self, col: str = "fd") -> dict[str, Draws]:
@@ -237,7 +245,9 @@ def real_reference(s: Settings) -> dict:
             continue
         feats = {"train": _features(s, real_train, inception).numpy()}
         kid = inception or s.metric == "FID"
-        r = frechet_draws(feats, reference_features(s, inception).numpy(), index, ref_maps=0, seed=s.seed, kid=kid)
+        ref = reference_features(s, inception).numpy()
+        with timing.stage("resampling"):
+            r = frechet_draws(feats, ref, index, ref_maps=0, seed=s.seed, kid=kid)
         for col, d in zip((key, "kid"), r if kid else (r,)):
             out[col] = d["train"].value
             if c.n_boot:
@@ -246,6 +256,7 @@ def real_reference(s: Settings) -> dict:
     return out
 
 
+@timing.timed("segmenter")
 def map_agreement(s: Settings, images_u8: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per-image mIoU (%): the segmenter on each image against its own label map (one number per image)."""
     seg, ds = load_segmenter(s), load_data(s, "val")

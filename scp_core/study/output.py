@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
 from ..data import colorize
+from .. import timing
 from ..io import REPO_ROOT, atomic_path, write_json, write_text
 from .context import load_data
 from .settings import Settings
@@ -98,7 +99,7 @@ def save_figure(fig, path: Path, show: bool = True) -> Path:
     an executed notebook shows exactly what ``figures/`` holds (a test compares them), and the figure
     is not drawn a second time by the inline backend.
     """
-    with atomic_path(path) as tmp:
+    with timing.stage("plotting"), atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=FIGURE_DPI, format="png", bbox_inches="tight")
     if show and _in_kernel():
         from IPython.display import Image, display  # only in a kernel, where IPython is present
@@ -161,9 +162,11 @@ def git_commit() -> str:
         return "unknown"
 
 def write_metrics(s: Settings, name: str, payload: dict) -> Path:
-    """``<reports>/metrics/<name>.json``: the notebook's numbers with the settings they rest on."""
+    """``<reports>/metrics/<name>.json``: the notebook's numbers with the settings they rest on, and where the
+    kernel's seconds went so far (``timing_s``: :func:`scp_core.timing.tally`, the study's profile)."""
     return write_json(s.reports / "metrics" / f"{name}.json",
-                      {"name": name, "settings": asdict(s), "commit": git_commit(), **payload})
+                      {"name": name, "settings": asdict(s), "commit": git_commit(), "timing_s": timing.tally(),
+                       **payload})
 
 def records(df: pd.DataFrame) -> list:
     return json.loads(df.to_json(orient="records"))
