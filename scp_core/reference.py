@@ -45,22 +45,27 @@ def batch_generator(device, seed: int, b: int) -> torch.Generator:
 
 
 def reference_batches(pipe, ds, n: int, batch_size: int = REFERENCE_BATCH, seed: int = 0,
-                      only: Iterable[int] | None = None):
+                      only: Iterable[int] | None = None, encode: Callable | None = None):
     """``(b, x0, labels_latent)`` for the reference batches ``b`` (all, or those in ``only``), in order.
 
     Batch ``b`` holds images ``b * batch_size ...`` of ``ds``, encoded with :func:`batch_generator`,
-    so any process, shard or consumer sees the same latents for it.
+    so any process, shard or consumer sees the same latents for it. ``encode(b, images_u8, make)``, if given,
+    returns batch ``b``'s latents and may keep them (the study's cache); ``make()`` encodes them by this rule.
     """
     for b in (range(num_batches(n, batch_size)) if only is None else only):
         img, lab = images_labels(ds, np.arange(b * batch_size, min((b + 1) * batch_size, n)))
-        yield b, pipe.encode(to_float(img), generator=batch_generator(pipe.device, seed, b)), pipe.prior_labels(lab)
+
+        def make(img=img, b=b):
+            return pipe.encode(to_float(img), generator=batch_generator(pipe.device, seed, b))
+        yield b, (make() if encode is None else encode(b, img, make)), pipe.prior_labels(lab)
 
 
 def shard_batches(n: int, shard: int, num_shards: int = NUM_SHARDS, batch_size: int = REFERENCE_BATCH) -> range:
     return range(shard, num_batches(n, batch_size), num_shards)
 
 
-def accumulate_shards(pipe, ds, n: int, shards: Iterable[int], seed: int = 0, progress: bool = True) -> dict:
+def accumulate_shards(pipe, ds, n: int, shards: Iterable[int], seed: int = 0, progress: bool = True,
+                      encode: Callable | None = None) -> dict:
     """``{shard: PriorAccumulator}`` over the reference batches of each of ``shards``."""
     shards = list(shards)
     bar = tqdm(total=sum(len(shard_batches(n, s)) for s in shards), desc="reference latents", unit="batch",
@@ -68,7 +73,7 @@ def accumulate_shards(pipe, ds, n: int, shards: Iterable[int], seed: int = 0, pr
     accs = {}
     for shard in shards:
         acc = PriorAccumulator(pipe.prior_num_classes, pipe.latent_shape)
-        for _, x0, lab in reference_batches(pipe, ds, n, seed=seed, only=shard_batches(n, shard)):
+        for _, x0, lab in reference_batches(pipe, ds, n, seed=seed, only=shard_batches(n, shard), encode=encode):
             bar.update()
             acc.update(x0, lab)
         accs[shard] = acc
@@ -92,10 +97,11 @@ def check_count(n: int, ds) -> int:
     return n
 
 
-def reference_accumulator(pipe, ds, n: int, seed: int = 0) -> PriorAccumulator:
-    """Statistics of the first ``n`` images of ``ds`` in one process, by the convention above."""
+def reference_accumulator(pipe, ds, n: int, seed: int = 0, encode: Callable | None = None) -> PriorAccumulator:
+    """Statistics of the first ``n`` images of ``ds`` in one process, by the convention above (``encode``: as in
+    :func:`reference_batches`)."""
     n = check_count(n, ds)
-    return merge_shards(accumulate_shards(pipe, ds, n, range(NUM_SHARDS), seed))
+    return merge_shards(accumulate_shards(pipe, ds, n, range(NUM_SHARDS), seed, encode=encode))
 
 
 def reference_provenance(pipe, pipeline_dir, dataset: str, split: str, n: int, seed: int) -> dict:

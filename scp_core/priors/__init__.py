@@ -18,7 +18,7 @@ completes :data:`KINDS`.
 from __future__ import annotations
 
 from .accumulator import PriorAccumulator
-from .files import KINDS, load_prior
+from .files import KINDS, load_prior, prior_digest
 from .global_factor import GlobalJointPrior, MixtureJointPrior
 from .scp import FALLBACKS, MIN_COUNT, CategoricalPrior, JointPrior, NormalPrior, Prior, SpatialPrior, cell_lookup
 from .signal_leak import SignalLeakPrior
@@ -26,5 +26,5 @@ from .signal_leak import SignalLeakPrior
 __all__ = [
     "cell_lookup", "FALLBACKS", "MIN_COUNT", "KINDS",
     "PriorAccumulator", "Prior", "NormalPrior", "SpatialPrior", "CategoricalPrior", "JointPrior",
-    "GlobalJointPrior", "MixtureJointPrior", "SignalLeakPrior", "load_prior",
+    "GlobalJointPrior", "MixtureJointPrior", "SignalLeakPrior", "load_prior", "prior_digest",
 ]

@@ -21,6 +21,7 @@ format has one home and there is no import circle between the classes and their 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,8 +32,8 @@ from safetensors import SafetensorError, safe_open
 
 from ..io import save_safetensors
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "MAX_ABS_STATISTIC", "prior_kind", "prior_metadata", "save_prior",
-           "load_prior"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "MAX_ABS_STATISTIC", "prior_digest", "prior_kind", "prior_metadata",
+           "save_prior", "load_prior"]
 
 FORMAT = "scp-prior"
 FORMAT_VERSION = "1"  # raise it when a file of the new layout could not be read by this code
@@ -67,6 +68,17 @@ def prior_metadata(prior) -> dict[str, str]:
     }
     meta.update({k: json.dumps(v) for k, v in prior._extra_meta().items()})
     return meta
+
+
+def prior_digest(prior) -> str:
+    """sha256 of what a prior's file holds (its metadata and tensors): equal digests, equal draws. Caches key
+    generated images by it (``scp_core.study.cache``)."""
+    h = hashlib.sha256(json.dumps(prior_metadata(prior), sort_keys=True).encode())
+    for n in prior.TENSORS:
+        t = getattr(prior, n).detach().cpu().contiguous()
+        h.update(f"{n}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_prior(prior, path: str | os.PathLike) -> Path:

@@ -21,6 +21,7 @@ from ..pipeline import load_stack
 from ..priors import NormalPrior
 from .. import timing
 from ..reference import cached_accumulator, reference_accumulator, reference_provenance
+from . import cache
 from .settings import Settings
 
 
@@ -113,8 +114,9 @@ def build_priors(s: Settings, save: bool = True) -> dict:
         pipe = load_pipeline(s)
         ds = load_data(s, "train")
         prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", min(s.n_ref, len(ds)), s.seed)
+        encode = cache.reference_encoder(s, pipe, s.seed) if cache.enabled(s) else None
         acc = cached_accumulator(s.priors_dir / "reference_statistics.safetensors", prov, s.dataset_options,
-                                 lambda: reference_accumulator(pipe, ds, s.n_ref, seed=s.seed))
+                                 lambda: reference_accumulator(pipe, ds, s.n_ref, seed=s.seed, encode=encode))
         priors = {"normal": NormalPrior(latent_channels=pipe.latent_shape[0]),
                   **acc.priors(s.min_count, s.fallback, prov), "_accumulator": acc}
         if save:

@@ -29,6 +29,7 @@ from ..metrics.resampling import (N_BOOT, Draws, difference, draw_indices, frech
                                   segmentation_draws)
 from ..metrics.verdict import best_text, compare, relation_of_difference
 from .. import timing
+from . import cache
 from .context import CONTEXT, eval_set, feature_extractor, load_data, load_segmenter
 from .settings import Settings
 
@@ -64,9 +65,14 @@ def _features(s: Settings, images_u8: torch.Tensor, inception: bool = False) -> 
     images_u8 = torch.as_tensor(images_u8)
     metric = "FID" if inception else s.metric
     digest = hashlib.sha1(images_u8.contiguous().numpy().tobytes()).hexdigest()
+    extractor = _inception(s) if inception else feature_extractor(s)
+
     def compute():
         with timing.stage("inception" if metric == "FID" else "features"):
-            return extract_features(images_u8, _inception(s) if inception else feature_extractor(s), FEATURE_BATCH)
+            if not cache.enabled(s):
+                return extract_features(images_u8, extractor, FEATURE_BATCH)
+            return cache.features(s, images_u8, cache.extractor_fingerprint(extractor),
+                                  lambda missing: extract_features(missing, extractor, FEATURE_BATCH))
     return CONTEXT.get(("features", metric, s.segmenter if metric == "FD-toy" else None, digest, images_u8.shape),
                        compute)
 

@@ -21,6 +21,7 @@ from ..metrics import diversity, load_lpips
 from ..metrics.resampling import N_BOOT, Draws, difference, draw_indices, interval
 from ..metrics.verdict import compare, relation_of_difference
 from ..priors import NormalPrior
+from . import cache
 from .context import build_priors, eval_set, load_pipeline
 from .evaluation import Comparison
 from .settings import PRIOR_KINDS, Settings
@@ -64,12 +65,26 @@ def generate(s: Settings, labels: torch.Tensor, prior=None, mu: float | None = N
     """Images for label maps; sample ``i`` uses seed ``seed + seed_offset + i``.
 
     ``mu=None``: the pipeline's rule (:func:`scp_core.sampling.resolve_mu`: the normal prior at 1, the
-    others at ``s.mu``); with ``x0`` (Fig. 3), ``mu`` is the start level. The result says which ran.
+    others at ``s.mu``); with ``x0`` (Fig. 3), ``mu`` is the start level. The result says which ran. Each image is
+    made once per reports folder (:mod:`.cache`: kept under a key of everything that determines it), so notebooks
+    that ask for the same sample share it.
     """
-    out = load_pipeline(s)(labels, prior=prior, mu=mu, default_mu=s.mu, num_inference_steps=steps or s.steps,
-                           guidance_scale=s.guidance, seed=s.seed + seed_offset, batch_size=s.batch_size,
-                           output_type="np", x0=x0, progress=True)
-    return Generated(torch.as_tensor(out.images), out.mu, out.t_start)
+    pipe, labels, steps = load_pipeline(s), torch.as_tensor(labels), steps or s.steps
+    seeds = [s.seed + seed_offset + i for i in range(len(labels))]
+
+    def make(todo: list[int]):
+        out = pipe(labels[todo], prior=prior, mu=mu, default_mu=s.mu, num_inference_steps=steps,
+                   guidance_scale=s.guidance, seed=[seeds[i] for i in todo], batch_size=s.batch_size,
+                   output_type="np", x0=x0[todo] if x0 is not None else None, progress=True)
+        return out.images, out.mu, out.t_start
+
+    if cache.enabled(s):
+        call, keys = cache.image_keys(s, pipe, labels, prior if prior is not None else pipe.prior, mu, steps, seeds,
+                                      x0)
+        images, mu_run, t_start = cache.generated(s, call, keys, make)
+    else:
+        images, mu_run, t_start = make(list(range(len(labels))))
+    return Generated(torch.as_tensor(images), mu_run, t_start)
 
 def trajectory(s: Settings, labels: torch.Tensor, prior, mu: float | None = None) -> tuple[list[int], torch.Tensor]:
     """What the model believes at every kept DDIM step, for one label map: the decoded x0-predictions.

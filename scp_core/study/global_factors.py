@@ -20,6 +20,7 @@ from ..priors import NormalPrior
 from ..priors.global_factor import GlobalJointAccumulator, MixtureJointAccumulator
 from ..priors.signal_leak import SignalLeakAccumulator
 from ..reference import reference_batches, reference_provenance
+from . import cache
 from .context import CONTEXT, build_priors, eval_set, load_data, load_pipeline
 from .evaluation import Comparison
 from .experiments import generate, spread_ratio
@@ -53,7 +54,8 @@ def global_priors(s: Settings, save: bool = True) -> dict:
         accs = {"joint-global": GlobalJointAccumulator(K, shape),
                 "joint-mixture": MixtureJointAccumulator(K, shape, n_fit=min(N_FIT, n), k_max=K_MAX, seed=s.seed),
                 "signal-leak": SignalLeakAccumulator(shape, grid=LEAK_GRID)}
-        for _, x0, lab in reference_batches(pipe, ds, n, seed=s.seed):
+        encode = cache.reference_encoder(s, pipe, s.seed) if cache.enabled(s) else None  # the latents build_priors made
+        for _, x0, lab in reference_batches(pipe, ds, n, seed=s.seed, encode=encode):
             for acc in accs.values():
                 acc.update(x0, lab)
         prov = reference_provenance(pipe, s.pipeline, s.dataset, "train", n, s.seed)

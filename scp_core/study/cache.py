@@ -1,0 +1,191 @@
+"""Compute once: a content-addressed disk cache of generated images and of their features (issue 34).
+
+Notebooks 01, 03, 04, 08 and 10 sample the same stacks with the same priors, mu and seeds on the same maps (04's
+maps are the first of 03's), and score the same images with the same networks. Each image and each image's
+features are kept under a key made of everything that determines them, so a batch computes each once, and a
+second batch into the same reports folder computes none again:
+
+* an image: the stack's weight fingerprint (every tensor of its VAE, UNet, ControlNet and prompt embeddings, the
+  scheduler's config, the dtype and device), the prior file's digest (:func:`scp_core.priors.prior_digest`), the
+  mu asked for and the default mu, the steps, the guidance, the seed of that sample, its label map, its real start
+  latent (Fig. 3) if any;
+* an image's features: the image's bytes and the extractor's networks;
+* a batch of reference latents (the priors' input): the stack, the encoder seed, the batch and its images.
+
+Every key also carries a digest of the ``scp_core`` source, so a code change starts the cache afresh. One entry is
+one small file (``<reports>/cache/<kind>/<key[:2]>/<key>.npy``) written atomically (a temporary name, then a
+rename), so two notebooks running at once can share it: each reads only complete files, and two that compute the
+same entry write the same bytes. ``SCP_CACHE=0`` switches it off; smoke runs never use it (their counts change from
+test to test). The cache is scratch: ``git`` ignores it and deleting it only costs time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import REPO_ROOT, atomic_path
+from ..priors import prior_digest
+from .settings import Settings
+
+_SOURCE: str | None = None
+
+
+def source_digest() -> str:
+    """sha256 of every ``.py`` file of the ``scp_core`` package (path and bytes): a code change, a new cache."""
+    global _SOURCE
+    if _SOURCE is None:
+        h = hashlib.sha256()
+        pkg = REPO_ROOT / "scp_core"
+        for p in sorted(pkg.rglob("*.py")):
+            h.update(str(p.relative_to(pkg)).encode())
+            h.update(p.read_bytes())
+        _SOURCE = h.hexdigest()
+    return _SOURCE
+
+
+def enabled(s: Settings) -> bool:
+    """Whether ``s``'s run uses the cache: not in smoke runs, not with ``SCP_CACHE=0``."""
+    return not s.smoke and os.environ.get("SCP_CACHE", "1") != "0"
+
+
+def root(s: Settings) -> Path:
+    return s.reports / "cache"
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            t = part.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        elif isinstance(part, np.ndarray):
+            h.update(f"{part.dtype}{part.shape}".encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def stack_fingerprint(pipe) -> str:
+    """sha256 of what a pipeline computes with: every tensor of its modules, its prompt embeddings, the scheduler's
+    config, dtype and device. Computed once per pipeline object (kept on it)."""
+    fp = getattr(pipe, "_scp_fingerprint", None)
+    if fp is None:
+        h = hashlib.sha256()
+        for name in ("vae", "unet", "controlnet"):
+            for k, t in sorted(getattr(pipe, name).state_dict().items()):
+                h.update(f"{name}.{k}".encode())
+                h.update(_digest(t.float() if t.dtype == torch.bfloat16 else t).encode())
+        for t in (pipe.prompt_embeds, pipe.negative_prompt_embeds):
+            h.update(_digest(t if t is not None else "none").encode())
+        h.update(_digest(dict(pipe.scheduler.config), str(pipe.dtype), str(pipe.device)).encode())
+        fp = h.hexdigest()
+        pipe._scp_fingerprint = fp
+    return fp
+
+
+def extractor_fingerprint(extractor) -> str:
+    """sha256 of a feature extractor's networks (its ``nn.Module`` attributes' tensors) and class: retrained
+    segmenter weights give new features and a new key. Computed once per extractor object."""
+    fp = getattr(extractor, "_scp_fingerprint", None)
+    if fp is None:
+        mods = [extractor] if isinstance(extractor, torch.nn.Module) else [
+            v for _, v in sorted(vars(extractor).items()) if isinstance(v, torch.nn.Module)]
+        if not mods:
+            raise TypeError(f"{type(extractor).__name__} holds no network to fingerprint: its features cannot be "
+                            "cached (run with SCP_CACHE=0)")
+        h = hashlib.sha256(type(extractor).__name__.encode())
+        for m in mods:
+            for k, t in sorted(m.state_dict().items()):
+                h.update(k.encode())
+                h.update(_digest(t.float() if t.dtype == torch.bfloat16 else t).encode())
+        fp = h.hexdigest()
+        extractor._scp_fingerprint = fp
+    return fp
+
+
+def _path(s: Settings, kind: str, key: str) -> Path:
+    return root(s) / kind / key[:2] / f"{key}.npy"
+
+
+def _load(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):  # missing, or unreadable: computed again (and rewritten)
+        return None
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def image_keys(s: Settings, pipe, labels: torch.Tensor, prior, mu, steps: int, seeds: list[int],
+               x0=None) -> tuple[str, list[str]]:
+    """The call's key (the stack, the prior, mu, steps, guidance, a real start or not: what fixes the mu and
+    ``t_start`` that run) and one key per sample (that, with its seed, its map and its real start)."""
+    call = _digest("image", source_digest(), stack_fingerprint(pipe),
+                   prior_digest(prior) if prior is not None else "attached-or-normal", mu, s.mu, steps, s.guidance,
+                   x0 is not None)
+    return call, [_digest(call, int(seed), labels[i], x0[i] if x0 is not None else None)
+                  for i, seed in enumerate(seeds)]
+
+
+def generated(s: Settings, call: str, keys: list[str], make) -> tuple[np.ndarray, float, int]:
+    """The images of ``keys`` (uint8 ``[n, H, W, 3]``) with the ``mu`` and ``t_start`` that ran: cached ones read,
+    the others made by ``make(todo) -> (images [len(todo), H, W, 3], mu, t_start)`` for the missing positions."""
+    images = [_load(_path(s, "images", k)) for k in keys]
+    meta = _load(_path(s, "runs", call))
+    todo = [i for i, im in enumerate(images) if im is None] or ([0] if meta is None else [])
+    if todo:
+        made, mu, t_start = make(todo)
+        for i, img in zip(todo, made):
+            images[i] = np.asarray(img)
+            _save(_path(s, "images", keys[i]), images[i])
+        meta = np.array([float(mu), float(t_start)])
+        _save(_path(s, "runs", call), meta)
+    return np.stack(images), float(meta[0]), int(meta[1])
+
+
+def reference_encoder(s: Settings, pipe, seed: int):
+    """An ``encode(b, images_u8, make)`` for :func:`scp_core.reference.reference_batches`: reference batch ``b``'s
+    latents read from the cache, or made by ``make()`` and kept (key: the stack, the seed, ``b``, the images), so
+    the priors of notebook 08 and every later batch read the latents notebook 02 encoded."""
+    def encode(b: int, images_u8, make):
+        key = _digest("latents", source_digest(), stack_fingerprint(pipe), int(seed), int(b),
+                      torch.as_tensor(images_u8))
+        path = _path(s, "latents", key)
+        x0 = _load(path)
+        if x0 is not None:
+            return torch.from_numpy(x0).to(pipe.device)
+        x0 = make()
+        _save(path, x0.detach().cpu().numpy())
+        return x0
+    return encode
+
+
+def feature_keys(images_u8: torch.Tensor, extractor: str) -> list[str]:
+    """One key per image: its bytes and the extractor's identity."""
+    common = _digest("features", source_digest(), extractor)
+    arr = images_u8.contiguous().numpy()
+    return [_digest(common, a) for a in arr]
+
+
+def features(s: Settings, images_u8: torch.Tensor, extractor: str, make) -> torch.Tensor:
+    """Features ``[n, D]`` (float64) of uint8 images: cached rows read, the others made by ``make(images)``."""
+    keys = feature_keys(images_u8, extractor)
+    rows = [_load(_path(s, "features", k)) for k in keys]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    if todo:
+        made = make(images_u8[todo]).double().cpu().numpy()
+        for i, r in zip(todo, made):
+            _save(_path(s, "features", keys[i]), r)
+            rows[i] = r
+    return torch.from_numpy(np.stack(rows))

@@ -1,0 +1,133 @@
+"""scp_core.study.cache: each image and each image's features are made once per reports folder, under a key of
+everything that determines them; what comes back equals what would be made."""
+import numpy as np
+import pytest
+import torch
+
+from scp_core import study
+from scp_core.pipeline import SCPDiffPipeline
+from scp_core.study import cache
+from scp_core.study import evaluation
+
+
+@pytest.fixture
+def s(tmp_path):
+    study.CONTEXT.clear()
+    yield study.settings("toy", smoke=False, quick=False, n_ref=16, n_eval=4, steps=3, batch_size=4,
+                         out_dir=str(tmp_path / "toy"))
+    study.CONTEXT.clear()
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The label maps each pipeline call samples (one entry per call)."""
+    seen, real = [], SCPDiffPipeline.__call__
+
+    def counting(self, labels, *args, **kwargs):
+        seen.append(len(labels))
+        return real(self, labels, *args, **kwargs)
+    monkeypatch.setattr(SCPDiffPipeline, "__call__", counting)
+    return seen
+
+
+def test_an_image_is_made_once_and_equals_the_uncached_one(s, calls, monkeypatch):
+    priors = study.build_priors(s, save=False)
+    _, labels = study.eval_set(s)
+    first = study.generate(s, labels, prior=priors["joint"])
+    again = study.generate(s, labels, prior=priors["joint"])
+    assert calls == [4], "the second call read every image from the cache"
+    assert torch.equal(first.images, again.images) and (again.mu, again.t_start) == (first.mu, first.t_start)
+    assert first.mu == 0.8 and first.t_start == 334  # 3 steps: the last int(3 * 0.8) = 2 of 1000 // 3 = 333 apart
+    subset = study.generate(s, labels[:2], prior=priors["joint"])  # 04's maps are the first of 03's
+    assert calls == [4] and torch.equal(subset.images, first.images[:2])
+    monkeypatch.setenv("SCP_CACHE", "0")
+    plain = study.generate(s, labels, prior=priors["joint"])
+    assert calls == [4, 4] and torch.equal(plain.images, first.images), "the cache returns what would be made"
+
+
+def test_only_the_missing_samples_are_made(s, calls):
+    priors = study.build_priors(s, save=False)
+    _, labels = study.eval_set(s)
+    study.generate(s, labels[:2], prior=priors["categorical"])
+    both = study.generate(s, labels, prior=priors["categorical"])
+    assert calls == [2, 2], "maps 0 and 1 came from the cache, 2 and 3 were sampled"
+    elsewhere = study.settings("toy", smoke=False, quick=False, n_ref=16, n_eval=4, steps=3, batch_size=4,
+                               out_dir=str(s.reports.parent / "elsewhere"))
+    fresh = study.generate(elsewhere, labels, prior=priors["categorical"])
+    assert int((both.images.int() - fresh.images.int()).abs().max()) <= 1  # one batch or two: the same images
+
+
+def test_every_input_of_an_image_is_in_its_key(s, calls, monkeypatch):
+    priors = study.build_priors(s, save=False)
+    _, labels = study.eval_set(s)
+    study.generate(s, labels, prior=priors["joint"])
+    study.generate(s, labels, prior=priors["joint"], mu=0.5)             # mu
+    study.generate(s, labels, prior=priors["spatial"])                   # the prior
+    study.generate(s, labels, prior=priors["joint"], seed_offset=100)    # the seeds
+    study.generate(s, labels, prior=priors["joint"], steps=2)            # the steps
+    study.generate(s, labels.flip(-1), prior=priors["joint"])           # the maps
+    assert calls == [4] * 6
+    monkeypatch.setattr(cache, "_SOURCE", "another version of scp_core")  # a code change starts afresh
+    study.generate(s, labels, prior=priors["joint"])
+    assert calls == [4] * 7
+    pipe = study.load_pipeline(s)
+    fp = cache.stack_fingerprint(pipe)
+    with torch.no_grad():
+        next(pipe.controlnet.parameters()).add_(1e-3)  # other weights: another stack
+    del pipe._scp_fingerprint
+    assert cache.stack_fingerprint(pipe) != fp
+
+
+def test_features_are_extracted_once_per_image_and_a_broken_entry_is_made_again(s, monkeypatch):
+    made = []
+    real = evaluation.extract_features
+
+    def counting(images, extractor, batch):
+        made.append(len(images))
+        return real(images, extractor, batch)
+    monkeypatch.setattr(evaluation, "extract_features", counting)
+    imgs = torch.randint(0, 256, (5, 64, 128, 3), dtype=torch.uint8)
+    f1 = evaluation._features(s, imgs)
+    study.CONTEXT.clear()  # a new kernel: only the disk cache is left
+    f2 = evaluation._features(s, imgs[[4, 0]])
+    assert made == [5] and torch.equal(f2, f1[[4, 0]]) and f1.dtype == torch.float64
+    key = cache.feature_keys(imgs[4:], cache.extractor_fingerprint(study.feature_extractor(s)))[0]
+    entry = s.reports / "cache" / "features" / key[:2] / f"{key}.npy"
+    entry.write_bytes(b"not an array")  # image 4's entry
+    study.CONTEXT.clear()
+    f3 = evaluation._features(s, imgs)
+    # one image alone or in a batch of five: the same features up to float rounding of the batched convolutions
+    assert made == [5, 1] and torch.allclose(f3, f1, rtol=1e-5, atol=1e-6) and torch.equal(f3[:4], f1[:4])
+    monkeypatch.setenv("SCP_CACHE", "0")
+    study.CONTEXT.clear()
+    assert torch.equal(evaluation._features(s, imgs), f1) and made == [5, 1, 5]
+
+
+def test_smoke_runs_never_use_the_cache(tmp_path):
+    smoke = study.settings("toy", smoke=True, out_dir=str(tmp_path))
+    assert not cache.enabled(smoke)
+    assert cache.enabled(study.settings("toy", smoke=False, quick=True, out_dir=str(tmp_path)))
+    assert not np.any([p.name == "cache" for p in tmp_path.iterdir()])
+
+
+def test_reference_latents_are_encoded_once_and_give_the_same_priors(s, monkeypatch):
+    encoded = []
+    real = SCPDiffPipeline.encode
+
+    def counting(self, images, *args, **kwargs):
+        encoded.append(len(images))
+        return real(self, images, *args, **kwargs)
+    monkeypatch.setattr(SCPDiffPipeline, "encode", counting)
+    first = study.build_priors(s, save=False)
+    assert sum(encoded) == 16
+    (s.priors_dir / "reference_statistics.safetensors").unlink()  # statistics gone: the latents are still kept
+    study.CONTEXT.clear()
+    again = study.build_priors(s, save=False)
+    assert sum(encoded) == 16, "the second build read the latents"
+    for k in ("spatial", "categorical", "joint"):
+        assert torch.equal(first[k].mean, again[k].mean) and torch.equal(first[k].std, again[k].std)
+    monkeypatch.setenv("SCP_CACHE", "0")
+    (s.priors_dir / "reference_statistics.safetensors").unlink()
+    study.CONTEXT.clear()
+    plain = study.build_priors(s, save=False)
+    assert sum(encoded) == 32 and torch.equal(plain["joint"].mean, first["joint"].mean)
