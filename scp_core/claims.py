@@ -55,6 +55,24 @@ def _table1(m: dict) -> list[str]:
     return lines
 
 
+def _fig8_judges(m: dict) -> str:
+    """Whether the two judges put each prior's best mu (point estimate) at the same place, from Fig. 8's table."""
+    pairs = {}
+    for row in m["table"]:
+        if row["prior"] != "normal" and "fid" in row:
+            pairs.setdefault(row["prior"], []).append(row)
+    best = {k: (min(rows, key=lambda r: r["fd"])["mu"], min(rows, key=lambda r: r["fid"])["mu"])
+            for k, rows in pairs.items()}
+    same = [k for k, (a, b) in best.items() if a == b]
+    verdict = ("they agree for every prior" if len(same) == len(best) else
+               "they differ for every prior" if not same else
+               f"they agree for {', '.join(same)} only")
+    metric = m["table"][0].get("metric", "FD-toy")
+    return (f"- **Fig. 8, the two judges**: the best mu by point estimate, judge 1 ({metric}) against judge 2 (FID): "
+            + ", ".join(f"{k} {a:g} against {b:g}" for k, (a, b) in best.items())
+            + f": {verdict}; the lines above say which mu each judge cannot tell apart from its best.")
+
+
 def claims(out: Path, profile: str) -> list[str]:
     """The result sentences of the report folder ``out``, one markdown bullet each, in the study's order."""
     lines: list[str] = []
@@ -76,6 +94,8 @@ def claims(out: Path, profile: str) -> list[str]:
             lines += [f"- **Fig. 8, {kind}**: {text}." for kind, text in m["best_by_prior"].items()]
             lines += [f"- **Fig. 8, {kind}, judge 2**: {text}." for kind, text in m.get("best_by_prior_judge2",
                                                                                       {}).items()]
+            if m.get("best_by_prior_judge2"):
+                lines.append(_fig8_judges(m))
         else:
             lines.append(f"- Fig. 8: {OLD_RULE.format(profile=profile)}.")
     m = _load(out, "05_diversity")
