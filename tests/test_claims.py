@@ -37,3 +37,15 @@ def test_every_sentence_comes_from_a_verdict_of_the_metrics(tmp_path):
     text = readme.read_text()
     assert "old" not in text and rec["text"] in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert not rewrite_block(readme, out, "camvid")  # no block for that profile: nothing changes
+
+
+def test_fig8_says_whether_the_two_judges_put_the_best_mu_at_the_same_place():
+    from scp_core.claims import _fig8_judges
+
+    def rows(kind, fds, fids):
+        return [{"prior": kind, "mu": mu, "fd": fd, "fid": fid, "metric": "FD-toy"}
+                for mu, fd, fid in zip((0.7, 0.8, 0.9), fds, fids)]
+    same = {"table": rows("joint", (3, 1, 2), (30, 10, 20)) + rows("spatial", (1, 2, 3), (10, 20, 30))}
+    assert "joint 0.8 against 0.8, spatial 0.7 against 0.7: they agree for every prior" in _fig8_judges(same)
+    mixed = {"table": rows("joint", (3, 1, 2), (10, 30, 20)) + rows("spatial", (1, 2, 3), (10, 20, 30))}
+    assert "joint 0.8 against 0.7" in _fig8_judges(mixed) and "they agree for spatial only" in _fig8_judges(mixed)
