@@ -67,8 +67,8 @@ def main(argv=None) -> int:
              "", f"Batch {runs.get('batch_wall_s')} s wall ({runs.get('finished')}, commit {runs.get('commit')}). "
              "Seconds per notebook: `wall_s` the runner's, `kernel_s` the notebook's own, the stages exclusive "
              "(`scp_core.timing`), `rest` the kernel's other work, `start + end` kernel start and writing. The "
-             "times are those the runs recorded: a run that shared the CPU with another batch (`runs.json` says which ran "
-             "together) is slower than on an idle machine, but its split by stage is still its own.", "",
+             "times are those the runs recorded: a run that shared the CPU with another batch (`runs.json` says "
+             "which ran together) is slower than on an idle machine, but its split by stage is still its own.", "",
              md_table([{c: r.get(c, "") for c in cols} for r in profiled]
                       + [{"notebook": "**total**", **total}, {"notebook": "share of kernel time", **share}]), ""]
     missing = [r for r in rows if "rest" not in r]
