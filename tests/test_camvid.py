@@ -87,6 +87,7 @@ def test_real_camvid_split():
     assert train[0]["image"].shape == (3, 192, 256)
 
 
+@pytest.mark.slow  # 25 s; its kin in the default run: the GPU recipe's test below trains the same stages from a pack
 def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
     """`scpdiff train --profile camvid` at seconds size: outputs, resume, and no stray files."""
     if not (CAMVID / "train").is_dir():
