@@ -63,7 +63,7 @@ def _digest(*parts) -> str:
         if isinstance(part, torch.Tensor):
             t = part.detach().cpu().contiguous()
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.numpy().tobytes())
+            h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())  # numpy has no bfloat16
         elif isinstance(part, np.ndarray):
             h.update(f"{part.dtype}{part.shape}".encode())
             h.update(np.ascontiguousarray(part).tobytes())
@@ -73,42 +73,49 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
+def _modules_digest(h, modules: dict) -> None:
+    """Feed every tensor of ``{name: nn.Module}`` into the hash ``h``, by name."""
+    for name, module in modules.items():
+        for k, t in sorted(module.state_dict().items()):
+            h.update(f"{name}.{k}".encode())
+            h.update(_digest(t).encode())
+
+
+def _kept_on(obj, make) -> str:
+    """``make()``, computed once per object and kept on it (a fingerprint of its weights)."""
+    fp = getattr(obj, "_scp_fingerprint", None)
+    if fp is None:
+        fp = make()
+        obj._scp_fingerprint = fp
+    return fp
+
+
 def stack_fingerprint(pipe) -> str:
     """sha256 of what a pipeline computes with: every tensor of its modules, its prompt embeddings, the scheduler's
     config, dtype and device. Computed once per pipeline object (kept on it)."""
-    fp = getattr(pipe, "_scp_fingerprint", None)
-    if fp is None:
+    def make():
         h = hashlib.sha256()
-        for name in ("vae", "unet", "controlnet"):
-            for k, t in sorted(getattr(pipe, name).state_dict().items()):
-                h.update(f"{name}.{k}".encode())
-                h.update(_digest(t.float() if t.dtype == torch.bfloat16 else t).encode())
+        _modules_digest(h, {name: getattr(pipe, name) for name in ("vae", "unet", "controlnet")})
         for t in (pipe.prompt_embeds, pipe.negative_prompt_embeds):
             h.update(_digest(t if t is not None else "none").encode())
         h.update(_digest(dict(pipe.scheduler.config), str(pipe.dtype), str(pipe.device)).encode())
-        fp = h.hexdigest()
-        pipe._scp_fingerprint = fp
-    return fp
+        return h.hexdigest()
+    return _kept_on(pipe, make)
 
 
 def extractor_fingerprint(extractor) -> str:
     """sha256 of a feature extractor's networks (its ``nn.Module`` attributes' tensors) and class: retrained
     segmenter weights give new features and a new key. Computed once per extractor object."""
-    fp = getattr(extractor, "_scp_fingerprint", None)
-    if fp is None:
-        mods = [extractor] if isinstance(extractor, torch.nn.Module) else [
-            v for _, v in sorted(vars(extractor).items()) if isinstance(v, torch.nn.Module)]
+    def make():
+        mods = {"": extractor} if isinstance(extractor, torch.nn.Module) else {
+            k: v for k, v in sorted(vars(extractor).items()) if isinstance(v, torch.nn.Module)}
         if not mods:
             raise TypeError(f"{type(extractor).__name__} holds no network to fingerprint: its features cannot be "
                             "cached (run with SCP_CACHE=0)")
         h = hashlib.sha256(type(extractor).__name__.encode())
-        for m in mods:
-            for k, t in sorted(m.state_dict().items()):
-                h.update(k.encode())
-                h.update(_digest(t.float() if t.dtype == torch.bfloat16 else t).encode())
-        fp = h.hexdigest()
-        extractor._scp_fingerprint = fp
-    return fp
+        _modules_digest(h, mods)
+        return h.hexdigest()
+    return _kept_on(extractor, make)
 
 
 def _path(s: Settings, kind: str, key: str) -> Path:
