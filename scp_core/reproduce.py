@@ -15,8 +15,8 @@ import json
 import os
 import platform
 import time
+import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,10 @@ from .io import REPO_ROOT, atomic_path, portable, write_text
 DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
 LONGEST = ["03_prior_comparison", "08_global_factors", "10_prior_transfer", "04_mu_sweep", "09_zero_snr",
            "01_mismatch_study"]
+# Notebooks that ask for images a longer one makes first (the same stack, prior, mu, seeds and maps, which the
+# image cache shares): in a batch they start once it has finished, so two lanes never make the same images at once.
+AFTER = {"08_global_factors": ("03_prior_comparison",), "10_prior_transfer": ("03_prior_comparison",),
+         "04_mu_sweep": ("03_prior_comparison",)}
 # experiments on the toy stacks (their retrained models exist for toy-city only)
 TOY_ONLY = {"09_zero_snr", "10_prior_transfer"}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -162,6 +166,47 @@ def _html(nb_path: Path, html_path: Path) -> None:
     write_text(html_path, body)
 
 
+def run_lanes(names: list[str], jobs: int, one, after: dict | None = None) -> None:
+    """Run ``one(name)`` for every name in ``jobs`` lanes: each lane takes the first name (in the given order) whose
+    ``after`` notebooks in the batch have finished, and waits while none is ready. An exception in one lane stops
+    the others from starting new notebooks and is raised once every lane has stopped."""
+    after = after if after is not None else AFTER
+    started, done, errors = set(), set(), []
+    cond = threading.Condition()
+
+    def ready(n):
+        return all(d in done or d not in names for d in after.get(n, ()))
+
+    def lane():
+        while True:
+            with cond:
+                while True:
+                    todo = [n for n in names if n not in started]
+                    if not todo or errors:
+                        return
+                    pick = next((n for n in todo if ready(n)), None)
+                    if pick is not None:
+                        started.add(pick)
+                        break
+                    cond.wait()
+            try:
+                one(pick)
+            except BaseException as e:  # noqa: BLE001 -- re-raised below, after the other lanes stop
+                errors.append(e)
+            finally:
+                with cond:
+                    done.add(pick)
+                    cond.notify_all()
+
+    lanes = [threading.Thread(target=lane, name=f"lane-{i}") for i in range(max(1, min(jobs, len(names))))]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool = False,
               with_training: bool = False, out: str | Path | None = None, jobs: int = 2,
               eval_splits: list[str] | None = None, quick: bool = False) -> dict:
@@ -173,7 +218,8 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
         jobs: notebooks run at once. With ``jobs > 1`` each kernel uses one thread
             (``SCP_THREADS=1``): on a 2-core CPU two single-threaded kernels beat one
             two-threaded kernel for these small models. ``06_comparison_table`` runs last
-            (it reads ``03_prior_comparison``'s numbers).
+            (it reads ``03_prior_comparison``'s numbers); the notebooks of :data:`AFTER` start once
+            ``03_prior_comparison`` has made the images they share with it.
     """
     if smoke and quick:
         raise ValueError("smoke and quick runs exclude each other (tiny counts, or a student's small ones): choose one")
@@ -205,11 +251,7 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
     with _quick_kernels(quick):
         if jobs > 1 and len(first) > 1:
             os.environ["SCP_THREADS"] = "1"  # inherited by the kernels
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(one, first))
-        else:
-            for name in first:
-                one(name)
+        run_lanes(first, jobs, one)
         for name in last:
             one(name)
     from .study import git_commit, quick_counts  # the study package loads the models

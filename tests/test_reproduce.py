@@ -273,3 +273,38 @@ def test_every_image_of_a_committed_notebook_decodes_and_is_its_figure_file(path
         figure = path.parents[1] / "figures" / name
         assert figure.is_file() and figure.read_bytes() == raw, f"{path.name}: {name} differs from figures/{name}"
     assert images, f"{path.name} shows no figure"
+
+
+def test_lanes_start_a_notebook_only_after_the_one_whose_images_it_shares():
+    """Two lanes: 'b' and 'c' wait for 'a' (as 08, 10 and 04 wait for 03); 'x' fills the other lane meanwhile."""
+    events, lock = [], __import__("threading").Lock()
+
+    def one(name):
+        with lock:
+            events.append(("start", name))
+        time.sleep({"a": 0.3, "x": 0.05}.get(name, 0.01))
+        with lock:
+            events.append(("end", name))
+
+    rp.run_lanes(["a", "b", "c", "x"], 2, one, after={"b": ("a",), "c": ("a",), "z": ("a",)})
+    order = [e for e in events]
+    assert {n for kind, n in order if kind == "end"} == {"a", "b", "c", "x"}
+    for n in ("b", "c"):
+        assert order.index(("end", "a")) < order.index(("start", n)), order
+    assert order.index(("start", "x")) < order.index(("end", "a")), "the free lane ran x while a ran"
+    # a dependency outside the batch does not hold a notebook back, and jobs=1 keeps the given order
+    seen = []
+    rp.run_lanes(["b", "x"], 1, seen.append, after={"b": ("a",)})
+    assert seen == ["b", "x"]
+
+
+def test_a_lane_error_stops_new_starts_and_is_raised():
+    seen = []
+
+    def one(name):
+        seen.append(name)
+        if name == "a":
+            raise RuntimeError("lane failure")
+    with pytest.raises(RuntimeError, match="lane failure"):
+        rp.run_lanes(["a", "b", "c"], 1, one, after={})
+    assert seen == ["a"]

@@ -350,3 +350,30 @@ def test_label_legend_names_the_classes_present_and_leaves_out_the_ignore_id():
     labels = torch.tensor([[0, 2], [255, 2]])
     legend = study.label_legend(labels, [(1, 2, 3), (4, 5, 6), (7, 8, 9)], ["road", "sky", "car"], ignore_index=255)
     assert legend == {"road": (1, 2, 3), "car": (7, 8, 9)}
+
+
+def _assigned_names(source: str) -> list[str]:
+    """Names a cell binds in its own scope (assignments, for-loop targets; a comprehension's are its own), magics
+    left out."""
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    targets = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets += node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For)):
+            targets.append(node.target)
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+
+
+def test_no_notebook_rebinds_a_count_after_resolving_it():
+    """A parameter is bound at most once after the parameters cell (where the table resolves it): notebook 08's
+    figure cell once reused ``n_maps`` for the scored maps, and its diversity study then ran on every map."""
+    nbdir = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in NOTEBOOKS:
+        nb = nbformat.read(nbdir / f"{name}.ipynb", as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        first = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+        params = set(_assigned_names(code[first].source))
+        later = [n for c in code[first + 1:] for n in _assigned_names(c.source) if n in params]
+        rebound = {n for n in later if later.count(n) > 1}
+        assert not rebound, f"{name} binds {sorted(rebound)} more than once after its parameters cell"
