@@ -94,3 +94,38 @@ def test_study_profile_splits_each_notebook_by_stage_from_the_batch_records(tmp_
     md = (tmp_path / "out" / "study_profile.md").read_text()
     assert "| 03_prior_comparison | 100 | 90 | 50 |" in md and "56 %" in md  # 50 of 90 kernel seconds
     assert "Not profiled" in md and "05_diversity (30.0 s, commit old)" in md
+
+
+def test_study_time_reads_a_cold_batch_times_the_warm_one_and_compares_their_tables(tmp_path, monkeypatch):
+    """bench/study_time.py --cold-from: the rendered batch's record is the cold row, the warm batch runs into a copy
+    of its folder; goals, ratios and any table that changed are in the report."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import study_time
+    finally:
+        sys.path.remove(str(BENCH))
+    src = tmp_path / "toy"
+    (src / "tables").mkdir(parents=True)
+    (src / "cache").mkdir()
+    (src / "tables" / "t.csv").write_text("a\n1\n")
+    (src / "runs.json").write_text(json.dumps({"batch_wall_s": 3000.0, "commit": "abc", "finished": "then",
+                                               "notebooks": {"03_prior_comparison": {"wall_s": 2000.0}}}))
+    calls = []
+
+    def fake_batch(profile, quick, jobs, out):  # the warm run: rewrites one table, as a changed result would
+        calls.append((profile, quick, jobs, out))
+        assert (out / "cache").is_dir(), "the warm batch runs in the copy, with the cold batch's cache"
+        (out / "tables" / "t.csv").write_text("a\n2\n")
+        return {"wall_s": 240.0, "timed_here": True, "batch_wall_s": 239.0, "commit": "def", "finished": "now",
+                "notebooks": {"03_prior_comparison": 200.0}}
+    monkeypatch.setattr(study_time, "batch", fake_batch)
+    assert study_time.main(["--cold-from", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert calls and calls[0][:3] == ("toy", False, 2)
+    assert (src / "tables" / "t.csv").read_text() == "a\n1\n", "the rendered batch is never written to"
+    data = json.loads((tmp_path / "out" / "study_time_toy.json").read_text())
+    rows = {r["batch"]: r for r in data["rows"]}
+    assert rows["cold cache"]["measured / goal"] == 2.0 and rows["cold cache"]["met"] == "no"
+    assert rows["warm cache"]["measured / goal"] == 0.8 and rows["warm cache"]["met"] == "yes"
+    assert data["tables_differ"] == ["t.csv"]
+    md = (tmp_path / "out" / "study_time_toy.md").read_text()
+    assert "the batch's runs.json (toy)" in md and "| 03_prior_comparison | 2000 | 200 | 0.1 |" in md
