@@ -131,3 +131,47 @@ def test_reference_latents_are_encoded_once_and_give_the_same_priors(s, monkeypa
     study.CONTEXT.clear()
     plain = study.build_priors(s, save=False)
     assert sum(encoded) == 32 and torch.equal(plain["joint"].mean, first["joint"].mean)
+
+
+def test_a_settings_resampled_draws_are_computed_once_and_equal_the_uncached_ones(s, monkeypatch):
+    """The intervals' draws (Frechet and KID, 2048-D Inception-sized features through the Gram path) are kept per
+    setting: a second comparison solves no eigenvalue problem, adding a setting computes only that one, and every
+    value equals the uncached computation exactly."""
+    from scp_core.metrics import resampling
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(12, 2048))
+    index = resampling.draw_indices(8, 20, 0)
+    gen = {"a": rng.normal(size=(8, 2048)), "b": rng.normal(0.3, 1.0, size=(8, 2048))}
+    seen = []
+
+    def make(subset):
+        seen.append(sorted(subset))
+        return resampling.frechet_draws(subset, ref, index, ref_maps=8, seed=0, kid=True)
+    fd, kd = cache.frechet_draws(s, gen, ref, index, ref_maps=8, seed=0, kid=True, make=make)
+    plain_fd, plain_kd = resampling.frechet_draws(gen, ref, index, ref_maps=8, seed=0, kid=True)
+    for got, want in ((fd, plain_fd), (kd, plain_kd)):
+        for k in gen:
+            assert got[k].value == want[k].value and np.array_equal(got[k].draws, want[k].draws)
+    fd2, _ = cache.frechet_draws(s, gen, ref, index, ref_maps=8, seed=0, kid=True, make=make)
+    assert seen == [["a", "b"]] and np.array_equal(fd2["b"].draws, fd["b"].draws)
+    cache.frechet_draws(s, {**gen, "c": gen["a"] + 1}, ref, index, ref_maps=8, seed=0, kid=True, make=make)
+    assert seen[-1] == ["c"], "only the new setting is resampled"
+    cache.frechet_draws(s, gen, ref, index[:, ::-1].copy(), ref_maps=8, seed=0, kid=True, make=make)
+    assert seen[-1] == ["a", "b"], "other resampled maps: a new key"
+    fd_only, none = cache.frechet_draws(s, gen, ref, index, ref_maps=8, seed=0, kid=False,
+                                        make=lambda sub: resampling.frechet_draws(sub, ref, index, ref_maps=8, seed=0))
+    assert none is None and fd_only["a"].value == fd["a"].value
+
+
+def test_a_comparison_reads_its_intervals_from_the_cache_and_gives_the_same_rows(s, monkeypatch):
+    real, labels = study.eval_set(s)
+    rows = []
+    for cached in ("1", "1", "0"):
+        monkeypatch.setenv("SCP_CACHE", cached)
+        comp = evaluation.Comparison(s, labels, n_boot=30, judge_b=False)
+        comp.add("real", real)
+        comp.add("flipped", real.flip(2))
+        rows.append(comp.rows())
+    assert rows[0] == rows[1] == rows[2]
+    assert list((s.reports / "cache" / "draws").rglob("*.npy")), "the draws were kept"

@@ -10,7 +10,9 @@ second batch into the same reports folder computes none again:
   mu asked for and the default mu, the steps, the guidance, the seed of that sample, its label map, its real start
   latent (Fig. 3) if any;
 * an image's features: the image's bytes and the extractor's networks;
-* a batch of reference latents (the priors' input): the stack, the encoder seed, the batch and its images.
+* a batch of reference latents (the priors' input): the stack, the encoder seed, the batch and its images;
+* a setting's resampled Frechet distances and KID (its interval's 1,000 draws): its features, the reference's, the
+  resampled maps and the seed.
 
 Every key also carries a digest of the ``scp_core`` source, so a code change starts the cache afresh. One entry is
 one small file (``<reports>/cache/<kind>/<key[:2]>/<key>.npy``) written atomically (a temporary name, then a
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from ..io import REPO_ROOT, atomic_path
+from ..metrics.resampling import Draws
 from ..priors import prior_digest
 from .settings import Settings
 
@@ -196,3 +199,26 @@ def features(s: Settings, images_u8: torch.Tensor, extractor: str, make) -> torc
             _save(_path(s, "features", keys[i]), r)
             rows[i] = r
     return torch.from_numpy(np.stack(rows))
+
+
+def frechet_draws(s: Settings, gen: dict, ref: np.ndarray, index: np.ndarray, *, ref_maps: int, seed: int,
+                  kid: bool, make) -> tuple[dict, dict | None]:
+    """Every setting's Frechet (and KID) point estimate and resampled values, as ``make(subset) -> fd`` or
+    ``(fd, kid)`` (:func:`scp_core.metrics.resampling.frechet_draws` on the settings of ``subset``) gives them: kept
+    per setting under a key of its features, the reference's, the resampled maps, ``ref_maps``, the seed and
+    ``kid``, so a warm batch reads its intervals instead of solving a thousand eigenvalue problems per setting.
+    Returns ``({name: Draws}, {name: Draws} or None)``."""
+    # one cached row per statistic: [value, draw_1, ..., draw_B]
+    common = _digest("draws", source_digest(), ref, index, int(ref_maps), int(seed), bool(kid))
+    keys = {name: _digest(common, np.asarray(f)) for name, f in gen.items()}
+    rows = {name: _load(_path(s, "draws", k)) for name, k in keys.items()}
+    todo = {name: gen[name] for name, r in rows.items() if r is None}
+    if todo:
+        made = make(todo)
+        fd, kd = made if kid else (made, None)
+        for name in todo:
+            rows[name] = np.stack([np.concatenate([[d.value], d.draws]) for d in
+                                   ([fd[name], kd[name]] if kid else [fd[name]])])
+            _save(_path(s, "draws", keys[name]), rows[name])
+    fd = {name: Draws(float(r[0, 0]), r[0, 1:]) for name, r in rows.items()}
+    return fd, ({name: Draws(float(r[1, 0]), r[1, 1:]) for name, r in rows.items()} if kid else None)

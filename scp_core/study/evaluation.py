@@ -157,9 +157,16 @@ class Comparison:
             ref = reference_features(s, inception).numpy()
             ref_maps = n if n <= len(ref) else 0
             kid = inception or s.metric == "FID"
-            r = frechet_draws({k: v["feats"][key] for k, v in self.items.items()}, ref, index, ref_maps=ref_maps,
-                              seed=s.seed, kid=kid)
-            out[key], out_kid = r if kid else (r, None)
+            feats = {k: v["feats"][key] for k, v in self.items.items()}
+
+            def make(subset, ref=ref, ref_maps=ref_maps, kid=kid):
+                return frechet_draws(subset, ref, index, ref_maps=ref_maps, seed=s.seed, kid=kid)
+            if cache.enabled(s):
+                out[key], out_kid = cache.frechet_draws(s, feats, ref, index, ref_maps=ref_maps, seed=s.seed, kid=kid,
+                                                        make=make)
+            else:
+                r = make(feats)
+                out[key], out_kid = r if kid else (r, None)
             if out_kid is not None:
                 out["kid"] = out_kid
         for key in ("miou", "miou_b"):
