@@ -1,5 +1,6 @@
 """The GPU benchmarks' --quick modes (CPU, toy shapes): they run, compare like with like, and say what they did
 not measure."""
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -8,6 +9,15 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _bench(name: str):
+    """The module ``bench/<name>.py``, imported with ``bench/`` on the path for the import only."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +80,7 @@ def test_sampling_cost_quick_times_the_embedding_cache_and_the_draws(tmp_path):
 
 def test_study_profile_splits_each_notebook_by_stage_from_the_batch_records(tmp_path):
     """bench/study_profile.py reads runs.json and the metrics' timing_s: stages, the rest, kernel start."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import study_profile
-    finally:
-        sys.path.remove(str(BENCH))
+    study_profile = _bench("study_profile")
     from scp_core.timing import STAGES
 
     reports = tmp_path / "toy"
@@ -99,11 +105,7 @@ def test_study_profile_splits_each_notebook_by_stage_from_the_batch_records(tmp_
 def test_study_time_reads_a_cold_batch_times_the_warm_one_and_compares_their_tables(tmp_path, monkeypatch):
     """bench/study_time.py --cold-from: the rendered batch's record is the cold row, the warm batch runs into a copy
     of its folder; goals, ratios and any table that changed are in the report."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import study_time
-    finally:
-        sys.path.remove(str(BENCH))
+    study_time = _bench("study_time")
     src = tmp_path / "toy"
     (src / "tables").mkdir(parents=True)
     (src / "cache").mkdir()
