@@ -70,11 +70,12 @@ PROFILES = {p.name: p for p in (
     Profile("toy-gv-zero-snr", "toy-city-gv", "toy", pipeline="zoo/toy-gv-zero-snr/pipeline"),
     # a daylight ControlNet trained with the UNet frozen whole, same latent space (notebook 10)
     Profile("toy-locked", "toy-city", "toy", pipeline="zoo/toy-locked/pipeline"),
-    # real photographs on the CPU: CamVid at 192 x 256 (3:4, the native 360 x 480 scaled by 8/15) with the
+    # real photographs on the CPU: CamVid at 96 x 128 (3:4, the native 360 x 480 scaled by 4/15: what a 2-core CPU
+    # can train to paint in one sitting, bench/camvid_train_cost.py) with the
     # pretrained TAEF2 autoencoder; the last 12 frames of the dusk sequence 0001TP are held out of every
     # training and prior set (split "holdout")
     Profile("camvid", "camvid", "real", pipeline="zoo/camvid/pipeline", segmenter="zoo/camvid/segmenter",
-            dataset_options={"size": (192, 256), "holdout": CAMVID_DUSK_HOLDOUT}),
+            dataset_options={"size": (96, 128), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the paper's datasets: pipeline, data and segmenter are given at run time
     Profile("cityscapes", "cityscapes", "real"),
     Profile("ade20k", "ade20k", "real"),

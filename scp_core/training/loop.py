@@ -40,7 +40,9 @@ class TrainConfig:
 
     Attributes:
         steps: optimizer steps. batch_size: global batch (split across processes).
-        lr: AdamW learning rate (constant after ``warmup`` linear steps).
+        lr: AdamW learning rate, reached after ``warmup`` linear steps; then ``schedule``.
+        schedule: ``"constant"`` (the rate stays) or ``"cosine"`` (from ``lr`` down to ``lr / 10`` at the last
+            step along half a cosine).
         checkpoint_every: steps between checkpoints (0: only at the end).
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (GPU only).
         gradient_checkpointing: trade compute for memory (GPU-size models).
@@ -53,6 +55,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-4
+    schedule: str = "constant"
     weight_decay: float = 1e-2
     warmup: int = 0
     seed: int = 0
@@ -183,10 +186,23 @@ def _trainable_parameters(model: torch.nn.Module, cfg: TrainConfig) -> list[torc
     return params
 
 
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of ``step`` as a fraction of ``cfg.lr``: a linear warmup over ``cfg.warmup`` steps, then 1
+    (``schedule="constant"``) or half a cosine from 1 down to 0.1 at the last step (``"cosine"``)."""
+    if cfg.warmup and step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _optimizer(params, cfg: TrainConfig):
-    """AdamW with a linear warmup over ``cfg.warmup`` steps, then a constant rate."""
+    """AdamW with the learning rate of :func:`lr_factor`."""
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) if cfg.warmup else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     return opt, sched
 
 

@@ -60,18 +60,22 @@ class StackRecipe:
     segmenter_from: str | None = None
 
 
-# zoo/camvid (its training_facts.json records what each stage took). Seconds per step on one CPU
-# thread: base UNet ~1.2, ControlNet + decoder ~2.3 (batch 16 of 24 x 32 x 32 latents), segmenter
-# ~0.7 (batches of 8 crops of 96 x 128).
+# zoo/camvid (its training_facts.json records what each stage took): CamVid at 96 x 128 (12 x 16 x 32 TAEF2 latents),
+# the first stack's widths (11.6 MB of UNet + ControlNet in float16: the zoo's budget is 25 MB), batch 32, a
+# cosine learning rate and an EMA of the weights. Seconds per step with two threads (bench/camvid_train_cost.py):
+# base UNet 0.155, ControlNet + unlocked decoder 0.393 (at 192 x 256 and batch 16: 0.27 and 1.07), segmenter ~0.25
+# (batches of 8 whole frames); with the EMA and the batches about 50 + 38 + 4 minutes, inside issue 32's 150.
 RECIPES = {
     "camvid": StackRecipe(
         profile="camvid",
-        unet=dict(sample_size=(24, 32), in_channels=32, out_channels=32, block_out_channels=(32, 64, 128),
+        unet=dict(sample_size=(12, 16), in_channels=32, out_channels=32, block_out_channels=(32, 64, 128),
                   down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
-        unet_cfg=TrainConfig(steps=4000, batch_size=16, lr=3e-4, warmup=100, checkpoint_every=300),
-        controlnet_cfg=TrainConfig(steps=1500, batch_size=16, lr=2e-4, warmup=50, checkpoint_every=300),
-        segmenter=dict(steps=500, batch_size=8, lr=3e-3, crop=(96, 128), channels=(16, 32, 64, 128)),
+        unet_cfg=TrainConfig(steps=15000, batch_size=32, lr=3e-4, schedule="cosine", warmup=200, ema_decay=0.999,
+                             checkpoint_every=1000, log_every=50),
+        controlnet_cfg=TrainConfig(steps=5000, batch_size=32, lr=2e-4, schedule="cosine", warmup=100,
+                                   ema_decay=0.999, checkpoint_every=500, log_every=50),
+        segmenter=dict(steps=1000, batch_size=8, lr=3e-3, crop=(96, 128), channels=(16, 32, 64, 128)),
     ),
 }
 # One H100 / H200 in at most 8 minutes (issue 25): wider networks on the same TAEF2 latents, bf16, an EMA of the
@@ -81,7 +85,7 @@ GPU_RECIPES = {
     "camvid": StackRecipe(
         profile="camvid",
         # 6.7 M + 3.8 M parameters: 21.0 MB in float16 with the ControlNet, under the zoo's 25 MB with the segmenter
-        unet=dict(sample_size=(24, 32), in_channels=32, out_channels=32, block_out_channels=(64, 96, 160),
+        unet=dict(sample_size=(12, 16), in_channels=32, out_channels=32, block_out_channels=(64, 96, 160),
                   layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
         unet_cfg=TrainConfig(steps=20000, batch_size=64, lr=2e-4, warmup=500, checkpoint_every=2000, log_every=50,
@@ -92,9 +96,7 @@ GPU_RECIPES = {
     ),
 }
 # Seconds-sized counts of any :class:`StackRecipe`, for tests and smoke runs (same code path).
-STACK_SMALL = dict(unet_cfg=TrainConfig(steps=4, batch_size=2, lr=3e-4, checkpoint_every=2, log_every=1),
-                   controlnet_cfg=TrainConfig(steps=4, batch_size=2, lr=2e-4, checkpoint_every=2, log_every=1),
-                   segmenter=dict(steps=3, batch_size=2, crop=(64, 64)), n_samples=2)
+STACK_SMALL = dict(segmenter=dict(steps=3, batch_size=2, crop=(64, 64)), n_samples=2)
 _SMALL_COUNTS = dict(steps=4, batch_size=2, checkpoint_every=2, log_every=1, warmup=0)
 
 
@@ -106,9 +108,7 @@ def recipe_for(profile: str, small: bool = False, gpu: bool = False) -> StackRec
                          "(the toy profiles: scp_core.training.toy)")
     if not small:
         return table[profile]
-    if not gpu:
-        return replace(table[profile], **STACK_SMALL)
-    # the GPU recipe's own options (bf16, EMA, budget) at seconds-sized counts
+    # the recipe's own options (schedule, EMA; on the GPU bf16 and the budget) at seconds-sized counts
     return replace(table[profile], **{k: v for k, v in STACK_SMALL.items() if not k.endswith("_cfg")},
                    unet_cfg=replace(table[profile].unet_cfg, **_SMALL_COUNTS),
                    controlnet_cfg=replace(table[profile].controlnet_cfg, **_SMALL_COUNTS))
