@@ -320,3 +320,21 @@ def test_a_wall_clock_budget_stops_the_stage_and_records_the_steps_done(tmp_path
     r = _line_fit(TrainConfig(steps=50, batch_size=4, max_wall_s=1e-9, log_every=1), tmp_path)
     assert r["steps"] == 1 and len(r["losses"]) == 1
     assert (tmp_path / "loss.csv").read_text().splitlines() == ["step,loss", f"1,{r['losses'][0]}"]
+
+
+def test_the_cosine_schedule_warms_up_then_falls_to_a_tenth_and_a_resume_follows_it(tmp_path):
+    from scp_core.training.loop import lr_factor
+
+    cfg = TrainConfig(steps=10, batch_size=4, lr=1e-2, warmup=2, schedule="cosine", checkpoint_every=5, log_every=1)
+    f = [lr_factor(s, cfg) for s in range(cfg.steps + 1)]  # step `steps`: where the last step leaves the rate
+    assert f[:2] == [0.5, 1.0] and f[2] == pytest.approx(1.0) and f[-1] == pytest.approx(0.1) and f[-2] > 0.1
+    assert all(a >= b for a, b in zip(f[2:], f[3:])), "after the warmup the rate only falls"
+    assert lr_factor(5, TrainConfig(steps=10, warmup=2)) == 1.0  # constant stays constant
+    straight = _line_fit(cfg, tmp_path / "a")["model"]
+    _line_fit(cfg, tmp_path / "b", stop_after=5)
+    resumed = _line_fit(cfg, tmp_path / "b", resume="latest")["model"]
+    assert torch.equal(resumed.weight, straight.weight), "the schedule continues where the checkpoint left it"
+    constant = _line_fit(TrainConfig(**{**cfg.__dict__, "schedule": "constant"}), tmp_path / "c")["model"]
+    assert not torch.equal(constant.weight, straight.weight)
+    with pytest.raises(ValueError, match="schedule must be"):
+        _line_fit(TrainConfig(steps=1, schedule="linear"), tmp_path / "d")

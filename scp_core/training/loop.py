@@ -42,7 +42,7 @@ class TrainConfig:
         steps: optimizer steps. batch_size: global batch (split across processes).
         lr: AdamW learning rate, reached after ``warmup`` linear steps; then ``schedule``.
         schedule: ``"constant"`` (the rate stays) or ``"cosine"`` (from ``lr`` down to ``lr / 10`` at the last
-            step along half a cosine).
+            step's end along half a cosine).
         checkpoint_every: steps between checkpoints (0: only at the end).
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (GPU only).
         gradient_checkpointing: trade compute for memory (GPU-size models).

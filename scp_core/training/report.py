@@ -20,6 +20,7 @@ from ..io import atomic_path, write_json, write_text
 from ..pipeline import SCPDiffPipeline
 from ..priors import MIN_COUNT, NormalPrior
 from ..reference import reference_accumulator
+from . import memorisation
 from .recipes import StackRecipe
 
 NAN = float("nan")
@@ -224,6 +225,9 @@ def write_camvid_report(out: Path, work: Path, facts: dict, recipe: StackRecipe,
     last50 = _loss_figure(work, fig_dir)
     pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
     n, sample_s = _camvid_samples(pipe, facts, recipe, val_labels, val_images, train_ds, fig_dir)
+    checks = _checks(pipe, facts, val_labels, val_images, train_ds, fig_dir)
+    facts["checks"] = checks
+    write_json(out / "training_facts.json", facts)
     u, c, sg = facts["unet"], facts["controlnet"], facts["segmenter"]
     ci = sg["val_ci"]
     measured = measured_table([
@@ -268,7 +272,58 @@ Rows: the validation label map, the real image, its TAEF2 round trip (the sharpn
 plain ControlNet sampling (normal prior, mu = 1) and the joint prior at mu = 0.8 (prior from
 the first {facts['n_train_images']} training images, without flips, min_count 5).
 """
+    text += _checks_text(checks)
     notes = work / "NOTES.md"  # what happened between sittings, written by whoever ran them
     if notes.is_file():
         text += "\n## How the run went\n\n" + notes.read_text().strip() + "\n"
     return write_text(out / "REPORT.md", text)
+
+
+def _checks(pipe: SCPDiffPipeline, facts: dict, val_labels, val_images, train_ds, fig_dir: Path) -> dict:
+    """Does the stack paint, does it copy (:mod:`.memorisation`): measured, drawn, and kept in
+    ``<out>/training_facts.json``'s ``"checks"`` (without the arrays)."""
+    from .camvid import load_images  # the frames as the trainer reads them (camvid imports this module)
+
+    train_images, _, _ = load_images(train_ds, facts["n_train_images"])
+    t0 = time.time()
+    result = memorisation.check(pipe, train_images, val_labels, val_images)
+    memorisation.figures(result, train_images, fig_dir, save_figure, _pyplot)
+    result.pop("arrays")
+    result["wall_s"] = round(time.time() - t0, 1)
+    return result
+
+
+def _checks_text(c: dict) -> str:
+    """The report's section on the two checks, every number from ``c``."""
+    met = {True: "met", False: "NOT met"}
+    ratio = "undefined (floor <= 0)" if c["kid_ratio"] is None else f"{c['kid_ratio']:.2f}"
+    rows = [("KID x1e3, samples vs real val frames",
+             f"{c['kid_plain_vs_val_x1e3']:.2f} (jackknife s.e. {c['kid_plain_se_x1e3']:.2f})", ""),
+            ("KID x1e3, real training frames vs real val frames (the floor)",
+             f"{c['kid_train_vs_val_x1e3']:.2f} (s.e. {c['kid_train_se_x1e3']:.2f})", ""),
+            ("ratio of the two", ratio, f"at most {c['kid_goal']:g}: {met[c['kid_goal_met']]}"),
+            (f"samples nearer to a training frame than the closest val frame is ({c['val_nearest_min']:.2f})",
+             f"{100 * c['share_below_closest_val']:.1f} %",
+             f"at most {100 * c['share_goal']:g} %: {met[c['share_goal_met']]}"),
+            ("samples nearer to a training frame than their own map's real frame is",
+             f"{100 * c['share_below_own_val']:.1f} %", ""),
+            ("median distance to the nearest training frame: samples / real val frames",
+             f"{c['gen_nearest_median']:.2f} / {c['val_nearest_median']:.2f}", "")]
+    table = "| check | measured | goal |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {g} |" for a, b, g in rows)
+    return f"""
+## Does it paint, and does it copy?
+
+Plain ControlNet (normal prior, mu = 1, 20 DDIM steps, seeds {c['seed']}..) sampled on all {c['n_generated']}
+validation maps, scored in Inception's 2048-d pool features against the {c['n_generated']} real validation frames
+and the {c['n_train']} training frames (without flips); {c['wall_s']} s.
+
+{table}
+
+![memorisation](report/memorisation.png)
+
+![nearest pairs](report/nearest_pairs.png)
+
+A model that copied its training frames would put its samples left of every real validation frame (a frame of
+the same city it never saw); the closest pairs show what the nearest samples look like beside the frame they
+are nearest to.
+"""

@@ -1,0 +1,40 @@
+"""The memorisation and painting checks of a real-image stack's report (scp_core.training.memorisation), on
+features made to copy or not to copy: no network needed."""
+import numpy as np
+import pytest
+import torch
+
+from scp_core.training.memorisation import SHARE_GOAL, nearest, summarise
+
+
+def _sets(seed=0, n_train=200, n_val=100, d=16):
+    g = torch.Generator().manual_seed(seed)
+    train = torch.randn(n_train, d, generator=g, dtype=torch.float64)
+    val = torch.randn(n_val, d, generator=g, dtype=torch.float64) + 0.3  # other frames, of another street
+    return train, val
+
+
+def test_nearest_finds_each_rows_closest_training_row():
+    train, _ = _sets()
+    d, i = nearest(train[[3, 7]] + 1e-3, train)
+    assert i.tolist() == [3, 7] and np.allclose(d, 1e-3 * np.sqrt(train.shape[1]))
+
+
+def test_a_generator_that_copies_its_training_frames_fails_the_memorisation_goal():
+    train, val = _sets()
+    copies = train[:len(val)] + 1e-6  # "generated" images that are training frames
+    r = summarise(train, val, copies)
+    assert r["share_below_closest_val"] == 1.0 and not r["share_goal_met"] and r["share_below_own_val"] == 1.0
+    assert r["arrays"]["i_gen"].tolist() == list(range(len(val)))
+    assert r["gen_nearest_median"] < r["val_nearest_median"]
+
+
+def test_a_generator_of_new_frames_passes_it_and_a_far_one_fails_the_painting_goal():
+    train, val = _sets()
+    fresh = torch.randn(len(val), train.shape[1], generator=torch.Generator().manual_seed(5), dtype=torch.float64) + 0.3
+    r = summarise(train, val, fresh)
+    assert r["share_below_closest_val"] <= SHARE_GOAL and r["share_goal_met"]
+    assert r["kid_train_vs_val_x1e3"] > 0 and r["kid_goal_met"]
+    assert r["kid_ratio"] == pytest.approx(r["kid_plain_vs_val_x1e3"] / r["kid_train_vs_val_x1e3"], rel=1e-2)
+    far = summarise(train, val, fresh + 10.0)  # images nothing like the city's: KID far above the real floor
+    assert far["kid_ratio"] > far["kid_goal"] and not far["kid_goal_met"] and far["share_goal_met"]
