@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .data.profiles import PROFILES, REPO_ROOT
 from .io import write_text
 from .claims import block
 from .metrics.verdict import interval_text
@@ -331,6 +332,27 @@ def _protocol_section(out: Path) -> list[str]:
     return ["", "## Protocol changes made after seeing results", ""] + lines if lines else []
 
 
+def _model_section(out: Path, run: dict) -> list[str]:
+    """What the profile's trained stack can do on its own (its report's checks, ``training_facts.json``): whether
+    plain ControlNet paints and whether it copies, so every gain below is read against it."""
+    zoo = PROFILES[run["profile"]].zoo if run["profile"] in PROFILES else None
+    facts = zoo / "training_facts.json" if zoo else None
+    if not facts or not facts.is_file() or "checks" not in json.loads(facts.read_text()):
+        return []
+    c = json.loads(facts.read_text())["checks"]
+    ratio = "undefined" if c["kid_ratio"] is None else f"{c['kid_ratio']:.2f}x"
+    paints = "it paints by that measure" if c["kid_goal_met"] else "it does **not** paint on its own yet"
+    rel = Path("..", "..", zoo.relative_to(REPO_ROOT), "REPORT.md").as_posix()
+    return ["", "## The model these numbers stand on", "",
+            f"Plain ControlNet (normal prior, mu = 1) on the {c['n_generated']} validation maps scores KID x1e3 "
+            f"{c['kid_plain_vs_val_x1e3']:.1f} against the real validation frames, where the real training frames "
+            f"score {c['kid_train_vs_val_x1e3']:.1f} ({ratio} that floor; the goal is at most {c['kid_goal']:g}x): "
+            f"{paints}, so the priors' gains below are measured on this model, not on a competent one. "
+            f"{100 * c['share_below_closest_val']:.1f} % of its samples lie nearer to a training frame than the "
+            f"closest validation frame does (goal at most {100 * c['share_goal']:g} %: "
+            f"{'met' if c['share_goal_met'] else 'NOT met'}). Both checks: [{zoo.name} report]({rel})."]
+
+
 def _claims_section(out: Path, run: dict) -> list[str]:
     return ["", "## Results in sentences", "", "Generated from the metrics files by the rule of "
             "`scp_core.metrics.verdict` (the README carries the same block):", "", block(out, run["profile"])]
@@ -338,7 +360,8 @@ def _claims_section(out: Path, run: dict) -> list[str]:
 
 def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
-    lines = _index_header(run) + _notebook_rows(out, run) + _claims_section(out, run) + _protocol_section(out)
+    lines = (_index_header(run) + _notebook_rows(out, run) + _model_section(out, run) + _claims_section(out, run)
+             + _protocol_section(out))
     for section in (_table1_section, _mismatch_section, _mu_sweep_section, _diversity_section, _reading_section,
                     _global_factors_section, _zero_snr_section, _transfer_section, _table2_section):
         lines += section(out)

@@ -264,5 +264,9 @@ def test_the_gpu_recipe_trains_from_a_pack_where_no_frame_is_then_is_evaluated_w
     report = rewrite_report("camvid", out=out, work=work, data_root=CAMVID, recipe=recipe, limit=3)
     evaluated = json.loads((out / "training_facts.json").read_text())
     assert evaluated["segmenter"]["n_val"] == 3 and evaluated["taef2_psnr_val_db"] > 10 and report.is_file()
+    checks = evaluated["checks"]  # does it paint, does it copy: on the 3 val maps against the 3 training frames
+    assert checks["n_generated"] == 3 and checks["n_train"] == 3 and 0 <= checks["share_below_closest_val"] <= 1
+    assert "## Does it paint, and does it copy?" in report.read_text()
+    assert (out / "report" / "memorisation.png").is_file()
     with pytest.raises(ValueError, match="not a training pack of profile 'camvid'"):
         train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w2", recipe=recipe, pack=committed)

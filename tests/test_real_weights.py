@@ -119,7 +119,8 @@ def test_pipeline_with_taef2_saves_config_only_and_reloads(tmp_path, monkeypatch
 
 
 def test_taef2_round_trip_psnr_on_camvid():
-    """The real TAEF2 at the camvid profile's size: ~30.5 dB was measured on all 101 val frames."""
+    """The real TAEF2 at the camvid profile's size (96 x 128): 29.1 dB was measured on all 101 val frames
+    (zoo/camvid/REPORT.md; 29.9 dB at the first stack's 192 x 256)."""
     _need_weights(ENCODER_FILE, DECODER_FILE)
     _need_camvid()
     from scp_core.data import get_dataset, images_labels
@@ -132,7 +133,7 @@ def test_taef2_round_trip_psnr_on_camvid():
     ds = get_dataset("camvid", root=CAMVID, split="val", **PROFILES["camvid"].dataset_options)
     imgs, _ = images_labels(ds, range(0, 101, 25))
     vals = reconstruction_psnr(vae, imgs, batch_size=8).tolist()
-    assert len(vals) == 5 and min(vals) > 28.0 and np.mean(vals) > 29.5
+    assert len(vals) == 5 and min(vals) > 27.5 and np.mean(vals) > 28.5
 
 
 # ----------------------------------------------------------------------------- LPIPS

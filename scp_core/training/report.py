@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import ToyCity, colorize, to_float, to_uint8
+from ..data import ToyCity, colorize, images_labels, to_float, to_uint8
 from ..io import atomic_path, write_json, write_text
 from ..pipeline import SCPDiffPipeline
 from ..priors import MIN_COUNT, NormalPrior
@@ -33,8 +33,9 @@ def header(profile: str) -> str:
 
 def recipe_table(configs) -> str:
     """``configs``: ``(stage name, TrainConfig)`` pairs, as a markdown table."""
-    rows = "\n".join(f"| {k} | {v.steps} | {v.batch_size} | {v.lr:g} | {v.warmup} |" for k, v in configs)
-    return f"| stage | steps | batch | lr | warmup |\n|---|---|---|---|---|\n{rows}"
+    rows = "\n".join(f"| {k} | {v.steps} | {v.batch_size} | {v.lr:g} | {v.warmup} | {v.schedule} | "
+                     f"{v.ema_decay or 'none'} |" for k, v in configs)
+    return f"| stage | steps | batch | lr | warmup | schedule | EMA decay |\n|---|---|---|---|---|---|---|\n{rows}"
 
 
 def measured_table(rows) -> str:
@@ -282,9 +283,8 @@ the first {facts['n_train_images']} training images, without flips, min_count 5)
 def _checks(pipe: SCPDiffPipeline, facts: dict, val_labels, val_images, train_ds, fig_dir: Path) -> dict:
     """Does the stack paint, does it copy (:mod:`.memorisation`): measured, drawn, and kept in
     ``<out>/training_facts.json``'s ``"checks"`` (without the arrays)."""
-    from .camvid import load_images  # the frames as the trainer reads them (camvid imports this module)
-
-    train_images, _, _ = load_images(train_ds, facts["n_train_images"])
+    images, _ = images_labels(train_ds, range(min(facts["n_train_images"], len(train_ds))))  # no flips
+    train_images = np.ascontiguousarray(images.numpy())
     t0 = time.time()
     result = memorisation.check(pipe, train_images, val_labels, val_images)
     memorisation.figures(result, train_images, fig_dir, save_figure, _pyplot)
