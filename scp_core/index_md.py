@@ -337,9 +337,9 @@ def _model_section(out: Path, run: dict) -> list[str]:
     plain ControlNet paints and whether it copies, so every gain below is read against it."""
     zoo = PROFILES[run["profile"]].zoo if run["profile"] in PROFILES else None
     facts = zoo / "training_facts.json" if zoo else None
-    if not facts or not facts.is_file() or "checks" not in json.loads(facts.read_text()):
+    c = json.loads(facts.read_text()).get("checks") if facts and facts.is_file() else None
+    if not c:
         return []
-    c = json.loads(facts.read_text())["checks"]
     ratio = "undefined" if c["kid_ratio"] is None else f"{c['kid_ratio']:.2f}x"
     paints = "it paints by that measure" if c["kid_goal_met"] else "it does **not** paint on its own yet"
     rel = Path("..", "..", zoo.relative_to(REPO_ROOT), "REPORT.md").as_posix()

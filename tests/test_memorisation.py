@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from scp_core.training.memorisation import SHARE_GOAL, nearest, summarise
+from scp_core.metrics.frechet import nearest
+from scp_core.training.memorisation import SHARE_GOAL, summarise
 
 
 def _sets(seed=0, n_train=200, n_val=100, d=16):

@@ -34,6 +34,7 @@ from ._common import MissingWeightsError, require_hub_checkpoint
 from .inception import fid_inception_from_checkpoint, fid_inception_offline
 
 __all__ = [
+    "nearest",
     "FID_WEIGHTS_FILE",
     "FID_WEIGHTS_URL",
     "FeatureExtractor",
@@ -170,6 +171,13 @@ def extract_features(images, extractor: FeatureExtractor, batch: int = 100) -> t
                 raise ValueError(f"float images must be in [0, 1], got [{float(x.min())}, {float(x.max())}]")
             out.append(extractor(x))
     return torch.cat(out).double()
+
+
+def nearest(feats: torch.Tensor, ref_feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's Euclidean distance to its nearest row of ``ref_feats`` and that row's index (the memorisation
+    checks: a generated image against the training images, in a feature space)."""
+    best = torch.cdist(feats, ref_feats).min(dim=1)
+    return best.values.numpy(), best.indices.numpy()
 
 
 # --------------------------------------------------------------------------- Gaussians and distances

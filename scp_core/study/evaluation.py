@@ -25,6 +25,7 @@ import torch
 from ..data import images_labels, to_float
 from ..data.profiles import SECOND_SEGMENTER, repo_path
 from ..metrics import SegmentationMeter, extract_features
+from ..metrics.frechet import nearest
 from ..metrics.resampling import (N_BOOT, Draws, difference, draw_indices, frechet_draws, interval,
                                   segmentation_draws)
 from ..metrics.verdict import best_text, compare, relation_of_difference
@@ -294,6 +295,5 @@ def nearest_training(s: Settings, images_u8: torch.Tensor, n_train: int | None =
     train = load_data(s, "train")
     n = len(train) if n_train is None else min(int(n_train), len(train))
     real_train, _ = images_labels(train, np.arange(n))
-    d = torch.cdist(_features(s, images_u8), _features(s, real_train))
-    best = d.min(dim=1)
-    return {"distance": best.values.numpy(), "index": best.indices.numpy(), "n_train": n}
+    distance, index = nearest(_features(s, images_u8), _features(s, real_train))
+    return {"distance": distance, "index": index, "n_train": n}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..metrics.frechet import InceptionFeatures, extract_features
+from ..metrics.frechet import InceptionFeatures, extract_features, nearest
 from ..metrics.kid import kid_from_features
 from ..priors import NormalPrior
 
@@ -41,12 +41,6 @@ def plain_samples(pipe, labels: np.ndarray, seed: int = 0, batch: int = 16, step
 def inception_features(images_u8: np.ndarray, extractor: InceptionFeatures) -> torch.Tensor:
     """2048-d pool features of uint8 NHWC images, float64."""
     return extract_features(np.ascontiguousarray(images_u8), extractor)
-
-
-def nearest(feats: torch.Tensor, train_feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's distance to its nearest training row and that row's index."""
-    best = torch.cdist(feats, train_feats).min(dim=1)
-    return best.values.numpy(), best.indices.numpy()
 
 
 def check(pipe, train_images: np.ndarray, val_labels: np.ndarray, val_images: np.ndarray, seed: int = 0) -> dict:
