@@ -35,7 +35,8 @@ SD_SCHEDULER_CONFIG = dict(
 # alpha_bar = 0) and DDIM steps that start at t = T ("trailing"). Under SD's schedule the noisiest
 # training input still holds sqrt(alpha_bar(999)) = 0.068 of the image, so a start from N(0, I)
 # asks for an image of average brightness; here the training input at T is pure noise, like the
-# start. Only the toy profile trains with it, as an experiment (``scpdiff train --schedule zero-snr``).
+# start. The toy profile trains with it as an experiment (``scpdiff train --schedule zero-snr``); the CamVid
+# recipes train with it (``scp_core.training.recipes.RECIPES``).
 ZERO_SNR_SCHEDULER_CONFIG = dict(SD_SCHEDULER_CONFIG, rescale_betas_zero_snr=True, prediction_type="v_prediction",
                                  timestep_spacing="trailing")
 SCHEDULES = {"sd": SD_SCHEDULER_CONFIG, "zero-snr": ZERO_SNR_SCHEDULER_CONFIG}

@@ -110,6 +110,9 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
     assert (out / "segmenter" / "model.safetensors").is_file()
     pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
     assert pipe.latent_shape == (32, 12, 16) and pipe.prior_num_classes == 12
+    # the recipe's noise schedule reaches the sampler (zero terminal SNR: v-prediction, alpha_bar(999) = 0)
+    assert facts["noise_schedule"] == "zero-snr" and pipe.scheduler.config.prediction_type == "v_prediction"
+    assert float(pipe.scheduler.alphas_cumprod[-1]) < 1e-6 and "zero terminal SNR" in (out / "REPORT.md").read_text()
     assert sorted((str(p), p.stat().st_mtime) for p in zoo.rglob("*")) == before if zoo.exists() else not before
     # the report alone, written again from the run (with the run's notes)
     (work / "NOTES.md").write_text("a note on the sittings")
@@ -128,6 +131,10 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
                        report=False)
     assert more["unet"]["steps"] == 6 and more["controlnet"]["steps"] == 4
     assert (work / "unet" / "checkpoint-4").is_dir()  # it went on from there
+    # stages trained under one noise schedule are not resumed under another
+    with pytest.raises(ValueError, match="noise schedule 'zero-snr'.*asks for 'sd'"):
+        train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest",
+                    recipe=replace(longer, noise_schedule="sd"), limit=3, report=False)
     # a missing weight file stops before anything is written
     monkeypatch.setenv("SCP_WEIGHTS_DIR", str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="taef2_encoder.safetensors"):

@@ -127,7 +127,7 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
                       device: str | None = None):
     """The base UNet, then the ControlNet with the UNet decoder unlocked; returns the ControlNetWithUNet."""
     cond, uncond = toy_text_conditioning(recipe.seed)
-    ddpm = make_scheduler("ddpm")
+    ddpm = make_scheduler("ddpm", recipe.noise_schedule)
 
     def train_unet():
         unet = toy_unet(recipe.seed, **recipe.unet)
@@ -217,7 +217,9 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     vae = TAEF2.from_weights()  # fails early, naming the missing file
     images, labels, names, train, s = _training_set(profile, recipe, data_root, limit, pack, work)
     work.mkdir(parents=True, exist_ok=True)
-    facts: dict = {"profile": profile, "dataset": s.dataset, "dataset_options": s.dataset_options,
+    _claim_schedule(work, recipe.noise_schedule, resume)
+    facts: dict = {"profile": profile, "noise_schedule": recipe.noise_schedule, "dataset": s.dataset,
+                   "dataset_options": s.dataset_options,
                    "image_size": list(train.size), "n_train_images": len(names), "hflip": recipe.hflip,
                    "n_train_latents": int(len(labels)), "python": platform.python_version(),
                    "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -233,7 +235,8 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
 
     # the pipeline, the segmenter and the report, all under ``out``
     pipe = assemble_pipeline(vae, model.unet, model.controlnet, cond, uncond, train, cache.scale_factor,
-                             info={"profile": profile, "dataset": s.dataset, "autoencoder": "TAEF2", "trained": facts})
+                             info={"profile": profile, "dataset": s.dataset, "autoencoder": "TAEF2", "trained": facts},
+                             schedule=recipe.noise_schedule)
     save_half(pipe, out / "pipeline")
     scrub_local_paths(out / "pipeline")
     seg.save_pretrained(out / "segmenter", extra_config={"dataset": s.dataset, "image_size": list(train.size)})
@@ -244,6 +247,18 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
     if report and images is not None:
         write_camvid_report(out, work, facts, recipe, val_labels, val_images, train)
     return facts
+
+
+def _claim_schedule(work: Path, schedule: str, resume: str | None) -> None:
+    """Record the run folder's noise schedule (``work/noise_schedule.json``); refuse to resume stages that were
+    trained under another one (their checkpoints would go on under the wrong targets)."""
+    path = work / "noise_schedule.json"
+    before = json.loads(path.read_text())["noise_schedule"] if path.is_file() else "sd"
+    has_stages = any((work / stage).is_dir() for stage in ("unet", "controlnet"))
+    if resume and has_stages and before != schedule:
+        raise ValueError(f"{work} holds stages trained under the noise schedule {before!r}, but the recipe asks for "
+                         f"{schedule!r}: train into a fresh folder (--work) or move {work} aside")
+    write_json(path, {"noise_schedule": schedule})
 
 
 def _device_name(device) -> str:

@@ -261,6 +261,8 @@ Weights: `pipeline/` (diffusers folders, float16 safetensors, {size_mb:.1f} MB) 
 
 {recipes}
 
+Noise schedule of both diffusion stages and of the pipeline's sampler: {_schedule_words(facts)}.
+
 {measured}
 
 Bracketed: 95 % bootstrap intervals over images. Segmenter mIoU is over the 11 classes (void ignored).
@@ -278,6 +280,14 @@ the first {facts['n_train_images']} training images, without flips, min_count 5)
     if notes.is_file():
         text += "\n## How the run went\n\n" + notes.read_text().strip() + "\n"
     return write_text(out / "REPORT.md", text)
+
+
+def _schedule_words(facts: dict) -> str:
+    """The stack's noise schedule in words (a stack trained before the field existed used SD's)."""
+    if facts.get("noise_schedule", "sd") == "zero-snr":
+        return ("zero terminal SNR (Lin et al. 2024: SD's betas rescaled so that alpha_bar(999) = 0, v-prediction, "
+                "DDIM steps counted from t = 999, 'trailing')")
+    return "SD's (scaled-linear betas, epsilon prediction, 'leading' DDIM steps)"
 
 
 def _checks(pipe: SCPDiffPipeline, facts: dict, val_labels, val_images, train_ds, fig_dir: Path) -> dict:
