@@ -131,3 +131,17 @@ def test_study_time_reads_a_cold_batch_times_the_warm_one_and_compares_their_tab
     assert data["tables_differ"] == ["t.csv"]
     md = (tmp_path / "out" / "study_time_toy.md").read_text()
     assert "the batch's runs.json (toy)" in md and "| 03_prior_comparison | 2000 | 200 | 0.1 |" in md
+
+
+def test_feature_cost_quick_times_both_layouts_on_the_same_images(tmp_path):
+    _bench("feature_cost").main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "feature_cost.json").read_text())
+    rows = data["rows"]
+    assert [(r["image size"], r["layout"]) for r in rows] == [
+        (size, layout) for size in ("toy (64 x 128)", "camvid (96 x 128)")
+        for layout in ("contiguous (pytorch-fid)", "channels-last (ours)")]
+    assert all(r["s / image"] > 0 and np.isfinite(r["speed-up"]) for r in rows)
+    assert all(rows[i]["speed-up"] == 1.0 for i in (0, 2))  # the contiguous row is its own baseline
+    # the two layouts compute the same features (float rounding)
+    assert all(0 <= rows[i]["max feature difference / max feature"] < 1e-5 for i in (1, 3))
+    assert "channels-last" in (tmp_path / "feature_cost.md").read_text()

