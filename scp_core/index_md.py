@@ -337,17 +337,23 @@ def _model_section(out: Path, run: dict) -> list[str]:
     plain ControlNet paints and whether it copies, so every gain below is read against it."""
     zoo = PROFILES[run["profile"]].zoo if run["profile"] in PROFILES else None
     facts = zoo / "training_facts.json" if zoo else None
-    c = json.loads(facts.read_text()).get("checks") if facts and facts.is_file() else None
+    trained = json.loads(facts.read_text()) if facts and facts.is_file() else {}
+    c = trained.get("checks")
     if not c:
         return []
     ratio = "undefined" if c["kid_ratio"] is None else f"{c['kid_ratio']:.2f}x"
-    paints = "it paints by that measure" if c["kid_goal_met"] else "it does **not** paint on its own yet"
+    paints = ("it paints by that measure, so the priors' gains below are measured on a model that paints on its own"
+              if c["kid_goal_met"] else "it does **not** paint on its own yet, so the priors' gains below are measured "
+              "on this model, not on a competent one")
+    schedule = ("It was trained under zero terminal SNR (v-prediction, DDIM steps from t = 999): at mu = 1 every "
+                "prior's start is pure noise, the same as N(0, I), and a prior acts only through mu < 1. "
+                if trained.get("noise_schedule") == "zero-snr" else "")
     rel = Path("..", "..", zoo.relative_to(REPO_ROOT), "REPORT.md").as_posix()
     return ["", "## The model these numbers stand on", "",
-            f"Plain ControlNet (normal prior, mu = 1) on the {c['n_generated']} validation maps scores KID x1e3 "
-            f"{c['kid_plain_vs_val_x1e3']:.1f} against the real validation frames, where the real training frames "
+            f"{schedule}Plain ControlNet (normal prior, mu = 1) on the {c['n_generated']} validation maps scores KID "
+            f"x1e3 {c['kid_plain_vs_val_x1e3']:.1f} against the real validation frames, where the real training frames "
             f"score {c['kid_train_vs_val_x1e3']:.1f} ({ratio} that floor; the goal is at most {c['kid_goal']:g}x): "
-            f"{paints}, so the priors' gains below are measured on this model, not on a competent one. "
+            f"{paints}. "
             f"{100 * c['share_below_closest_val']:.1f} % of its samples lie nearer to a training frame than the "
             f"closest validation frame does (goal at most {100 * c['share_goal']:g} %: "
             f"{'met' if c['share_goal_met'] else 'NOT met'}). Both checks: [{zoo.name} report]({rel})."]

@@ -39,3 +39,27 @@ def test_a_generator_of_new_frames_passes_it_and_a_far_one_fails_the_painting_go
     assert r["kid_ratio"] == pytest.approx(r["kid_plain_vs_val_x1e3"] / r["kid_train_vs_val_x1e3"], rel=1e-2)
     far = summarise(train, val, fresh + 10.0)  # images nothing like the city's: KID far above the real floor
     assert far["kid_ratio"] > far["kid_goal"] and not far["kid_goal_met"] and far["share_goal_met"]
+
+
+@pytest.mark.parametrize("met, schedule", [(False, "sd"), (True, "zero-snr")])
+def test_index_md_says_what_the_model_can_do_from_its_checks(tmp_path, monkeypatch, met, schedule):
+    """index.md's 'The model these numbers stand on': the KID verdict and the schedule, from training_facts.json."""
+    import json
+    from types import SimpleNamespace
+
+    from scp_core import index_md
+
+    zoo = tmp_path / "zoo" / "camvid"
+    zoo.mkdir(parents=True)
+    checks = {"n_generated": 101, "kid_plain_vs_val_x1e3": 150.0 if met else 510.7, "kid_train_vs_val_x1e3": 81.3,
+              "kid_ratio": 1.84 if met else 6.28, "kid_goal": 2, "kid_goal_met": met, "share_below_closest_val": 0.0,
+              "share_goal": 0.05, "share_goal_met": True}
+    (zoo / "training_facts.json").write_text(json.dumps({"noise_schedule": schedule, "checks": checks}))
+    monkeypatch.setattr(index_md, "PROFILES", {"camvid": SimpleNamespace(zoo=zoo)})
+    monkeypatch.setattr(index_md, "REPO_ROOT", tmp_path)
+    text = "\n".join(index_md._model_section(tmp_path / "reports" / "camvid", {"profile": "camvid"}))
+    assert "## The model these numbers stand on" in text and "../../zoo/camvid/REPORT.md" in text
+    assert ("paints on its own" in text and "not on a competent one" not in text) if met else \
+        ("does **not** paint" in text and "not on a competent one" in text)
+    assert ("zero terminal SNR" in text) == (schedule == "zero-snr")
+    assert f"{checks['kid_ratio']:.2f}x" in text
