@@ -63,3 +63,24 @@ def test_index_md_says_what_the_model_can_do_from_its_checks(tmp_path, monkeypat
         ("does **not** paint" in text and "not on a competent one" in text)
     assert ("zero terminal SNR" in text) == (schedule == "zero-snr")
     assert f"{checks['kid_ratio']:.2f}x" in text
+
+
+def test_plain_samples_are_the_pipelines_own_uint8_images_not_their_negatives():
+    """The check scores what the pipeline paints: ``output_type="np"`` already gives uint8, which must not be
+    scaled by 255 again (in uint8 that wraps to 256 - x: a negative image; the committed CamVid checks before
+    this test scored negatives)."""
+    from scp_core.data.profiles import TOY_PIPELINE_DIR
+    if not (TOY_PIPELINE_DIR / "scp_pipeline.json").is_file():
+        pytest.skip("needs the committed toy pipeline (zoo/toy/pipeline)")
+    from scp_core.pipeline import load_pipeline
+    from scp_core.priors import NormalPrior
+    from scp_core.training.memorisation import plain_samples
+
+    pipe = load_pipeline(None)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, pipe.num_classes, (3, *pipe.image_size), generator=g).numpy()
+    got = plain_samples(pipe, labels, seed=5, batch=2, steps=2)
+    first = pipe(torch.as_tensor(labels[:2]), prior=NormalPrior(latent_channels=pipe.latent_shape[0]), mu=1.0,
+                 num_inference_steps=2, seed=5, output_type="np", progress=False).images
+    assert got.dtype == np.uint8 and got.shape == (3, *pipe.image_size, 3)
+    assert np.array_equal(got[:2], first)

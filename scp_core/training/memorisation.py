@@ -35,7 +35,10 @@ def plain_samples(pipe, labels: np.ndarray, seed: int = 0, batch: int = 16, step
     for b, s in enumerate(range(0, len(labels), batch)):
         out.append(pipe(torch.as_tensor(labels[s:s + batch]).long(), prior=prior, mu=1.0, num_inference_steps=steps,
                         seed=seed + b, output_type="np", progress=False).images)
-    return (np.concatenate(out) * 255).round().clip(0, 255).astype(np.uint8)
+    images = np.concatenate(out)
+    if images.dtype != np.uint8:  # output_type="np" gives uint8; scaling it by 255 again would wrap to negatives
+        raise TypeError(f"the pipeline returned {images.dtype} images for output_type='np', expected uint8")
+    return images
 
 
 def inception_features(images_u8: np.ndarray, extractor: InceptionFeatures) -> torch.Tensor:
