@@ -343,9 +343,9 @@ def _model_section(out: Path, run: dict) -> list[str]:
         return []
     ratio = "undefined" if c["kid_ratio"] is None else f"{c['kid_ratio']:.2f}x"
     paints = ("it paints by that measure, so the priors' gains below are measured on a model that paints on its own"
-              if c["kid_goal_met"] else "it falls **short** of that goal (by this measure not yet a competent model: its "
-              "report shows what it paints), so the priors' gains below are measured on this model, not on a "
-              "competent one")
+              if c["kid_goal_met"] else "it falls **short** of that goal (by this measure not yet a competent "
+              "model: its report shows what it paints), so the priors' gains below are measured on this model, "
+              "not on a competent one")
     schedule = ("It was trained under zero terminal SNR (v-prediction, DDIM steps from t = 999): at mu = 1 every "
                 "prior's start is pure noise, the same as N(0, I), and a prior acts only through mu < 1. "
                 if trained.get("noise_schedule") == "zero-snr" else "")

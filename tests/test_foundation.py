@@ -127,3 +127,15 @@ def test_bootstrap_lab_prints_its_url_and_opens_the_notebooks_at_the_quick_count
     assert "--ServerApp.port=9123" in cmd2 and "--ServerApp.ip=0.0.0.0" in cmd2 and "--no-browser" in cmd2
     assert "--port" not in cmd2 and "http://127.0.0.1:9123/lab?token=" in message2
     assert message2.split("token=")[1][:32] != token
+
+
+def test_bootstrap_test_runs_two_workers_unless_told_otherwise(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bootstrap_under_test", ROOT / "bootstrap.py")
+    bootstrap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bootstrap)
+    monkeypatch.setattr(bootstrap.os, "cpu_count", lambda: 2)
+    assert bootstrap.workers([]) == bootstrap.workers(["--runslow"]) == ["-n", "2", "--dist", "loadfile"]
+    for own in (["-n", "4"], ["-n0"], ["--numprocesses=3"], ["-p", "no:xdist"], ["--dist", "load"]):
+        assert bootstrap.workers(own) == [], own
+    monkeypatch.setattr(bootstrap.os, "cpu_count", lambda: 1)
+    assert bootstrap.workers([]) == []
