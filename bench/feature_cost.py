@@ -74,8 +74,9 @@ def main(argv=None):
     note = (f"Batch {batch}, median of {repeats} calls per layout (order rotated), {torch.get_num_threads()} "
             "thread(s); each call resizes to 299 x 299 inside the network, as pytorch-fid does. The speed-up is the "
             "contiguous layout's seconds over the row's, measured in this run.")
+    table = md_table(rows, list(rows[0]) + ["max feature difference / max feature"])
     write_results("feature_cost", "FID Inception on the CPU: contiguous against channels-last",
-                  [("Result", md_table(rows, list(rows[0]) + ["max feature difference / max feature"])), ("Notes", note)], data,
+                  [("Result", table), ("Notes", note)], data,
                   Path(args.out) if args.out else (QUICK_OUT if args.quick else OUT))
 
 
