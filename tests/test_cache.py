@@ -175,3 +175,22 @@ def test_a_comparison_reads_its_intervals_from_the_cache_and_gives_the_same_rows
         rows.append(comp.rows())
     assert rows[0] == rows[1] == rows[2]
     assert list((s.reports / "cache" / "draws").rglob("*.npy")), "the draws were kept"
+
+
+def test_the_first_entry_written_is_kept_and_a_later_maker_scores_it(s):
+    """Two notebooks that make the same sample in batches of other sizes can differ by a grey level: the cache keeps
+    the first entry, and the second maker gets those bytes back (so a cold and a warm batch score the same ones)."""
+    keys = ["k1", "k2"]
+    first = np.zeros((2, 4, 4, 3), np.uint8)
+    other = np.ones((2, 4, 4, 3), np.uint8)  # the "same" samples, one grey level apart
+    got, _, _ = cache.generated(s, "call-a", keys, lambda todo: (first[todo], 0.8, 751))
+    assert np.array_equal(got, first)
+    # another notebook, which found no entry when it looked, made its own and now stores it
+    again = cache._keep_first(cache._path(s, "images", "k1"), other[0])
+    assert np.array_equal(again, first[0]) and np.array_equal(cache._load(cache._path(s, "images", "k1")), first[0])
+    # an unreadable entry is replaced by the new one; no temporary file is left behind
+    broken = cache._path(s, "images", "k2")
+    broken.write_bytes(b"not an array")
+    assert np.array_equal(cache._keep_first(broken, other[1]), other[1])
+    assert np.array_equal(cache._load(broken), other[1])
+    assert not [p for p in broken.parent.iterdir() if p.name.startswith(".")]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,37 @@ def _save(path: Path, array: np.ndarray) -> None:
         np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _keep_first(path: Path, array: np.ndarray) -> np.ndarray:
+    """Store ``array`` under ``path`` unless an entry is there already, and return what the cache holds.
+
+    The same sample made in a batch of another size (another notebook, another lane) can differ by a grey level,
+    and a feature row by float rounding: so the first entry written is kept (an atomic "create if absent": a hard
+    link of a complete temporary file) and every later caller scores those bytes, which a warm batch then reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+        try:
+            os.link(tmp, path)  # fails where the entry exists
+            return array
+        except FileExistsError:
+            held = _load(path)
+            if held is not None:
+                return held
+        except OSError:  # no hard links on this file system: the last writer wins, as a plain atomic write
+            pass
+        os.replace(tmp, path)  # (or the entry there is unreadable: ours replaces it)
+        return array
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def image_keys(s: Settings, pipe, labels: torch.Tensor, prior, mu, steps: int, seeds: list[int],
                x0=None) -> tuple[str, list[str]]:
     """The call's key (the stack, the prior, mu, steps, guidance, a real start or not: what fixes the mu and
@@ -157,8 +189,7 @@ def generated(s: Settings, call: str, keys: list[str], make) -> tuple[np.ndarray
     if todo:
         made, mu, t_start = make(todo)
         for i, img in zip(todo, made):
-            images[i] = np.asarray(img)
-            _save(_path(s, "images", keys[i]), images[i])
+            images[i] = _keep_first(_path(s, "images", keys[i]), np.asarray(img))
         meta = np.array([float(mu), float(t_start)])
         _save(_path(s, "runs", call), meta)
     return np.stack(images), float(meta[0]), int(meta[1])
@@ -196,8 +227,7 @@ def features(s: Settings, images_u8: torch.Tensor, extractor: str, make) -> torc
     if todo:
         made = make(images_u8[todo]).double().cpu().numpy()
         for i, r in zip(todo, made):
-            _save(_path(s, "features", keys[i]), r)
-            rows[i] = r
+            rows[i] = _keep_first(_path(s, "features", keys[i]), r)
     return torch.from_numpy(np.stack(rows))
 
 
