@@ -49,6 +49,24 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
+def _temporary_beside(path: Path, suffix: str | None) -> Iterator[Path]:
+    """A temporary file in ``path``'s folder with the usual permissions, removed on leaving unless renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp",
+                               dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
 
@@ -60,20 +78,26 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     On an exception the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp",
-                               dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    try:
+    with _temporary_beside(path, suffix) as tmp:
         yield tmp
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+
+def atomic_create(path: str | os.PathLike, write, suffix: str | None = None) -> bool:
+    """Write a file with ``write(temporary path)`` and put it at ``path`` only where no file is there yet: an
+    atomic create-if-absent (a hard link of the complete temporary file), so of several writers of one entry the
+    first one's bytes stay. Returns whether ours was put there (on a file system without hard links it replaces
+    any file there, as :func:`atomic_path` does, and returns True)."""
+    path = Path(path)
+    with _temporary_beside(path, suffix) as tmp:
+        write(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:
+            os.replace(tmp, path)
+        return True
 
 
 def write_text(path: str | os.PathLike, text: str, keep_paths: bool = False) -> Path:

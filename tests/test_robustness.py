@@ -589,3 +589,15 @@ def test_sigkill_mid_pruning_never_leaves_a_checkpoint_that_does_not_load(tmp_pa
     for step, ckpt in _checkpoints(tmp_path / "run").items():
         if (ckpt / "step.json").is_file():  # a folder that claims to be complete must load
             _loads(ckpt, tmp_path)
+
+
+def test_atomic_create_keeps_the_first_file_and_leaves_no_temporary(tmp_path):
+    from scp_core.io import atomic_create
+
+    target = tmp_path / "entry.bin"
+    assert atomic_create(target, lambda tmp: tmp.write_bytes(b"first"))
+    assert not atomic_create(target, lambda tmp: tmp.write_bytes(b"second"))
+    assert target.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["entry.bin"]
+    with pytest.raises(RuntimeError):  # a failing writer leaves nothing behind
+        atomic_create(tmp_path / "other.bin", lambda tmp: (_ for _ in ()).throw(RuntimeError("disk full")))
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.bin"]

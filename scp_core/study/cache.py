@@ -25,13 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io import REPO_ROOT, atomic_path
+from ..io import REPO_ROOT, atomic_create, atomic_path
 from ..metrics.resampling import Draws
 from ..priors import prior_digest
 from .settings import Settings
@@ -142,31 +141,14 @@ def _keep_first(path: Path, array: np.ndarray) -> np.ndarray:
     """Store ``array`` under ``path`` unless an entry is there already, and return what the cache holds.
 
     The same sample made in a batch of another size (another notebook, another lane) can differ by a grey level,
-    and a feature row by float rounding: so the first entry written is kept (an atomic "create if absent": a hard
-    link of a complete temporary file) and every later caller scores those bytes, which a warm batch then reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
-        try:
-            os.link(tmp, path)  # fails where the entry exists
-            return array
-        except FileExistsError:
-            held = _load(path)
-            if held is not None:
-                return held
-        except OSError:  # no hard links on this file system: the last writer wins, as a plain atomic write
-            pass
-        os.replace(tmp, path)  # (or the entry there is unreadable: ours replaces it)
-        return array
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    and a feature row by float rounding: so the first entry written is kept (:func:`scp_core.io.atomic_create`) and
+    every later caller scores those bytes, which a warm batch then reads."""
+    if not atomic_create(path, lambda tmp: np.save(tmp, np.ascontiguousarray(array), allow_pickle=False), ".npy"):
+        held = _load(path)
+        if held is not None:
+            return held
+        _save(path, array)  # the entry there is unreadable: ours replaces it
+    return array
 
 
 def image_keys(s: Settings, pipe, labels: torch.Tensor, prior, mu, steps: int, seeds: list[int],
