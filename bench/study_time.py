@@ -11,12 +11,12 @@ Usage::
 ``--cold-from REPORTS`` takes the cold batch from one already rendered into ``REPORTS`` (``scpdiff reproduce``
 wrote its ``runs.json`` and filled its ``cache/``): the folder is copied to the work folder and only the warm
 batch runs here; the table says which batch was timed by this run. The warm batch's tables are compared with
-the cold batch's byte for byte. Writes ``reports/bench/study_time_<profile>[_quick].{json,md}``.
+the cold batch's cell for cell, their timing columns left out.
+Writes ``reports/bench/study_time_<profile>[_quick].{json,md}``.
 """
 from __future__ import annotations
 
 import argparse
-import filecmp
 import json
 import os
 import shutil
@@ -52,11 +52,53 @@ def record(out: Path) -> dict:
             "notebooks": {n: r.get("wall_s") for n, r in runs["notebooks"].items()}}
 
 
+TIMING_COLUMNS = ("seconds", "sample_s", "wall_s")  # wall-clock columns: a warm batch reads, it does not sample
+
+
+def _table(path: Path):
+    """A table's cells as text, its timing columns left out (what a warm batch must reproduce byte for byte)."""
+    import pandas as pd
+
+    t = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return t.drop(columns=[c for c in t.columns if c in TIMING_COLUMNS])
+
+
 def tables_equal(a: Path, b: Path) -> list[str]:
-    """The table files of ``a/tables`` that differ from (or are missing in) ``b/tables``."""
+    """The table files of ``a/tables`` that differ from (or are missing in) ``b/tables``, cell for cell as text,
+    apart from the timing columns (:data:`TIMING_COLUMNS`)."""
     names = sorted(p.name for p in (a / "tables").glob("*.csv"))
     return [n for n in names if not (b / "tables" / n).is_file()
-            or not filecmp.cmp(a / "tables" / n, b / "tables" / n, shallow=False)]
+            or not _table(a / "tables" / n).equals(_table(b / "tables" / n))]
+
+
+def _numbers(cell: str) -> list[float]:
+    """The numbers of a cell (a value, or an interval written ``[lo, hi]``); none for text."""
+    try:
+        return [float(x) for x in cell.strip("[]").split(",")] if cell else []
+    except ValueError:
+        return []
+
+
+def largest_differences(a: Path, b: Path, names: list[str]) -> list[dict]:
+    """Per differing table, per column: the largest absolute and relative difference of its numbers."""
+    rows = []
+    for n in names:
+        if not (b / "tables" / n).is_file():
+            rows.append({"table": n, "column": "(missing in the warm batch)", "largest |diff|": "-",
+                         "largest relative": "-"})
+            continue
+        ta, tb = _table(a / "tables" / n), _table(b / "tables" / n)
+        for col in ta.columns:
+            if col not in tb.columns or len(ta) != len(tb):
+                rows.append({"table": n, "column": col, "largest |diff|": "shape differs", "largest relative": "-"})
+                continue
+            pairs = [(x, y) for ca, cb in zip(ta[col], tb[col]) if ca != cb
+                     for x, y in zip(_numbers(ca), _numbers(cb))]
+            if pairs:
+                d = max(abs(x - y) for x, y in pairs)
+                r = max(abs(x - y) / max(abs(x), abs(y), 1e-12) for x, y in pairs)
+                rows.append({"table": n, "column": col, "largest |diff|": f"{d:.2g}", "largest relative": f"{r:.2g}"})
+    return rows
 
 
 def main(argv=None) -> int:
@@ -85,6 +127,7 @@ def main(argv=None) -> int:
         shutil.copytree(cold_dir / "tables", snapshot / "tables")
         warm = batch(args.profile, args.quick, args.jobs, cold_dir)
         differ = tables_equal(snapshot, cold_dir)
+        largest = largest_differences(snapshot, cold_dir, differ)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -102,11 +145,14 @@ def main(argv=None) -> int:
            for n, w in sorted(warm["notebooks"].items())]
     label = f"{args.profile}{' --quick' if args.quick else ''}"
     sections = [("The batch against its goals", md_table(rows) + "\n\n" + (
-                    "The warm batch's tables are byte for byte those of the cold batch." if not differ else
-                    "Tables that differ between the cold and the warm batch: " + ", ".join(differ))),
+                    "The warm batch's tables are those of the cold batch, cell for cell as text, apart from "
+                    f"their timing columns ({', '.join(TIMING_COLUMNS)})." if not differ else
+                    "Tables that differ between the cold and the warm batch (timing columns left out): "
+                    + ", ".join(differ) + ". Their largest differences:\n\n" + md_table(largest))),
                 ("Per notebook (the runner's wall time)", md_table(per))]
     data = {"command": command_line(), "profile": args.profile, "quick": args.quick, "jobs": args.jobs,
-            "cold": cold, "warm": warm, "goals_s": goals, "rows": rows, "tables_differ": differ}
+            "cold": cold, "warm": warm, "goals_s": goals, "rows": rows, "tables_differ": differ,
+            "largest_differences": largest}
     name = f"study_time_{args.profile.replace('-', '_')}{'_quick' if args.quick else ''}"
     write_results(name, f"The study's wall time, `{label}`: cold cache, then warm", sections, data, Path(args.out))
     return 0

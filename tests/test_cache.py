@@ -194,3 +194,25 @@ def test_the_first_entry_written_is_kept_and_a_later_maker_scores_it(s):
     assert np.array_equal(cache._keep_first(broken, other[1]), other[1])
     assert np.array_equal(cache._load(broken), other[1])
     assert not [p for p in broken.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_confusion_matrices_are_made_once_per_image_and_map_and_equal_the_uncached_ones(s, monkeypatch):
+    """mIoU's per-image counts: the segmenter runs once per (image, map, segmenter) in a reports folder; another
+    map for the same image is another entry; the cached counts are the uncached ones exactly (integers)."""
+    real, labels = study.eval_set(s)
+    seg, ds = study.load_segmenter(s), study.load_data(s, "val")
+    predicted = []
+    real_predict = type(seg).predict
+
+    def counting(self, x):
+        predicted.append(len(x))
+        return real_predict(self, x)
+    monkeypatch.setattr(type(seg), "predict", counting)
+    first = evaluation._confusions(s, seg, ds, real, labels)
+    again = evaluation._confusions(s, seg, ds, real[[2, 0]], labels[[2, 0]])
+    assert predicted == [len(real)] and np.array_equal(again, first[[2, 0]]) and first.dtype.kind == "i"
+    moved = evaluation._confusions(s, seg, ds, real[:1], labels[1:2])  # image 0 on map 1: a new key
+    assert predicted == [len(real), 1] and moved[0].sum() == first[1].sum()
+    monkeypatch.setenv("SCP_CACHE", "0")
+    assert np.array_equal(evaluation._confusions(s, seg, ds, real, labels), first)
+    assert predicted == [len(real), 1, len(real)]

@@ -10,6 +10,7 @@ second batch into the same reports folder computes none again:
   mu asked for and the default mu, the steps, the guidance, the seed of that sample, its label map, its real start
   latent (Fig. 3) if any;
 * an image's features: the image's bytes and the extractor's networks;
+* an image's confusion matrix (mIoU's per-image counts): the image's bytes, its label map and the segmenter;
 * a batch of reference latents (the priors' input): the stack, the encoder seed, the batch and its images;
 * a setting's resampled Frechet distances and KID (its interval's 1,000 draws): its features, the reference's, the
   resampled maps and the seed.
@@ -201,16 +202,30 @@ def feature_keys(images_u8: torch.Tensor, extractor: str) -> list[str]:
     return [_digest(common, a) for a in arr]
 
 
-def features(s: Settings, images_u8: torch.Tensor, extractor: str, make) -> torch.Tensor:
-    """Features ``[n, D]`` (float64) of uint8 images: cached rows read, the others made by ``make(images)``."""
-    keys = feature_keys(images_u8, extractor)
-    rows = [_load(_path(s, "features", k)) for k in keys]
+def _rows(s: Settings, kind: str, keys: list[str], make) -> np.ndarray:
+    """One cached row per key (``[n, ...]``): the cached ones read, the others made by ``make(todo) -> array`` for the
+    missing positions and kept (the first entry written wins: :func:`_keep_first`)."""
+    rows = [_load(_path(s, kind, k)) for k in keys]
     todo = [i for i, r in enumerate(rows) if r is None]
     if todo:
-        made = make(images_u8[todo]).double().cpu().numpy()
-        for i, r in zip(todo, made):
-            rows[i] = _keep_first(_path(s, "features", keys[i]), r)
-    return torch.from_numpy(np.stack(rows))
+        for i, r in zip(todo, make(todo)):
+            rows[i] = _keep_first(_path(s, kind, keys[i]), np.asarray(r))
+    return np.stack(rows)
+
+
+def features(s: Settings, images_u8: torch.Tensor, extractor: str, make) -> torch.Tensor:
+    """Features ``[n, D]`` (float64) of uint8 images: cached rows read, the others made by ``make(images)``."""
+    rows = _rows(s, "features", feature_keys(images_u8, extractor),
+                 lambda todo: make(images_u8[todo]).double().cpu().numpy())
+    return torch.from_numpy(rows)
+
+
+def confusions(s: Settings, images_u8: torch.Tensor, labels: torch.Tensor, segmenter: str, make) -> np.ndarray:
+    """Each image's confusion matrix against its map (``[n, K, K + 1]`` ints): cached ones read, the others made by
+    ``make(todo)`` (the positions missing). Key: the segmenter's fingerprint, the image's bytes and its map's."""
+    common = _digest("confusions", source_digest(), segmenter)
+    images, maps = images_u8.contiguous().numpy(), torch.as_tensor(labels).contiguous().numpy()
+    return _rows(s, "confusions", [_digest(common, a, m) for a, m in zip(images, maps)], make)
 
 
 def frechet_draws(s: Settings, gen: dict, ref: np.ndarray, index: np.ndarray, *, ref_maps: int, seed: int,

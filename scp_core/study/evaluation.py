@@ -91,11 +91,18 @@ def reference_features(s: Settings, inception: bool = False) -> torch.Tensor:
 
 
 @timing.timed("segmenter")
-def _confusions(seg, ds, images_u8: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index, keep_per_sample=True)
-    for i in range(0, len(images_u8), 100):
-        meter.update(seg.predict(to_float(images_u8[i:i + 100])), labels[i:i + 100])
-    return meter.per_sample
+def _confusions(s: Settings, seg, ds, images_u8: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Each image's confusion matrix against its map (``[n, K, K + 1]``): read from the batch's cache where an
+    earlier notebook scored the same image with the same segmenter (:func:`cache.confusions`)."""
+    def make(todo) -> np.ndarray:
+        meter = SegmentationMeter(ds.num_classes, ignore_index=ds.ignore_index, keep_per_sample=True)
+        for i in range(0, len(todo), 100):
+            part = todo[i:i + 100]
+            meter.update(seg.predict(to_float(images_u8[part])), labels[part])
+        return meter.per_sample
+    if not cache.enabled(s):
+        return make(list(range(len(images_u8))))
+    return cache.confusions(s, images_u8, labels, cache.extractor_fingerprint(seg), make)
 
 
 class Comparison:
@@ -131,11 +138,11 @@ class Comparison:
         if len(images_u8) != len(self.labels):
             raise ValueError(f"setting {name!r} has {len(images_u8)} images for {len(self.labels)} maps")
         s, ds = self.s, load_data(self.s, "val")
-        item = {"cms": {"miou": _confusions(load_segmenter(s), ds, images_u8, self.labels)},
+        item = {"cms": {"miou": _confusions(s, load_segmenter(s), ds, images_u8, self.labels)},
                 "feats": {"fd": _features(s, images_u8).numpy()}}
         if self.judge_b:
             seg_b = load_segmenter(replace(s, segmenter=str(repo_path(SECOND_SEGMENTER))))
-            item["cms"]["miou_b"] = _confusions(seg_b, ds, images_u8, self.labels)
+            item["cms"]["miou_b"] = _confusions(s, seg_b, ds, images_u8, self.labels)
             item["feats"]["fid"] = _features(s, images_u8, inception=True).numpy()
         self.items[name] = item
         self._draws = None
