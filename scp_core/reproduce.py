@@ -207,6 +207,13 @@ def run_lanes(names: list[str], jobs: int, one, after: dict | None = None) -> No
         raise errors[0]
 
 
+# Kernels run side by side: one thread each, for torch (SCP_THREADS, read by study.load_pipeline) and for numpy /
+# scipy's OpenBLAS, which otherwise starts a thread per core in every kernel: two kernels' BLAS threads spinning on
+# two cores made each resampled Frechet distance 26x slower (77 ms against 2.9 ms per draw at 300 x 2048 beside a
+# busy batch), a quarter of the toy batch's time.
+SINGLE_THREADED = {"SCP_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool = False,
               with_training: bool = False, out: str | Path | None = None, jobs: int = 2,
               eval_splits: list[str] | None = None, quick: bool = False) -> dict:
@@ -216,7 +223,7 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
         smoke / quick: tiny counts (``reports/_smoke/``) or a student's quick run (``reports/_quick/``), not both.
         eval_splits: the evaluation splits of every notebook (default: each notebook's in the study's table).
         jobs: notebooks run at once. With ``jobs > 1`` each kernel uses one thread
-            (``SCP_THREADS=1``): on a 2-core CPU two single-threaded kernels beat one
+            (torch and BLAS: :data:`SINGLE_THREADED`): on a 2-core CPU two single-threaded kernels beat one
             two-threaded kernel for these small models. ``06_comparison_table`` runs last
             (it reads ``03_prior_comparison``'s numbers); the notebooks of :data:`AFTER` start once
             ``03_prior_comparison`` has made the images they share with it.
@@ -250,7 +257,7 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
                    key=lambda n: LONGEST.index(n) if n in LONGEST else len(LONGEST))
     with _quick_kernels(quick):
         if jobs > 1 and len(first) > 1:
-            os.environ["SCP_THREADS"] = "1"  # inherited by the kernels
+            os.environ.update(SINGLE_THREADED)  # inherited by the kernels
         run_lanes(first, jobs, one)
         for name in last:
             one(name)

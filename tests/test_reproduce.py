@@ -308,3 +308,20 @@ def test_a_lane_error_stops_new_starts_and_is_raised():
     with pytest.raises(RuntimeError, match="lane failure"):
         rp.run_lanes(["a", "b", "c"], 1, one, after={})
     assert seen == ["a"]
+
+
+def test_kernels_side_by_side_run_one_thread_each_for_torch_and_blas(tmp_path, monkeypatch):
+    """Two lanes on two cores: each kernel inherits one torch thread and one OpenBLAS thread (numpy / scipy's
+    BLAS would otherwise start a thread per core in every kernel and the two kernels' threads fight)."""
+    for key in rp.SINGLE_THREADED:
+        monkeypatch.setenv(key, "2")  # restored after the test
+    seen = []
+
+    def fake(name, out, params):
+        seen.append({k: os.environ[k] for k in rp.SINGLE_THREADED})
+        return {"status": "ok", "wall_s": 0.0, "error": None}
+    monkeypatch.setattr(rp, "run_notebook", fake)
+    monkeypatch.setattr(rp, "write_index", lambda out, run: None)
+    rp.reproduce("toy", only=["00_quickstart", "02_noise_priors"], smoke=True, jobs=2, out=tmp_path)
+    assert seen == [{"SCP_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                     "MKL_NUM_THREADS": "1"}] * 2

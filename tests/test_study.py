@@ -176,7 +176,7 @@ CAMVID_TODAY = {
     "01_mismatch_study": {"s": {"n_ref": 355, "n_eval": 50}, "mus": [0.4, 0.6, 0.8, 1.0]},
     "02_noise_priors": {"s": {"n_ref": 2000, "n_eval": 101}, "n_small": 64},
     "03_prior_comparison": {"s": {"n_ref": 2000, "n_eval": 300}},
-    "04_mu_sweep": {"s": {"n_ref": 2000, "n_eval": 50}, "mus": [0.6, 0.8, 1.0], "kinds": ["joint", "categorical"]},
+    "04_mu_sweep": {"s": {"n_ref": 2000, "n_eval": 50}, "mus": [0.6, 0.7, 0.8, 1.0], "kinds": ["joint", "categorical"]},
     "05_diversity": {"s": {"n_ref": 2000, "n_eval": 101}, "k": 4, "n_maps": 16},
     "06_comparison_table": {"s": {"n_ref": 355, "n_eval": 101}},
     "07_training": {"s": {"n_ref": 355, "n_eval": 101}, "steps_per_stage": 60, "n_train": 1000},
