@@ -7,9 +7,9 @@ kernel up to the moment it wrote its metrics). Per notebook: the stages, ``rest`
 metrics' ``wall_s``, less the stages: pandas, numpy, the rest of the notebook's code) and ``start + end`` (the
 runner's wall time less the kernel's: kernel start, imports, writing the notebook and its HTML).
 
-Usage: ``python bench/study_profile.py [--reports reports/toy] [--out reports/bench]``. Run it after a batch
-(``scpdiff reproduce --profile toy``); notebooks whose metrics predate the tally (no ``timing_s``) are listed
-with their wall time only.
+Usage: ``python bench/study_profile.py [--reports reports/toy] [--out reports/bench] [--name study_profile]``.
+Run it after a batch (``scpdiff reproduce --profile toy``); notebooks whose metrics predate the tally (no
+``timing_s``) are listed with their wall time only.
 """
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ def profile(reports: Path) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reports", default=str(ROOT / "reports" / "toy"), help="a batch's reports folder")
-    ap.add_argument("--out", default=str(OUT), help="where study_profile.{json,md} go")
+    ap.add_argument("--out", default=str(OUT), help="where <name>.{json,md} go")
+    ap.add_argument("--name", default="study_profile",
+                    help="the files' name (e.g. study_profile_toy_quick for a quick batch's profile)")
     args = ap.parse_args(argv)
     reports = Path(args.reports).resolve()
     if not (reports / "runs.json").is_file():
@@ -78,10 +80,10 @@ def main(argv=None) -> int:
     lines += [f"Command: `{command_line()}`"]
     # the batch's own records are the measurement: no environment of this reading is added
     out = Path(args.out)
-    write_json(out / "study_profile.json", {"reports": str(where), "command": command_line(), "rows": rows,
+    write_json(out / f"{args.name}.json", {"reports": str(where), "command": command_line(), "rows": rows,
                                             "total": total, "batch": {k: runs.get(k) for k in
                                                                       ("batch_wall_s", "finished", "commit")}})
-    write_text(out / "study_profile.md", "\n".join(lines) + "\n")
+    write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
