@@ -133,9 +133,14 @@ def _load(path: Path):
         return None
 
 
+def _writer(array: np.ndarray):
+    """Write ``array`` as one ``.npy`` file at the path given (no pickles)."""
+    return lambda tmp: np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+
+
 def _save(path: Path, array: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+        _writer(array)(tmp)
 
 
 def _keep_first(path: Path, array: np.ndarray) -> np.ndarray:
@@ -144,7 +149,7 @@ def _keep_first(path: Path, array: np.ndarray) -> np.ndarray:
     The same sample made in a batch of another size (another notebook, another lane) can differ by a grey level,
     and a feature row by float rounding: so the first entry written is kept (:func:`scp_core.io.atomic_create`) and
     every later caller scores those bytes, which a warm batch then reads."""
-    if not atomic_create(path, lambda tmp: np.save(tmp, np.ascontiguousarray(array), allow_pickle=False), ".npy"):
+    if not atomic_create(path, _writer(array), ".npy"):
         held = _load(path)
         if held is not None:
             return held
