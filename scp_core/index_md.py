@@ -28,6 +28,7 @@ TITLES = {
     "08_global_factors": "Beyond the paper: priors that keep global factors",
     "09_zero_snr": "Is the schedule the bottleneck? Zero terminal SNR",
     "10_prior_transfer": "Prior transfer and a locked UNet (toolkit issue #5)",
+    "11_training_seeds": "Table 1 on three training seeds",
 }
 NOTEBOOKS = list(TITLES)  # in the study's order
 
@@ -108,13 +109,21 @@ def _table1(m: dict) -> str:
                      + (f", KID x1e3 {_kid(c)}" if "kid" in c else "")
                      + (f", FID (Inception) {c['fid']:.2f} {_fmt_ci(c['fid_ci'])}" if "fid" in c else "")
                      + ": what two independent real sets of this size score.")
-    seeds = m.get("training_seeds")
-    if seeds:
-        df = _ci_columns(pd.DataFrame(seeds["table"]))
-        lines += ["", "**Three training seeds** (daylight; the ControlNet stage retrained from seeds 1 and 2):", "",
-                  _md(df, ["training_seed", "prior", "mu", "fd", "fd_ci", "miou", "miou_ci", "fid", "fid_ci"]), "",
-                  pd.DataFrame(seeds["gaps"]).drop(columns=["text"]).to_markdown(index=False, floatfmt=".3f")]
     return "\n".join(lines)
+
+
+def _seeds_section(out: Path) -> list[str]:
+    """Notebook 11: Table 1 (daylight) on the three training seeds."""
+    m = _load(out, "11_training_seeds")
+    if not m:
+        return []
+    seeds = m["training_seeds"]
+    df = _ci_columns(pd.DataFrame(seeds["table"]))
+    return ["", "## Table 1 on three training seeds", "",
+            "Daylight; the ControlNet stage retrained from seeds 1 and 2 (notebook 11):", "",
+            _md(df, ["training_seed", "prior", "mu", "fd", "fd_ci", "miou", "miou_ci", "fid", "fid_ci"]), "",
+            pd.DataFrame(seeds["gaps"]).drop(columns=["text"]).to_markdown(index=False, floatfmt=".3f"), "",
+            "![Table 1 on three training seeds](figures/11_training_seeds.png)"]
 
 
 def _rule(m: dict) -> str:
@@ -323,7 +332,7 @@ def _protocol_section(out: Path) -> list[str]:
     """Every change made to a notebook's protocol after results were seen, beside the rule it affects."""
     lines = []
     for name in ("01_mismatch_study", "prior_comparison", "04_mu_sweep", "05_diversity", "08_global_factors",
-                 "09_zero_snr", "10_prior_transfer"):
+                 "09_zero_snr", "10_prior_transfer", "11_training_seeds"):
         m = _load(out, name)
         protocol = (m or {}).get("protocol")
         if protocol:
@@ -369,8 +378,8 @@ def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
     lines = (_index_header(run) + _notebook_rows(out, run) + _model_section(out, run) + _claims_section(out, run)
              + _protocol_section(out))
-    for section in (_table1_section, _mismatch_section, _mu_sweep_section, _diversity_section, _reading_section,
-                    _global_factors_section, _zero_snr_section, _transfer_section, _table2_section):
+    for section in (_table1_section, _seeds_section, _mismatch_section, _mu_sweep_section, _diversity_section,
+                    _reading_section, _global_factors_section, _zero_snr_section, _transfer_section, _table2_section):
         lines += section(out)
     files = sorted(p.relative_to(out).as_posix() for d in ("tables", "figures") if (out / d).is_dir()
                    for p in (out / d).iterdir() if p.suffix in (".md", ".png", ".csv"))

@@ -27,14 +27,14 @@ from .index_md import NOTEBOOKS, write_index
 from .io import REPO_ROOT, atomic_path, portable, write_text
 
 DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
-LONGEST = ["03_prior_comparison", "08_global_factors", "10_prior_transfer", "04_mu_sweep", "09_zero_snr",
-           "01_mismatch_study"]
+LONGEST = ["03_prior_comparison", "11_training_seeds", "08_global_factors", "04_mu_sweep", "10_prior_transfer",
+           "09_zero_snr", "01_mismatch_study"]
 # Notebooks that ask for images a longer one makes first (the same stack, prior, mu, seeds and maps, which the
 # image cache shares): in a batch they start once it has finished, so two lanes never make the same images at once.
-AFTER = {"08_global_factors": ("03_prior_comparison",), "10_prior_transfer": ("03_prior_comparison",),
-         "04_mu_sweep": ("03_prior_comparison",)}
+AFTER = {n: ("03_prior_comparison",) for n in ("04_mu_sweep", "08_global_factors", "10_prior_transfer",
+                                                "11_training_seeds")}
 # experiments on the toy stacks (their retrained models exist for toy-city only)
-TOY_ONLY = {"09_zero_snr", "10_prior_transfer"}
+TOY_ONLY = {"09_zero_snr", "10_prior_transfer", "11_training_seeds"}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 

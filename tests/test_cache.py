@@ -133,6 +133,24 @@ def test_reference_latents_are_encoded_once_and_give_the_same_priors(s, monkeypa
     assert sum(encoded) == 32 and torch.equal(plain["joint"].mean, first["joint"].mean)
 
 
+def test_fresh_and_cached_reference_latents_are_the_same_tensor_layout_and_sum_alike(s):
+    """The VAE returns channels-last latents; read back from the cache they are contiguous. Sums over them ran in
+    another order, so the mixture prior notebook 08 fitted while encoding (a cold batch) differed in its last digits
+    from the one fitted on cached latents (a warm batch), its digest too, and a warm batch sampled its images again.
+    The encoder now returns the fresh latents as a later read gives them."""
+    from scp_core.priors.global_factor import global_factor
+    from scp_core.reference import reference_batches
+
+    pipe, ds = study.load_pipeline(s), study.load_data(s, "train")
+    encode = cache.reference_encoder(s, pipe, s.seed)
+    fresh = [x0 for _, x0, _ in reference_batches(pipe, ds, 16, encode=encode)]
+    cached = [x0 for _, x0, _ in reference_batches(pipe, ds, 16, encode=encode)]
+    raw = [x0 for _, x0, _ in reference_batches(pipe, ds, 16)]  # the VAE's own output, not cached
+    for f, c, r in zip(fresh, cached, raw):
+        assert torch.equal(f, r) and f.stride() == c.stride()
+        assert torch.equal(global_factor(f), global_factor(c))
+
+
 def test_a_settings_resampled_draws_are_computed_once_and_equal_the_uncached_ones(s, monkeypatch):
     """The intervals' draws (Frechet and KID, 2048-D Inception-sized features through the Gram path) are kept per
     setting: a second comparison solves no eigenvalue problem, adding a setting computes only that one, and every

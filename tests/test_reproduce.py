@@ -210,7 +210,7 @@ def test_committed_reference_runs_include_their_executed_notebooks():
 
 def test_toy_only_notebooks_leave_the_batch_of_other_profiles(tmp_path):
     """09 and 10 need the toy stacks (zero-SNR, locked): `--profile camvid` skips them, and asking for one says why."""
-    for name in ("09_zero_snr", "10_prior_transfer"):
+    for name in ("09_zero_snr", "10_prior_transfer", "11_training_seeds"):
         with pytest.raises(ValueError, match="toy profile only"):
             rp.reproduce("camvid", only=[name], out=tmp_path)
     assert rp.TOY_ONLY <= set(rp.DEFAULT_BATCH) and not list(tmp_path.iterdir())

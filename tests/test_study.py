@@ -170,6 +170,7 @@ TOY_TODAY = {
     "08_global_factors": {"s": {"n_ref": 2000, "n_eval": 300}, "k": 4, "n_maps": 8},
     "09_zero_snr": {"s": {"n_ref": 2000, "n_eval": 300}, "oracle_stds": [1, 2, 4, 8, 16, 32]},
     "10_prior_transfer": {"s": {"n_ref": 2000, "n_eval": 300}},
+    "11_training_seeds": {"s": {"n_ref": 2000, "n_eval": 300}},
 }
 CAMVID_TODAY = {
     "00_quickstart": {"s": {"n_ref": 500, "n_eval": 1}},

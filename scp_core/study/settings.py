@@ -141,6 +141,7 @@ NOTEBOOKS = {
     "08_global_factors": {"n_ref": N_REF, "n_eval": 300, "k": 4, "n_maps": 8},
     "09_zero_snr": {"n_ref": N_REF, "n_eval": 300, "oracle_stds": [1, 2, 4, 8, 16, 32]},
     "10_prior_transfer": {"n_ref": N_REF, "n_eval": 300},
+    "11_training_seeds": {"n_ref": N_REF, "n_eval": 300},  # notebook 03's daylight Table 1 (its images, cached)
     "priors": {},
     "sample": {"n_eval": 100, "batch_size": 32},
 }
