@@ -7,11 +7,13 @@ the CamVid batch at most 15 minutes, the quick toy batch at most 4 minutes -- on
 Usage::
 
     python bench/study_time.py [--profile toy] [--quick] [--jobs 2] [--work DIR] [--cold-from REPORTS]
+                               [--previous REV]
 
 ``--cold-from REPORTS`` takes the cold batch from one already rendered into ``REPORTS`` (``scpdiff reproduce``
 wrote its ``runs.json`` and filled its ``cache/``): the folder is copied to the work folder and only the warm
 batch runs here; the table says which batch was timed by this run. The warm batch's tables are compared with
-the cold batch's cell for cell, their timing columns left out.
+the cold batch's cell for cell, their timing columns left out. ``--previous REV`` also holds the cold batch's
+tables against those committed at git revision ``REV`` (the previous batch) by the slow re-derivation test's rule.
 Writes ``reports/bench/study_time_<profile>[_quick].{json,md}``.
 """
 from __future__ import annotations
@@ -101,6 +103,47 @@ def largest_differences(a: Path, b: Path, names: list[str]) -> list[dict]:
     return rows
 
 
+TOLERANCE = {"rtol": 1e-3, "atol": 1e-3}  # the slow re-derivation test's (tests/test_reproduce.py)
+RENAMED = {"03_training_seeds.csv": "11_training_seeds.csv"}  # a previous batch's table -> its name now
+
+
+def previous_tables(rev: str, profile: str, dest: Path) -> Path:
+    """The tables a previous batch committed at git revision ``rev`` (``reports/<profile>/tables/*.csv``), written
+    into ``dest/tables``."""
+    folder = f"reports/{profile}/tables/"
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, folder], cwd=ROOT, check=True, capture_output=True,
+                           text=True).stdout.split()
+    (dest / "tables").mkdir(parents=True, exist_ok=True)
+    for name in (n for n in names if n.endswith(".csv")):
+        data = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True, capture_output=True).stdout
+        (dest / "tables" / Path(name).name).write_bytes(data)
+    return dest
+
+
+def against_previous(prev: Path, new: Path) -> list[dict]:
+    """Each table of the previous batch against this one by the slow re-derivation test's rule: the numeric columns
+    (not the ``*_s`` timings; tables 00 and 07 hold timings only) equal within :data:`TOLERANCE`."""
+    import pandas as pd
+
+    rows = []
+    for ref in sorted((prev / "tables").glob("*.csv")):
+        if ref.stem.startswith(("00_", "07_")):
+            continue
+        now = new / "tables" / RENAMED.get(ref.name, ref.name)
+        row = {"previous table": ref.name, "this batch": now.name}
+        if not now.is_file():
+            rows.append({**row, "within tolerance": "missing"})
+            continue
+        a, b = pd.read_csv(ref), pd.read_csv(now)
+        num = [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c]) and not c.endswith("_s")]
+        try:
+            pd.testing.assert_frame_equal(a[num], b[num], **TOLERANCE)
+            rows.append({**row, "within tolerance": "yes"})
+        except (AssertionError, KeyError) as e:
+            rows.append({**row, "within tolerance": "NO: " + " ".join(str(e).split())[:160]})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="toy")
@@ -108,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", help="the scratch reports folder (default: a temporary one, removed at the end)")
     ap.add_argument("--cold-from", help="a reports folder whose batch ran from a cold cache: time only the warm one")
+    ap.add_argument("--previous", help="a git revision whose committed tables (the previous batch's) the cold batch "
+                                       "must equal within the slow re-derivation test's tolerance")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="study_time_")).resolve()
@@ -128,6 +173,8 @@ def main(argv=None) -> int:
         warm = batch(args.profile, args.quick, args.jobs, cold_dir)
         differ = tables_equal(snapshot, cold_dir)
         largest = largest_differences(snapshot, cold_dir, differ)
+        previous = against_previous(previous_tables(args.previous, args.profile, work / "previous"),
+                                    snapshot) if args.previous else []
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -150,9 +197,16 @@ def main(argv=None) -> int:
                     "Tables that differ between the cold and the warm batch (timing columns left out): "
                     + ", ".join(differ) + ". Their largest differences:\n\n" + md_table(largest))),
                 ("Per notebook (the runner's wall time)", md_table(per))]
+    if previous:
+        bad = [r for r in previous if r["within tolerance"] != "yes"]
+        sections.append((f"The cold batch against the previous batch (tables committed at {args.previous})",
+                         f"Rule of the slow re-derivation test: numeric columns equal within relative "
+                         f"{TOLERANCE['rtol']:g} + absolute {TOLERANCE['atol']:g}. "
+                         + (f"All {len(previous)} tables within it." if not bad else
+                            f"{len(bad)} of {len(previous)} tables outside it.") + "\n\n" + md_table(previous)))
     data = {"command": command_line(), "profile": args.profile, "quick": args.quick, "jobs": args.jobs,
             "cold": cold, "warm": warm, "goals_s": goals, "rows": rows, "tables_differ": differ,
-            "largest_differences": largest}
+            "largest_differences": largest, "previous": {"rev": args.previous, "tables": previous}}
     name = f"study_time_{args.profile.replace('-', '_')}{'_quick' if args.quick else ''}"
     write_results(name, f"The study's wall time, `{label}`: cold cache, then warm", sections, data, Path(args.out))
     return 0

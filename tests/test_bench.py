@@ -133,6 +133,47 @@ def test_study_time_reads_a_cold_batch_times_the_warm_one_and_compares_their_tab
     assert "the batch's runs.json (toy)" in md and "| 03_prior_comparison | 2000 | 200 | 0.1 |" in md
 
 
+def test_study_time_holds_a_batch_against_the_previous_one_by_the_slow_tests_rule(tmp_path):
+    """--previous: numeric columns within 1e-3 (relative) + 1e-3 pass, a larger change or a missing table does not,
+    timing columns and tables 00 / 07 are left out, and a renamed table is found under its new name."""
+    study_time = _bench("study_time")
+    prev, new = tmp_path / "prev", tmp_path / "new"
+    for d in (prev, new):
+        (d / "tables").mkdir(parents=True)
+    (prev / "tables" / "03_a.csv").write_text("prior,fd,sample_s\njoint,0.1000,5\n")
+    (new / "tables" / "03_a.csv").write_text("prior,fd,sample_s\njoint,0.1009,99\n")  # inside; timing ignored
+    (prev / "tables" / "04_b.csv").write_text("fd\n0.1\n")
+    (new / "tables" / "04_b.csv").write_text("fd\n0.2\n")  # outside
+    (prev / "tables" / "00_t.csv").write_text("seconds\n1\n")  # timings only: not compared
+    (prev / "tables" / "05_gone.csv").write_text("x\n1\n")
+    (prev / "tables" / "03_training_seeds.csv").write_text("fd\n0.3\n")
+    (new / "tables" / "11_training_seeds.csv").write_text("fd\n0.3\n")
+    rows = {r["previous table"]: r for r in study_time.against_previous(prev, new)}
+    assert set(rows) == {"03_a.csv", "04_b.csv", "05_gone.csv", "03_training_seeds.csv"}
+    assert rows["03_a.csv"]["within tolerance"] == "yes"
+    assert rows["04_b.csv"]["within tolerance"].startswith("NO")
+    assert rows["05_gone.csv"]["within tolerance"] == "missing"
+    assert rows["03_training_seeds.csv"]["this batch"] == "11_training_seeds.csv"
+    assert rows["03_training_seeds.csv"]["within tolerance"] == "yes"
+
+
+def test_study_time_reads_a_previous_batchs_tables_from_git(tmp_path):
+    """The toy tables committed at HEAD, every one, byte for byte."""
+    import subprocess
+
+    study_time = _bench("study_time")
+    root = Path(study_time.ROOT)
+    got = study_time.previous_tables("HEAD", "toy", tmp_path) / "tables"
+    listed = subprocess.run(["git", "ls-tree", "--name-only", "HEAD", "reports/toy/tables/"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout.split()
+    committed = sorted(Path(n).name for n in listed if n.endswith(".csv"))
+    assert committed and sorted(p.name for p in got.glob("*.csv")) == committed
+    for name in committed:
+        blob = subprocess.run(["git", "show", f"HEAD:reports/toy/tables/{name}"], cwd=root, check=True,
+                              capture_output=True).stdout
+        assert (got / name).read_bytes() == blob
+
+
 def test_feature_cost_quick_times_both_layouts_on_the_same_images(tmp_path):
     _bench("feature_cost").main(["--quick", "--threads", "1", "--out", str(tmp_path)])
     data = json.loads((tmp_path / "feature_cost.json").read_text())
