@@ -156,10 +156,10 @@ class SCPDiffPipeline:
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
                sample: bool = True) -> torch.Tensor:
-        """Images ``[B, 3, H, W]`` in [-1, 1] -> scaled latents ``x0`` (posterior sample x factor)."""
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> scaled latents ``x0``, contiguous (channels-last sums differently)."""
         dist = self.vae.encode(images.to(self._vae_device, self.vae.dtype)).latent_dist
         z = dist.sample(generator=generator) if sample else dist.mean
-        return z.float() * self.scale_factor
+        return (z.float() * self.scale_factor).contiguous()
 
     @timed("decoding")
     @torch.no_grad()

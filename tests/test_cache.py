@@ -147,7 +147,7 @@ def test_fresh_and_cached_reference_latents_are_the_same_tensor_layout_and_sum_a
     cached = [x0 for _, x0, _ in reference_batches(pipe, ds, 16, encode=encode)]
     raw = [x0 for _, x0, _ in reference_batches(pipe, ds, 16)]  # the VAE's own output, not cached
     for f, c, r in zip(fresh, cached, raw):
-        assert torch.equal(f, r) and f.stride() == c.stride()
+        assert torch.equal(f, r) and f.stride() == c.stride() == r.stride()
         assert torch.equal(global_factor(f), global_factor(c))
 
 

@@ -1,6 +1,6 @@
 """Compute once: a content-addressed disk cache of generated images and of their features (issue 34).
 
-Notebooks 01, 03, 04, 08 and 10 sample the same stacks with the same priors, mu and seeds on the same maps (04's
+Notebooks 01, 03, 04, 08, 10 and 11 sample the same stacks with the same priors, mu and seeds on the same maps (04's
 maps are the first of 03's), and score the same images with the same networks. Each image and each image's
 features are kept under a key made of everything that determines them, so a batch computes each once, and a
 second batch into the same reports folder computes none again:
@@ -195,9 +195,9 @@ def reference_encoder(s: Settings, pipe, seed: int):
         if x0 is None:
             x0 = np.ascontiguousarray(make().detach().cpu().numpy())
             _save(path, x0)
-        # the fresh latents too, as a later read gives them: the VAE returns channels-last tensors, whose sums run in
-        # another order (a global factor 2e-7 off), so a prior fitted on fresh latents differed from one fitted on
-        # cached ones, and a warm batch sampled notebook 08's and 09's mixture-prior images again
+        # the fresh latents too, as a later read gives them (values and layout): a prior fitted on channels-last
+        # latents differed in its last digits from one fitted on cached ones, and a warm batch sampled notebook 08's
+        # and 09's mixture-prior images again (SCPDiffPipeline.encode is contiguous now; this holds whatever make gives)
         return torch.from_numpy(x0).to(pipe.device)
     return encode
 
