@@ -192,13 +192,11 @@ def reference_encoder(s: Settings, pipe, seed: int):
                       torch.as_tensor(images_u8))
         path = _path(s, "latents", key)
         x0 = _load(path)
-        if x0 is None:
-            x0 = np.ascontiguousarray(make().detach().cpu().numpy())
-            _save(path, x0)
-        # the fresh latents too, as a later read gives them (values and layout): a prior fitted on channels-last
-        # latents differed in its last digits from one fitted on cached ones, and a warm batch sampled notebook 08's
-        # and 09's mixture-prior images again (SCPDiffPipeline.encode is contiguous now; this holds whatever make gives)
-        return torch.from_numpy(x0).to(pipe.device)
+        if x0 is not None:
+            return torch.from_numpy(x0).to(pipe.device)
+        x0 = make()  # contiguous, as a read gives it back (SCPDiffPipeline.encode): priors fitted on either agree
+        _save(path, x0.detach().cpu().numpy())
+        return x0
     return encode
 
 
