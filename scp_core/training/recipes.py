@@ -65,14 +65,13 @@ class StackRecipe:
 
 
 # zoo/camvid (its training_facts.json records what each stage took): CamVid at 96 x 128 (12 x 16 x 32 TAEF2 latents),
-# batch 32, a cosine learning rate and an EMA of the weights. Seconds per step with two threads
-# (bench/camvid_train_cost.py): at 96 x 128 the first stack's widths (32, 64, 128) take 0.155 (base UNet) and 0.393
-# (ControlNet + unlocked decoder), at 192 x 256 and batch 16 0.27 and 1.07. The second CPU stack (those widths,
-# 15,000 + 5,000 steps, zero terminal SNR) scored plain ControlNet KID 3.5x the real floor, its samples blurred: its
-# first level (32 channels) is no wider than the 32-channel latent it reads. The third (this recipe) takes the GPU
-# recipe's widths (64, 96, 160): 0.232 and 0.495 s a step before the run (1.5x and 1.3x), 20.0 MB of UNet +
-# ControlNet in float16 (the zoo's budget is 25 MB with the segmenter), and 18,000 + 4,500 steps, sized to about
-# 125 minutes of the 150-minute sitting.
+# batch 32, a cosine learning rate and an EMA of the weights. Seconds per step with two threads at batch 32
+# (bench/camvid_train_cost.py): the first stack's widths (32, 64, 128) 0.173 (base UNet) and 0.430 (ControlNet +
+# unlocked decoder), at 192 x 256 0.48 and 1.97. The second CPU stack (those widths, 15,000 + 5,000 steps, zero
+# terminal SNR) scored plain ControlNet KID 3.5x the real floor, its samples blurred; its first level (32 channels)
+# is no wider than the 32-channel latent it reads. The third (this recipe) takes the GPU recipe's widths
+# (64, 96, 160): 0.294 and 0.548 s a step (1.7x and 1.3x), 20.0 MB of UNet + ControlNet in float16 (the zoo's budget
+# is 25 MB with the segmenter); 18,000 + 4,500 steps took 122 minutes of the 150-minute sitting (KID 2.4x the floor).
 RECIPES = {
     "camvid": StackRecipe(
         profile="camvid",
