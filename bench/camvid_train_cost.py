@@ -31,7 +31,9 @@ from scp_core.training.losses import LatentCache, controlnet_loss_fn, unet_loss_
 from scp_core.training.recipes import RECIPES  # noqa: E402
 
 LATENT_CHANNELS = 32  # TAEF2
-WIDTHS = {"32-64-128 (first stack)": (32, 64, 128), "64-96-160 (zoo since its third CPU training)": (64, 96, 160),
+ZOO_WIDTHS = tuple(RECIPES["camvid"].unet["block_out_channels"])  # the committed recipe's row follows the recipe
+WIDTHS = {"32-64-128 (first stack)": (32, 64, 128),
+          f"{'-'.join(map(str, ZOO_WIDTHS))} (zoo since its third CPU training)": ZOO_WIDTHS,
           "64-96-192": (64, 96, 192), "64-128-256": (64, 128, 256)}
 SIZES = {"192 x 256": (24, 32), "96 x 128": (12, 16)}
 
