@@ -76,6 +76,10 @@ PROFILES = {p.name: p for p in (
     # training and prior set (split "holdout")
     Profile("camvid", "camvid", "real", pipeline="zoo/camvid/pipeline", segmenter="zoo/camvid/segmenter",
             dataset_options={"size": (96, 128), "holdout": CAMVID_DUSK_HOLDOUT}),
+    # the schedule control: the same recipe trained under SD's schedule (terminal alpha_bar > 0), the only
+    # difference from camvid's zero-terminal-SNR stack; scored by camvid's segmenter (one judge for both)
+    Profile("camvid-sd", "camvid", "real", pipeline="zoo/camvid-sd/pipeline", segmenter="zoo/camvid/segmenter",
+            dataset_options={"size": (96, 128), "holdout": CAMVID_DUSK_HOLDOUT}),
     # the paper's datasets: pipeline, data and segmenter are given at run time
     Profile("cityscapes", "cityscapes", "real"),
     Profile("ade20k", "ade20k", "real"),

@@ -122,7 +122,7 @@ PROFILES = {
     **{name: _profile_settings(name, **_TOY) for name in ("toy", "toy-gv", "toy-gv-zero-snr", "toy-locked")},
     "cityscapes": _profile_settings("cityscapes", n_ref=2975, n_eval=500, guidance=4.0, batch_size=8),
     "ade20k": _profile_settings("ade20k", n_ref=10000, n_eval=2000, guidance=7.5, batch_size=8),
-    "camvid": _profile_settings("camvid", n_ref=355, n_eval=101, batch_size=16),
+    **{name: _profile_settings(name, n_ref=355, n_eval=101, batch_size=16) for name in ("camvid", "camvid-sd")},
 }
 assert set(PROFILES) == set(PROFILE_TABLE), "every profile of data.profiles has the study's knobs"
 

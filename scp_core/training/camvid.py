@@ -239,10 +239,11 @@ def train_stack(profile: str = "camvid", out: str | Path | None = None, work: st
                              schedule=recipe.noise_schedule)
     save_half(pipe, out / "pipeline")
     scrub_local_paths(out / "pipeline")
-    seg.save_pretrained(out / "segmenter", extra_config={"dataset": s.dataset, "image_size": list(train.size)})
-    write_json(out / "segmenter" / "training_log.json", seg_log)
-    if images is not None:
-        write_json(out / "segmenter" / "val_metrics.json", seg_metrics)
+    if not recipe.segmenter_from:  # a reused segmenter stays in its own folder, written once
+        seg.save_pretrained(out / "segmenter", extra_config={"dataset": s.dataset, "image_size": list(train.size)})
+        write_json(out / "segmenter" / "training_log.json", seg_log)
+        if images is not None:
+            write_json(out / "segmenter" / "val_metrics.json", seg_metrics)
     write_json(out / "training_facts.json", facts)
     if report and images is not None:
         write_camvid_report(out, work, facts, recipe, val_labels, val_images, train)
@@ -303,12 +304,19 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
     val, _ = _profile_dataset(profile, "val", data_root)
     val_images, val_labels, _ = load_images(val, facts.get("taef2_psnr_n", limit))
     if "segmenter" not in facts:  # trained from a pack, where no frame was: the evaluation happens here
-        seg = ToySegmenter.from_pretrained(out / "segmenter")
-        seg_log = json.loads((out / "segmenter" / "training_log.json").read_text())
-        write_json(out / "segmenter" / "val_metrics.json",
-                   _evaluate(TAEF2.from_weights(), seg, seg_log, val_images, val_labels, train, facts))
+        folder = segmenter_folder(recipe, out)
+        seg = ToySegmenter.from_pretrained(folder)
+        seg_log = json.loads((folder / "training_log.json").read_text())
+        seg_metrics = _evaluate(TAEF2.from_weights(), seg, seg_log, val_images, val_labels, train, facts)
+        if not recipe.segmenter_from:
+            write_json(folder / "val_metrics.json", seg_metrics)
         write_json(facts_path, facts)
     return write_camvid_report(out, work, facts, recipe, val_labels, val_images, train)
+
+
+def segmenter_folder(recipe: StackRecipe, out: Path) -> Path:
+    """Where the stack's segmenter lives: the recipe's reused one (``segmenter_from``), else ``<out>/segmenter``."""
+    return REPO_ROOT / recipe.segmenter_from if recipe.segmenter_from else Path(out) / "segmenter"
 
 
 def _segmenter_stage(images, labels, train, recipe: StackRecipe, seg_dir: Path, resume: str | None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ..data.profiles import PROFILES
 from .loop import TrainConfig
 
 # ---------------------------------------------------------------------------- toy stacks
@@ -91,6 +92,11 @@ RECIPES = {
         noise_schedule="zero-snr",
     ),
 }
+# The schedule control (notebook 12): the camvid recipe under SD's schedule (scaled-linear betas, epsilon prediction,
+# terminal alpha_bar > 0), everything else equal (widths, steps, batch, lr, EMA, flips, data, seed), and camvid's
+# segmenter reused rather than trained again, so that one judge scores both stacks.
+RECIPES["camvid-sd"] = replace(RECIPES["camvid"], profile="camvid-sd", noise_schedule="sd",
+                               segmenter_from=PROFILES["camvid"].segmenter)
 # One H100 / H200 in at most 8 minutes (issue 25): wider networks on the same TAEF2 latents, bf16, an EMA of the
 # weights, each stage capped by a wall-clock budget (its steps are an upper bound; the facts record the steps done),
 # the committed segmenter reused (it scores the images; it need not change with the generator). Not yet run.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import ToyCity, colorize, images_labels, to_float, to_uint8
+from ..data import REPO_ROOT, ToyCity, colorize, images_labels, to_float, to_uint8
 from ..io import atomic_path, write_json, write_text
 from ..pipeline import SCPDiffPipeline
 from ..priors import MIN_COUNT, NormalPrior
@@ -249,15 +249,16 @@ def write_camvid_report(out: Path, work: Path, facts: dict, recipe: StackRecipe,
         ("wall time of the last `scpdiff train` invocation (before this report)", f"{facts['total_wall_s']} s"),
         (f"sampling the grid below (2 x {n} images, 20 DDIM steps)", f"{sample_s:.1f} s")])
     recipes = recipe_table((("base UNet", recipe.unet_cfg), ("ControlNet", recipe.controlnet_cfg)))
-    size_mb, seg_mb = folder_mb(out / "pipeline"), folder_mb(out / "segmenter")
+    seg_dir = REPO_ROOT / recipe.segmenter_from if recipe.segmenter_from else out / "segmenter"
+    size_mb, seg_mb = folder_mb(out / "pipeline"), folder_mb(seg_dir)
     text = f"""{header(facts['profile'])} on {facts['n_train_images']} training images
 of {facts['dataset']} ({facts['image_size'][0]} x {facts['image_size'][1]}; dataset options
 `{json.dumps(facts['dataset_options'])}`; horizontal flips {'added' if facts['hflip'] else 'not used'}:
 {facts['n_train_latents']} latents), on a CPU with {facts['threads']} thread(s), torch {facts['torch']}.
 The autoencoder is the pretrained TAEF2 (8x, 32 latent channels), not trained here; its weights
 are read from the weights folder and not stored in `pipeline/vae/` (only its config).
-Weights: `pipeline/` (diffusers folders, float16 safetensors, {size_mb:.1f} MB) and `segmenter/`
-({seg_mb:.1f} MB).
+Weights: `pipeline/` (diffusers folders, float16 safetensors, {size_mb:.1f} MB) and the segmenter
+{f"reused from `{recipe.segmenter_from}`" if recipe.segmenter_from else "`segmenter/`"} ({seg_mb:.1f} MB).
 
 {recipes}
 
