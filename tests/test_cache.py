@@ -6,7 +6,7 @@ import torch
 
 from scp_core import study
 from scp_core.pipeline import SCPDiffPipeline
-from scp_core.study import cache
+from scp_core.study import cache, cache_files
 from scp_core.study import evaluation
 
 
@@ -92,10 +92,11 @@ def test_features_are_extracted_once_per_image_and_a_broken_entry_is_made_again(
     f2 = evaluation._features(s, imgs[[4, 0]])
     assert made == [5] and torch.equal(f2, f1[[4, 0]]) and f1.dtype == torch.float64
     key = cache.feature_keys(imgs[4:], cache.extractor_fingerprint(study.feature_extractor(s)))[0]
-    entry = s.reports / "cache" / "features" / key[:2] / f"{key}.npy"
+    entry = cache._path(s, "features", key)
     entry.write_bytes(b"not an array")  # image 4's entry
     study.CONTEXT.clear()
-    f3 = evaluation._features(s, imgs)
+    with pytest.warns(cache_files.CacheEntryWarning, match=f"features/{key} .* removed, computed again"):
+        f3 = evaluation._features(s, imgs)
     # one image alone or in a batch of five: the same features up to float rounding of the batched convolutions
     assert made == [5, 1] and torch.allclose(f3, f1, rtol=1e-5, atol=1e-6) and torch.equal(f3[:4], f1[:4])
     monkeypatch.setenv("SCP_CACHE", "0")
@@ -192,7 +193,7 @@ def test_a_comparison_reads_its_intervals_from_the_cache_and_gives_the_same_rows
         comp.add("flipped", real.flip(2))
         rows.append(comp.rows())
     assert rows[0] == rows[1] == rows[2]
-    assert list((s.reports / "cache" / "draws").rglob("*.npy")), "the draws were kept"
+    assert list((s.reports / "cache" / "draws").rglob("*.entry")), "the draws were kept"
 
 
 def test_the_first_entry_written_is_kept_and_a_later_maker_scores_it(s):
@@ -204,13 +205,15 @@ def test_the_first_entry_written_is_kept_and_a_later_maker_scores_it(s):
     got, _, _ = cache.generated(s, "call-a", keys, lambda todo: (first[todo], 0.8, 751))
     assert np.array_equal(got, first)
     # another notebook, which found no entry when it looked, made its own and now stores it
-    again = cache._keep_first(cache._path(s, "images", "k1"), other[0])
-    assert np.array_equal(again, first[0]) and np.array_equal(cache._load(cache._path(s, "images", "k1")), first[0])
+    again = cache_files.keep_first(cache._path(s, "images", "k1"), other[0])
+    assert np.array_equal(again, first[0])
+    assert np.array_equal(cache_files.load(cache._path(s, "images", "k1")), first[0])
     # an unreadable entry is replaced by the new one; no temporary file is left behind
     broken = cache._path(s, "images", "k2")
     broken.write_bytes(b"not an array")
-    assert np.array_equal(cache._keep_first(broken, other[1]), other[1])
-    assert np.array_equal(cache._load(broken), other[1])
+    with pytest.warns(cache_files.CacheEntryWarning, match="images/k2 .* holds no digest"):
+        assert np.array_equal(cache_files.keep_first(broken, other[1]), other[1])
+    assert np.array_equal(cache_files.load(broken), other[1])
     assert not [p for p in broken.parent.iterdir() if p.name.startswith(".")]
 
 

@@ -16,10 +16,14 @@ second batch into the same reports folder computes none again:
   resampled maps and the seed.
 
 Every key also carries a digest of the ``scp_core`` source, so a code change starts the cache afresh. One entry is
-one small file (``<reports>/cache/<kind>/<key[:2]>/<key>.npy``) written atomically (a temporary name, then a
+one small file (``<reports>/cache/<kind>/<key[:2]>/<key>.entry``, kinds ``images``, ``runs`` (a call's mu and
+``t_start``), ``latents``, ``features``, ``confusions``, ``draws``) written atomically (a temporary name, then a
 rename), so two notebooks running at once can share it: each reads only complete files, and two that compute the
-same entry write the same bytes. ``SCP_CACHE=0`` switches it off; smoke runs never use it (their counts change from
-test to test). The cache is scratch: ``git`` ignores it and deleting it only costs time.
+same entry write the same bytes. The keys cover every input, and each entry also carries a digest of its own
+content, checked on every read (:mod:`.cache_files`): an entry that was corrupted, cut short or replaced (or one of
+the older format, without a digest) is reported, removed and computed again, never used. ``SCP_CACHE=0`` switches
+it off; smoke runs never use it (their counts change from test to test). The cache is scratch: ``git`` ignores it
+and deleting it only costs time.
 """
 from __future__ import annotations
 
@@ -31,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import REPO_ROOT, atomic_create, atomic_path
+from ..io import REPO_ROOT
 from ..metrics.resampling import Draws
 from ..priors import prior_digest
+from .cache_files import SUFFIX, keep_first, load, save
 from .settings import Settings
 
 _SOURCE: str | None = None
@@ -123,38 +128,7 @@ def extractor_fingerprint(extractor) -> str:
 
 
 def _path(s: Settings, kind: str, key: str) -> Path:
-    return root(s) / kind / key[:2] / f"{key}.npy"
-
-
-def _load(path: Path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):  # missing, or unreadable: computed again (and rewritten)
-        return None
-
-
-def _writer(array: np.ndarray):
-    """Write ``array`` as one ``.npy`` file at the path given (no pickles)."""
-    return lambda tmp: np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npy") as tmp:
-        _writer(array)(tmp)
-
-
-def _keep_first(path: Path, array: np.ndarray) -> np.ndarray:
-    """Store ``array`` under ``path`` unless an entry is there already, and return what the cache holds.
-
-    The same sample made in a batch of another size (another notebook, another lane) can differ by a grey level,
-    and a feature row by float rounding: so the first entry written is kept (:func:`scp_core.io.atomic_create`) and
-    every later caller scores those bytes, which a warm batch then reads."""
-    if not atomic_create(path, _writer(array), ".npy"):
-        held = _load(path)
-        if held is not None:
-            return held
-        _save(path, array)  # the entry there is unreadable: ours replaces it
-    return array
+    return root(s) / kind / key[:2] / f"{key}{SUFFIX}"
 
 
 def image_keys(s: Settings, pipe, labels: torch.Tensor, prior, mu, steps: int, seeds: list[int],
@@ -171,15 +145,15 @@ def image_keys(s: Settings, pipe, labels: torch.Tensor, prior, mu, steps: int, s
 def generated(s: Settings, call: str, keys: list[str], make) -> tuple[np.ndarray, float, int]:
     """The images of ``keys`` (uint8 ``[n, H, W, 3]``) with the ``mu`` and ``t_start`` that ran: cached ones read,
     the others made by ``make(todo) -> (images [len(todo), H, W, 3], mu, t_start)`` for the missing positions."""
-    images = [_load(_path(s, "images", k)) for k in keys]
-    meta = _load(_path(s, "runs", call))
+    images = [load(_path(s, "images", k)) for k in keys]
+    meta = load(_path(s, "runs", call))
     todo = [i for i, im in enumerate(images) if im is None] or ([0] if meta is None else [])
     if todo:
         made, mu, t_start = make(todo)
         for i, img in zip(todo, made):
-            images[i] = _keep_first(_path(s, "images", keys[i]), np.asarray(img))
+            images[i] = keep_first(_path(s, "images", keys[i]), np.asarray(img))
         meta = np.array([float(mu), float(t_start)])
-        _save(_path(s, "runs", call), meta)
+        save(_path(s, "runs", call), meta)
     return np.stack(images), float(meta[0]), int(meta[1])
 
 
@@ -191,11 +165,11 @@ def reference_encoder(s: Settings, pipe, seed: int):
         key = _digest("latents", source_digest(), stack_fingerprint(pipe), int(seed), int(b),
                       torch.as_tensor(images_u8))
         path = _path(s, "latents", key)
-        x0 = _load(path)
+        x0 = load(path)
         if x0 is not None:
             return torch.from_numpy(x0).to(pipe.device)
         x0 = make()  # contiguous, as a read gives it back (SCPDiffPipeline.encode): priors fitted on either agree
-        _save(path, x0.detach().cpu().numpy())
+        save(path, x0.detach().cpu().numpy())
         return x0
     return encode
 
@@ -209,12 +183,12 @@ def feature_keys(images_u8: torch.Tensor, extractor: str) -> list[str]:
 
 def _rows(s: Settings, kind: str, keys: list[str], make) -> np.ndarray:
     """One cached row per key (``[n, ...]``): the cached ones read, the others made by ``make(todo) -> array`` for the
-    missing positions and kept (the first entry written wins: :func:`_keep_first`)."""
-    rows = [_load(_path(s, kind, k)) for k in keys]
+    missing positions and kept (the first entry written wins: :func:`.cache_files.keep_first`)."""
+    rows = [load(_path(s, kind, k)) for k in keys]
     todo = [i for i, r in enumerate(rows) if r is None]
     if todo:
         for i, r in zip(todo, make(todo)):
-            rows[i] = _keep_first(_path(s, kind, keys[i]), np.asarray(r))
+            rows[i] = keep_first(_path(s, kind, keys[i]), np.asarray(r))
     return np.stack(rows)
 
 
@@ -243,7 +217,7 @@ def frechet_draws(s: Settings, gen: dict, ref: np.ndarray, index: np.ndarray, *,
     # one cached row per statistic: [value, draw_1, ..., draw_B]
     common = _digest("draws", source_digest(), ref, index, int(ref_maps), int(seed), bool(kid))
     keys = {name: _digest(common, np.asarray(f)) for name, f in gen.items()}
-    rows = {name: _load(_path(s, "draws", k)) for name, k in keys.items()}
+    rows = {name: load(_path(s, "draws", k)) for name, k in keys.items()}
     todo = {name: gen[name] for name, r in rows.items() if r is None}
     if todo:
         made = make(todo)
@@ -251,6 +225,6 @@ def frechet_draws(s: Settings, gen: dict, ref: np.ndarray, index: np.ndarray, *,
         for name in todo:
             rows[name] = np.stack([np.concatenate([[d.value], d.draws]) for d in
                                    ([fd[name], kd[name]] if kid else [fd[name]])])
-            _save(_path(s, "draws", keys[name]), rows[name])
+            save(_path(s, "draws", keys[name]), rows[name])
     fd = {name: Draws(float(r[0, 0]), r[0, 1:]) for name, r in rows.items()}
     return fd, ({name: Draws(float(r[1, 0]), r[1, 1:]) for name, r in rows.items()} if kid else None)
