@@ -35,8 +35,9 @@ from scipy import linalg
 
 from .segmentation import SegmentationMeter
 
-__all__ = ["N_BOOT", "Draws", "draw_indices", "multiplicities", "FrechetGram", "frechet_draws", "frechet_batched",
-           "reference_weights", "segmentation_draws", "interval", "difference"]
+__all__ = ["N_BOOT", "Draws", "draw_indices", "block_indices", "block_length", "image_weights", "multiplicities",
+           "FrechetGram", "frechet_draws", "frechet_batched", "reference_weights", "segmentation_draws", "interval",
+           "difference", "detectable"]
 
 N_BOOT = 1000  # resamples of every reference interval (issue 31: at least 1,000)
 LEVEL = 95.0
@@ -45,6 +46,78 @@ LEVEL = 95.0
 def draw_indices(n_maps: int, n_boot: int, seed: int) -> np.ndarray:
     """``[n_boot, n_maps]`` map indices drawn with replacement from ``np.random.default_rng(seed)``."""
     return np.random.default_rng(seed).integers(0, n_maps, size=(int(n_boot), int(n_maps)))
+
+
+def block_indices(n_maps: int, n_boot: int, seed: int, block: int = 1) -> np.ndarray:
+    """``[n_boot, n_maps]`` map indices of a **moving-block bootstrap** (Kunsch 1989) in the maps' order.
+
+    Each row joins ``ceil(n_maps / block)`` runs of ``block`` consecutive maps, their first maps drawn uniformly
+    from ``0 .. n_maps - block``, and keeps the first ``n_maps``: frames of one drive that resemble their
+    neighbours stay together, so an interval carries the dependence between them (an independent draw of such
+    frames is too narrow). ``block = 1`` is :func:`draw_indices` (the same rows).
+    """
+    block = int(block)
+    if block < 1 or block > n_maps:
+        raise ValueError(f"block length must lie in 1 .. {n_maps} (the maps), got {block}")
+    if block == 1:
+        return draw_indices(n_maps, n_boot, seed)
+    starts = np.random.default_rng(seed).integers(0, n_maps - block + 1, size=(int(n_boot), -(-n_maps // block)))
+    return (starts[:, :, None] + np.arange(block)).reshape(int(n_boot), -1)[:, :n_maps]
+
+
+def _flat_top(t: np.ndarray) -> np.ndarray:
+    """Politis and Romano's trapezoidal lag window: 1 up to ``|t| = 1/2``, falling linearly to 0 at 1."""
+    t = np.abs(t)
+    return np.where(t <= 0.5, 1.0, np.where(t <= 1.0, 2.0 * (1.0 - t), 0.0))
+
+
+def block_length(series) -> dict:
+    """The moving-block bootstrap's block length for series in frame order (columns of ``series [n, d]``).
+
+    Politis and White (2004), with the correction of Patton, Politis and White (2009), for the circular and
+    moving-block bootstraps: ``b = (2 G^2 / D)^(1/3) n^(1/3)``, ``G = sum_k lambda(k / M) |k| R(k)``,
+    ``D = 4/3 (sum_k lambda(k / M) R(k))^2`` over ``|k| <= M``, ``R`` the autocovariance, ``lambda``
+    :func:`_flat_top`, ``M = 2 m`` where ``m`` is the first lag after which ``K = max(5, sqrt(log10 n))``
+    autocorrelations in a row lie within ``2 sqrt(log10 n / n)`` (no correlation left). Each column gets its
+    own ``b``; the block is the largest, rounded up (at least 1, at most ``n / 2``).
+
+    Returns ``{"block": int, "per_series": [float], "first_lag_uncorrelated": [int], "acf1": [float]}``
+    (``acf1``: each column's lag-1 autocorrelation, the dependence being corrected for).
+    """
+    x = np.asarray(series, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    n = len(x)
+    if n < 8:
+        raise ValueError(f"a block length needs at least 8 frames in order, got {n}")
+    k_n, bound = max(5, int(np.ceil(np.sqrt(np.log10(n))))), 2.0 * np.sqrt(np.log10(n) / n)
+    per, lags, acf1 = [], [], []
+    for col in x.T:
+        c = col - col.mean()
+        r = np.array([c[:n - k] @ c[k:] / n for k in range(n)])  # autocovariance R(0), R(1), ...
+        rho = r / r[0] if r[0] > 0 else np.zeros(n)
+        small = np.abs(rho[1:]) < bound
+        m = next((j for j in range(n - k_n) if small[j:j + k_n].all()), n // 2)
+        big_m = min(2 * max(m, 1), n - 1)
+        k = np.arange(-big_m, big_m + 1)
+        lam, rk = _flat_top(k / big_m), r[np.abs(k)]
+        g, d = (lam * np.abs(k) * rk).sum(), 4.0 / 3.0 * (lam * rk).sum() ** 2
+        per.append(float((2 * g ** 2 / d) ** (1 / 3) * n ** (1 / 3)) if d > 0 else 1.0)
+        lags.append(int(m))
+        acf1.append(float(rho[1]))
+    block = int(min(max(1, np.ceil(max(per))), n // 2))
+    return {"block": block, "per_series": per, "first_lag_uncorrelated": lags, "acf1": acf1}
+
+
+def image_weights(index: np.ndarray, n_images: int) -> np.ndarray:
+    """``[B, n_images]`` multiplicities of images when the rows of ``index`` (``[B, n]``) draw **maps**.
+
+    A setting holds ``k = n_images / n`` samples of every map in seed-major order (image ``j`` is sample
+    ``j // n`` of map ``j % n``): each image counts as often as its map was drawn. ``k = 1``: :func:`multiplicities`.
+    """
+    n = np.atleast_2d(index).shape[1]
+    if n_images % n:
+        raise ValueError(f"{n_images} images are not a whole number of samples of each of {n} maps")
+    return np.tile(multiplicities(index, n), (1, n_images // n))
 
 
 def multiplicities(index: np.ndarray, n: int) -> np.ndarray:
@@ -170,8 +243,9 @@ def reference_weights(index: np.ndarray, n_ref: int, ref_maps: int, seed: int) -
 
 def frechet_draws(gen: dict, ref, index: np.ndarray, *, ref_maps: int, seed: int = 0,
                   kid: bool = False) -> dict[str, Draws] | tuple[dict[str, Draws], dict[str, Draws]]:
-    """Frechet distance of every setting's features (``{name: [n, D]}``, rows = the same maps) to ``ref``,
-    on all items and on each row of ``index`` (``[B, n]``, :func:`draw_indices`).
+    """Frechet distance of every setting's features (``{name: [k n, D]}``, rows = ``k`` samples of the same
+    ``n`` maps, seed-major: :func:`image_weights`) to ``ref``, on all items and on each row of ``index``
+    (``[B, n]`` map indices, :func:`draw_indices` or :func:`block_indices`).
 
     ``ref_maps``: ``n`` where the reference's first ``n`` images are the real images of the same maps (they
     are resampled with them), 0 for an independent reference (:func:`reference_weights`). ``kid=True`` also returns
@@ -183,9 +257,10 @@ def frechet_draws(gen: dict, ref, index: np.ndarray, *, ref_maps: int, seed: int
     fd_out, kid_out = {}, {}
     for name, feats in gen.items():
         gram = FrechetGram(feats, ref, g_yy)
-        if index.shape[1] != gram.n:
-            raise ValueError(f"setting {name!r} has {gram.n} images, the map indices draw {index.shape[1]}")
-        w_rows = multiplicities(index, gram.n)
+        if gram.n % index.shape[1]:
+            raise ValueError(f"setting {name!r} has {gram.n} images, not a whole number of samples of each of the "
+                             f"{index.shape[1]} maps the indices draw")
+        w_rows = image_weights(index, gram.n)
         if gram.dim <= SMALL_DIM:
             draws = frechet_batched(feats, ref, w_rows, v_rows)
         else:
@@ -203,12 +278,13 @@ def _scores(cm: np.ndarray) -> tuple[float, float]:
 
 
 def segmentation_draws(per_sample: dict, index: np.ndarray) -> dict[str, dict[str, Draws]]:
-    """mIoU and accuracy (in %) of every setting from its per-image confusion matrices (``{name: [n, K, K+1]}``),
+    """mIoU and accuracy (in %) of every setting from its per-image confusion matrices (``{name: [k n, K, K+1]}``,
+    ``k`` samples of each map as in :func:`image_weights`),
     on all images and on each row of ``index``: ``{name: {"miou": Draws, "acc": Draws}}``."""
     out = {}
     for name, cms in per_sample.items():
         cms = np.asarray(cms, np.float64)
-        w_rows = multiplicities(index, len(cms))
+        w_rows = image_weights(index, len(cms))
         flat = cms.reshape(len(cms), -1)
         pooled = (w_rows @ flat).reshape(len(w_rows), *cms.shape[1:])
         miou, acc = _scores(cms.sum(0))
@@ -230,3 +306,13 @@ def difference(a: Draws, b: Draws, level: float = LEVEL) -> tuple[float, tuple[f
     if len(a.draws) != len(b.draws):
         raise ValueError(f"paired draws must be as many for both settings, got {len(a.draws)} and {len(b.draws)}")
     return a.value - b.value, interval(Draws(a.value - b.value, a.draws - b.draws), level)
+
+
+POWER_Z = 2.8016  # z(0.975) + z(0.80): a two-sided 5 % test with 80 % power
+
+
+def detectable(a: Draws, b: Draws) -> float:
+    """The smallest ``|a - b|`` this design detects with 80 % power in a two-sided 5 % test: ``2.80`` times the
+    standard deviation of the paired difference's draws (the normal approximation of the bootstrap's spread)."""
+    return float(POWER_Z * np.std(a.draws - b.draws, ddof=1))
+

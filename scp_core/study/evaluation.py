@@ -26,7 +26,7 @@ from ..data import images_labels, to_float
 from ..data.profiles import SECOND_SEGMENTER, repo_path
 from ..metrics import SegmentationMeter, extract_features
 from ..metrics.frechet import nearest
-from ..metrics.resampling import (N_BOOT, Draws, difference, draw_indices, frechet_draws, interval,
+from ..metrics.resampling import (N_BOOT, Draws, block_indices, difference, draw_indices, frechet_draws, interval,
                                   segmentation_draws)
 from ..metrics.verdict import best_text, compare, relation_of_difference
 from .. import timing
@@ -116,12 +116,19 @@ class Comparison:
         n_boot: resamples (default 1,000; smoke runs 50; 0: point estimates only).
         judge_b: score with the second judge too (default :func:`second_judge`: the toy profiles outside
             smoke runs).
+        block: the resampling's block length in maps (1: maps drawn independently; more: a moving-block
+            bootstrap of consecutive maps, for frames of one drive, :func:`block_indices`).
+
+    A setting may hold ``k`` samples of every map (``k n`` images, seed-major: sample ``r`` of map ``i`` is
+    image ``r n + i``); a resample draws maps, and each map brings all its samples and its real image.
     """
 
-    def __init__(self, s: Settings, labels: torch.Tensor, n_boot: int | None = None, judge_b: bool | None = None):
+    def __init__(self, s: Settings, labels: torch.Tensor, n_boot: int | None = None, judge_b: bool | None = None,
+                 block: int = 1):
         self.s, self.labels = s, torch.as_tensor(labels)
         self.n_boot = (SMOKE_BOOT if s.smoke else N_BOOT) if n_boot is None else int(n_boot)
         self.judge_b = second_judge(s) if judge_b is None else bool(judge_b)
+        self.block = int(block)
         self.items: dict[str, dict] = {}
         self._draws: dict | None = None
 
@@ -132,17 +139,20 @@ class Comparison:
                 + ["fid", "kid", "miou_b", "acc_b"] * self.judge_b)
 
     def add(self, name: str, images_u8: torch.Tensor) -> None:
-        """Score one setting's images (``[n, H, W, 3]`` uint8, image ``i`` on map ``i``). The resamples are drawn
-        once, for every setting together, when a row or a comparison is first asked for."""
+        """Score one setting's images (``[k n, H, W, 3]`` uint8, image ``r n + i`` on map ``i``). The resamples are
+        drawn once, for every setting together, when a row or a comparison is first asked for."""
         images_u8 = torch.as_tensor(images_u8)
-        if len(images_u8) != len(self.labels):
-            raise ValueError(f"setting {name!r} has {len(images_u8)} images for {len(self.labels)} maps")
+        n = len(self.labels)
+        if len(images_u8) == 0 or len(images_u8) % n:
+            raise ValueError(f"setting {name!r} has {len(images_u8)} images for {n} maps: give k >= 1 samples of "
+                             "every map, seed-major")
+        labels = self.labels.repeat(len(images_u8) // n, *([1] * (self.labels.dim() - 1)))
         s, ds = self.s, load_data(self.s, "val")
-        item = {"cms": {"miou": _confusions(s, load_segmenter(s), ds, images_u8, self.labels)},
+        item = {"cms": {"miou": _confusions(s, load_segmenter(s), ds, images_u8, labels)},
                 "feats": {"fd": _features(s, images_u8).numpy()}}
         if self.judge_b:
             seg_b = load_segmenter(replace(s, segmenter=str(repo_path(SECOND_SEGMENTER))))
-            item["cms"]["miou_b"] = _confusions(s, seg_b, ds, images_u8, self.labels)
+            item["cms"]["miou_b"] = _confusions(s, seg_b, ds, images_u8, labels)
             item["feats"]["fid"] = _features(s, images_u8, inception=True).numpy()
         self.items[name] = item
         self._draws = None
@@ -157,7 +167,7 @@ class Comparison:
 
     def _compute_draws(self) -> dict[str, dict[str, Draws]]:
         n, s = len(self.labels), self.s
-        index = draw_indices(n, max(self.n_boot, 1), s.seed)
+        index = block_indices(n, max(self.n_boot, 1), s.seed, self.block)
         out: dict[str, dict[str, Draws]] = {}
         for key, inception in (("fd", False), ("fid", True)):
             if key not in next(iter(self.items.values()))["feats"]:
@@ -194,6 +204,8 @@ class Comparison:
         ``metric`` and ``n_boot``."""
         draws = self._all_draws()
         out = {"n": int(len(self.labels)), "metric": self.s.metric, "n_boot": self.n_boot}
+        if len(self.items[name]["cms"]["miou"]) != len(self.labels) or self.block != 1:  # k samples, blocks
+            out.update(n_images=int(len(self.items[name]["cms"]["miou"])), block=self.block)
         for col in self.columns:
             d = draws[col][name]
             out[col] = float(d.value)
@@ -244,23 +256,40 @@ def score(s: Settings, gen_u8: torch.Tensor, labels: torch.Tensor, ci: bool = Tr
     return c.row("images")
 
 
-def real_reference(s: Settings) -> dict:
+def real_training_draw(s: Settings, n: int) -> tuple[np.ndarray, str]:
+    """The real training images of the real-versus-real line: their indices and how they were drawn.
+
+    At real scale ``n`` frames drawn at random, without replacement, across the whole training split with
+    ``np.random.default_rng(s.seed)`` (the first frames in name order are one sequence: CamVid's first 101 are the
+    dusk drive 0001TP, a shift of sequence against daylight validation frames, not the spread of two real sets).
+    The toy profiles' training images are generated independently, so their first ``n`` are such a draw already.
+    """
+    size = len(load_data(s, "train"))
+    n = min(int(n), size)
+    if s.is_toy:
+        return np.arange(n), f"the first {n} of the {size} generated training images"
+    index = np.sort(np.random.default_rng(s.seed).choice(size, n, replace=False))
+    return index, f"{n} of the {size} training frames drawn at random across sequences (seed {s.seed})"
+
+
+def real_reference(s: Settings, n: int | None = None) -> dict:
     """What real images score: the ceiling of the segmentation scores and the real-versus-real distance.
 
     mIoU / accuracy (both judges): the segmenters on the real validation images of the evaluated maps (the
-    ceiling a generator can reach). The distances: ``n_eval`` real *training* images against the validation
-    reference set (train against val, both resampled, independently): what two real sets of this size give.
-    A start that still holds the reference image itself (low mu in Fig. 3) can fall below it: that is a
-    reconstruction, not generation.
+    ceiling a generator can reach). The distances: ``n`` (default ``n_eval``) real *training* images
+    (:func:`real_training_draw`) against the reference set of the evaluation splits (both resampled,
+    independently): what two real sets of this size give; the one real-versus-real line of a profile. A start
+    that still holds the reference image itself (low mu in Fig. 3) can fall below it: that is a reconstruction,
+    not generation.
     """
     img, lab = eval_set(s)
     c = Comparison(s, lab)
     c.add("real val", img)
     out = {k: v for k, v in c.row("real val").items() if not k.startswith(("fd", "fid", "kid"))}
     train = load_data(s, "train")
-    n = min(len(img), len(train))
-    real_train, _ = images_labels(train, np.arange(n))
-    index = draw_indices(n, max(c.n_boot, 1), s.seed)
+    which, drawn = real_training_draw(s, len(img) if n is None else n)
+    real_train, _ = images_labels(train, which)
+    index = draw_indices(len(which), max(c.n_boot, 1), s.seed)
     for key, inception in (("fd", False), ("fid", True)):
         if key == "fid" and not c.judge_b:
             continue
@@ -273,7 +302,8 @@ def real_reference(s: Settings) -> dict:
             out[col] = d["train"].value
             if c.n_boot:
                 out[col + "_ci"] = list(interval(d["train"]))
-    out["real_versus_real"] = f"{n} real training images against the validation reference"
+    out["real_versus_real"] = f"{drawn}, against the {' + '.join(s.eval_splits)} reference"
+    out["n_real_train"] = int(len(which))
     return out
 
 

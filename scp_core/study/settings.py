@@ -142,6 +142,8 @@ NOTEBOOKS = {
     "09_zero_snr": {"n_ref": N_REF, "n_eval": 300, "oracle_stds": [1, 2, 4, 8, 16, 32]},
     "10_prior_transfer": {"n_ref": N_REF, "n_eval": 300},
     "11_training_seeds": {"n_ref": N_REF, "n_eval": 300},  # notebook 03's daylight Table 1 (its images, cached)
+    # k samples of each map (seed-major), the A/A arm k more; the priors at mu and at the other stack's share
+    "12_schedule_control": {"n_ref": N_REF, "n_eval": 100, "k": 4},
     "priors": {},
     "sample": {"n_eval": 100, "batch_size": 32},
 }
@@ -157,8 +159,10 @@ PROFILE_PARAMS = {
         "04_mu_sweep": {"n_eval": 50, "mus": [0.6, 0.7, 0.8, 1.0], "kinds": ["joint", "categorical"]},
         "05_diversity": {"k": 4, "n_maps": 16},
         "08_global_factors": {"n_eval": 113, "eval_splits": ["val", "holdout"]},
+        "12_schedule_control": {"n_eval": 101},
     },
 }
+PROFILE_PARAMS["camvid-sd"] = PROFILE_PARAMS["camvid"]  # the same frames and counts, the other schedule's stack
 
 # Smoke runs: SMOKE caps every Settings count; SMOKE_PARAMS replaces a notebook's own counts.
 SMOKE = dict(n_ref=64, n_eval=16, steps=4, batch_size=16)
@@ -168,6 +172,7 @@ SMOKE_PARAMS = {
     "05_diversity": {"k": 3, "n_maps": 2},
     "07_training": {"steps_per_stage": 3, "n_train": 64, "psnr_images": 16},
     "08_global_factors": {"k": 2, "n_maps": 4},
+    "12_schedule_control": {"k": 2},
 }
 
 # Quick runs (`scpdiff reproduce --quick`, or SCP_QUICK=1): a student's run of every notebook in minutes on a
@@ -182,6 +187,7 @@ QUICK_PARAMS = {
     "07_training": {"steps_per_stage": 20, "n_train": 256},
     "08_global_factors": {"k": 3, "n_maps": 4},
     "09_zero_snr": {"oracle_stds": [1, 4, 16]},
+    "12_schedule_control": {"k": 2},
 }
 
 # Table 1 on the toy profile runs both toy-city settings side by side (daylight and global variation).

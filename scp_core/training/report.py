@@ -17,6 +17,7 @@ import torch
 
 from ..data import REPO_ROOT, ToyCity, colorize, images_labels, to_float, to_uint8
 from ..io import atomic_path, write_json, write_text
+from ..metrics.colour import colour_figure, colour_spread
 from ..pipeline import SCPDiffPipeline
 from ..priors import MIN_COUNT, NormalPrior
 from ..reference import reference_accumulator
@@ -299,7 +300,16 @@ def _checks(pipe: SCPDiffPipeline, facts: dict, val_labels, val_images, train_ds
     t0 = time.time()
     result = memorisation.check(pipe, train_images, val_labels, val_images)
     memorisation.figures(result, train_images, fig_dir, save_figure, _pyplot)
-    result.pop("arrays")
+    generated = result.pop("arrays")["generated"]
+    result["colour"] = colour_spread(generated, val_images, seed=result["seed"])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    colour_figure(generated, val_images, ax, label="plain ControlNet samples of the same maps")
+    c = result["colour"]
+    ax.set_title(f"Per-image mean colour ({_schedule_words(facts).split(' (')[0]} schedule): spread "
+                 f"{c['colour']:.2f}x real [{c['colour_ci'][0]:.2f}, {c['colour_ci'][1]:.2f}]", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, fig_dir / "colour_cast.png")
     result["wall_s"] = round(time.time() - t0, 1)
     return result
 
@@ -320,7 +330,20 @@ def _checks_text(c: dict) -> str:
              f"{100 * c['share_below_own_val']:.1f} %", ""),
             ("median distance to the nearest training frame: samples / real val frames",
              f"{c['gen_nearest_median']:.2f} / {c['val_nearest_median']:.2f}", "")]
+    if "colour" in c:  # checks measured before the colour-cast check have none
+        k = c["colour"]
+        rows += [("spread of per-image mean colour (R, G, B averaged), samples over real",
+                  f"{k['colour']:.2f} [{k['colour_ci'][0]:.2f}, {k['colour_ci'][1]:.2f}]", "1 is real's"),
+                 ("spread of per-image brightness, samples over real",
+                  f"{k['brightness']:.2f} [{k['brightness_ci'][0]:.2f}, {k['brightness_ci'][1]:.2f}]", "1 is real's")]
     table = "| check | measured | goal |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {g} |" for a, b, g in rows)
+    colour_text = "" if "colour" not in c else """
+![colour cast](report/colour_cast.png)
+
+Colour casts: each sample's mean colour against each real frame's. A model that reads the picture's colour from
+the start's noise (SD's schedule on small latents) spreads its samples' colours wider than the real frames'
+(ratios above 1 in the table; 95 % intervals over maps, resampled once for both sets).
+"""
     return f"""
 ## Does it paint, and does it copy?
 
@@ -333,7 +356,7 @@ and the {c['n_train']} training frames (without flips); {c['wall_s']} s.
 ![memorisation](report/memorisation.png)
 
 ![nearest pairs](report/nearest_pairs.png)
-
+{colour_text}
 A model that copied its training frames would put its samples left of every real validation frame (a frame of
 the same city it never saw); the closest pairs show what the nearest samples look like beside the frame they
 are nearest to.
