@@ -18,8 +18,9 @@
   together across the settings compared (paired), reference images with them, metrics recomputed from
   features, Gram matrices and per-image confusion matrices computed once.
 * :mod:`.verdict` -- numbers with 95 % intervals turned into sentences ("better" only where the
-  interval of the paired difference excludes 0, else "not distinguishable at n = ..."), margins for
-  non-inferiority, and the best entry with its ties.
+  interval of the paired difference excludes 0, else "not distinguishable at n = ..."; the same start or an
+  interval of width 0: "not a test"), margins for non-inferiority and equivalence (a smallest effect of
+  interest), and the best entry with its ties.
 * :mod:`.toy_segmenter` -- the small toy-city segmenter, its training and save / load.
 
 Segmentation and diversity take images as float ``[N, 3, H, W]`` in ``[-1, 1]`` by default
@@ -35,7 +36,8 @@ from .frechet import (InceptionFeatures, SegmenterFeatures, extract_features, fe
                       frechet_distance, frechet_distance_few, frechet_distance_of)
 from .kid import kid_from_features
 from .segmentation import HFSegmenter, SegmentationMeter, confusion_matrix, evaluate_segmentation
-from .verdict import best_set, best_text, compare, interval_text, non_inferiority, relation_of_difference
+from .verdict import (best_set, best_text, compare, degenerate_claims, interval_text, non_inferiority,
+                      relation_of_difference, relation_with_margin)
 
 __all__ = [
     "MissingWeightsError", "bootstrap_ci", "hub_checkpoint_dir", "iter_image_batches", "to_unit_images",
@@ -45,7 +47,8 @@ __all__ = [
     "kid_from_features",
     "HFSegmenter", "SegmentationMeter", "confusion_matrix", "evaluate_segmentation",
     "ToySegmenter", "load_toy_segmenter",
-    "best_set", "best_text", "compare", "interval_text", "non_inferiority", "relation_of_difference",
+    "best_set", "best_text", "compare", "degenerate_claims", "interval_text", "non_inferiority",
+    "relation_of_difference", "relation_with_margin",
 ]
 
 
