@@ -103,3 +103,26 @@ def test_schedule_control_on_the_toy_stacks(tmp_path):
     assert inter.ci[0] <= inter.ci[1] and inter.detectable_80 > 0
     table = out["table"]
     assert {"colour_spread", "brightness_spread", "fd", "miou"} <= set(table.columns)
+
+
+@pytest.mark.parametrize("schedule", ["sd", "zero-snr"])
+def test_intermediate_starts_lose_the_image_monotonically(schedule):
+    """Fig. 3's starts on each schedule, with the exact network for Gaussian data (no trained model): a start at
+    mu keeps sqrt(alpha_bar(t_start)) of x0, and DDIM from it must end nearer x0 the lower mu is, keeping the data's
+    spread. A start noised to another level than the one DDIM's first step assumes breaks the order."""
+    from scp_core.models import make_scheduler
+    from scp_core.sampling import ddim_denoise, ddim_timesteps, noise_to_step
+    from scp_core.study.schedules import GaussianOracle, _NoControl
+
+    sched, std, n = make_scheduler("ddim", schedule), 2.0, 4000
+    x0 = std * torch.randn(n, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    corr = []
+    for mu in (0.2, 0.4, 0.6, 0.8, 1.0):
+        ts = ddim_timesteps(sched, 20, mu)
+        xt = noise_to_step(x0, sched.alphas_cumprod[int(ts[0])], generator=torch.Generator().manual_seed(1))
+        out = ddim_denoise(xt, ts, unet=GaussianOracle(sched, std), controlnet=_NoControl(), scheduler=sched,
+                           control=torch.zeros(n, 3, 1, 1), prompt_embeds=torch.zeros(1, 1, 1))
+        corr.append(float(torch.corrcoef(torch.stack([out.flatten(), x0.flatten()]))[0, 1]))
+        assert 0.93 < float(out.std() / std) < 1.01, (mu, float(out.std() / std))
+    assert all(a > b + 0.05 for a, b in zip(corr, corr[1:])), corr
+    assert corr[0] > 0.95 and abs(corr[-1] - (0.18 if schedule == "sd" else 0.0)) < 0.05, corr
