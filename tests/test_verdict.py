@@ -173,3 +173,21 @@ def test_an_entry_the_same_as_the_best_is_listed_as_no_test():
                     "difference includes 0; paired resampling of maps and reference images, n = 9): z; not a test "
                     "against it (the difference's interval has width 0: the same start, or one value on every "
                     "resample): y")
+
+
+def test_a_comparison_record_of_the_same_start_draws_no_verdict(tmp_path):
+    """Notebook 01's N(0, I) against N_x0 at a mu whose signal is 0: the caller knows they are the same start."""
+    import torch
+
+    from scp_core import study
+    from scp_core.metrics.resampling import Draws
+    from scp_core.study.evaluation import Comparison
+
+    comp = Comparison(study.settings("toy", smoke=True, out_dir=str(tmp_path)), torch.zeros(3, 4, 4), n_boot=4,
+                      judge_b=False)
+    up = np.array([0.0015, 0.002, 0.0025, 0.002])
+    comp._draws = {col: {"a": Draws(1.002, 1.0 + up), "b": Draws(1.0, np.ones(4))} for col in ("fd", "miou", "acc")}
+    comp.items = {k: {"cms": {"miou": np.zeros((3, 2, 3))}} for k in "ab"}  # scored: three maps, one image each
+    assert comp.record("a", "b")["verdict"] == "worse"
+    rec = comp.record("a", "b", same=True)
+    assert rec["verdict"] == SAME and ": the same start: not a test (difference +0.002" in rec["text"]

@@ -221,17 +221,21 @@ class Comparison:
         d = self._all_draws()[col]
         return difference(d[a], d[b])
 
-    def record(self, a: str, b: str, col: str = "fd", label_a: str | None = None, label_b: str | None = None) -> dict:
+    def record(self, a: str, b: str, col: str = "fd", label_a: str | None = None, label_b: str | None = None,
+               same: bool = False) -> dict:
         """One comparison as the metrics files keep it: both values and intervals, the difference, its
-        interval, the verdict and the sentence."""
+        interval, the verdict and the sentence. ``same``: ``a`` and ``b`` are the same start by construction (the
+        same start distribution and seeds): no verdict, whatever rounding left between their images
+        (:func:`scp_core.metrics.verdict.relation_of_difference`)."""
         ra, rb = self.row(a), self.row(b)
         label, lower, digits = COLUMNS[col]
         diff, ci = self.diff(a, b, col)
         text = compare(label_a or a, ra[col], ra[col + "_ci"], label_b or b, rb[col], rb[col + "_ci"], diff_ci=ci,
-                       n=ra["n"], lower_is_better=lower, digits=digits if col != "fd" or self.s.metric != "FID" else 1)
+                       n=ra["n"], lower_is_better=lower, digits=digits if col != "fd" or self.s.metric != "FID" else 1,
+                       same=same)
         return {"a": label_a or a, "b": label_b or b, "column": col, "metric": column_label(self.s, col),
                 "value_a": ra[col], "ci_a": ra[col + "_ci"], "value_b": rb[col], "ci_b": rb[col + "_ci"],
-                "diff": diff, "diff_ci": list(ci), "verdict": relation_of_difference(ci, lower), "n": ra["n"],
+                "diff": diff, "diff_ci": list(ci), "verdict": relation_of_difference(ci, lower, same), "n": ra["n"],
                 "n_boot": self.n_boot, "text": f"{column_label(self.s, col)}: {text}"}
 
     def compare(self, a: str, b: str, col: str = "fd", **labels) -> str:
