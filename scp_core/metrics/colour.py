@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .resampling import Draws, draw_indices, interval
 
@@ -57,11 +58,12 @@ def colour_spread(gen_u8, real_u8, n_boot: int = 1000, seed: int = 0) -> dict:
 def colour_figure(gen_u8, real_u8, ax, label: str = "samples") -> None:
     """Each image's mean colour in the plane (red - blue, green - (red + blue) / 2), real against ``gen_u8``: a
     random cast spreads the samples' cloud wider than the real one."""
-    for u8, name, marker in ((real_u8, "real frames", "o"), (gen_u8, label, ".")):
+    for u8, name, style in ((real_u8, "real frames", dict(color="k", marker="o", s=16)),
+                            (gen_u8, label, dict(color="C1", marker="^", s=16))):
         c = mean_colours(u8)
-        ax.scatter(c[:, 0] - c[:, 2], c[:, 1] - (c[:, 0] + c[:, 2]) / 2, s=14 if marker == "o" else 10,
-                   marker=marker, alpha=0.6, label=f"{name} (n = {len(c)})", color=c[:, :3].clip(0, 1)
-                   if marker == "." else "k", edgecolors="none")
+        ax.scatter(c[:, 0] - c[:, 2], c[:, 1] - (c[:, 0] + c[:, 2]) / 2, alpha=0.6, label=f"{name} (n = {len(c)})",
+                   edgecolors="none", **style)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.axhline(0, color="0.6", lw=0.6), ax.axvline(0, color="0.6", lw=0.6)
     ax.set_xlabel("mean red - mean blue")
     ax.set_ylabel("mean green - (red + blue) / 2")

@@ -105,17 +105,21 @@ def arms(settings: dict[str, Settings], k: int, mu: float = 0.8, kinds=KINDS) ->
     return images, pd.DataFrame(rows)
 
 
-def effect(comp: Comparison, col: str, plus: list[str], minus: list[str]) -> dict:
+# how a contrast's verdict reads where "better" would not say which way (the interaction compares two gains)
+INTERACTION_WORDS = {"better": "larger gain on SD's schedule", "worse": "larger gain under zero terminal SNR"}
+
+
+def effect(comp: Comparison, col: str, plus: list[str], minus: list[str], words: dict | None = None) -> dict:
     """A linear contrast of arms, ``sum(plus) - sum(minus)``, in column ``col``: its value, 95 % interval from the
     paired draws (the same resampled maps for every arm), verdict and the difference detectable at 80 % power."""
     draws = comp.draws(col)
     value = sum(draws[a].value for a in plus) - sum(draws[b].value for b in minus)
     d = sum(draws[a].draws for a in plus) - sum(draws[b].draws for b in minus)
     ci = interval(Draws(value, d))
-    _, lower, _ = COLUMNS[col]
+    verdict = relation_of_difference(ci, COLUMNS[col][1])
     return {"column": col, "metric": column_label(comp.s, col), "value": float(value), "ci": list(ci),
-            "verdict": relation_of_difference(ci, lower), "detectable_80": float(detectable(Draws(value, d),
-                                                                                               Draws(0.0, 0 * d)))}
+            "verdict": (words or {}).get(verdict, verdict),
+            "detectable_80": detectable(Draws(value, d), Draws(0.0, np.zeros_like(d)))}
 
 
 def effects(comp: Comparison, k: int, mu_sd: float, mu_zero: float, cols=("kid", "fd", "miou")) -> pd.DataFrame:
@@ -132,7 +136,8 @@ def effects(comp: Comparison, k: int, mu_sd: float, mu_zero: float, cols=("kid",
         "A/A, zero-SNR stack": ([f"zero-snr: {n}, seeds {k}-{2 * k - 1}"], [f"zero-snr: {n}"]),
     }
     have = [c for c in cols if c in comp.columns]
-    return pd.DataFrame([{"effect": name, "mu_sd": mu_sd, "mu_zero_snr": mu_zero, **effect(comp, c, plus, minus)}
+    return pd.DataFrame([{"effect": name, "mu_sd": mu_sd, "mu_zero_snr": mu_zero,
+                          **effect(comp, c, plus, minus, INTERACTION_WORDS if name.startswith("interaction") else None)}
                          for name, (plus, minus) in named.items() for c in have])
 
 
