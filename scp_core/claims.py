@@ -1,10 +1,13 @@
 """The study's result sentences, generated from a report's metrics files: never written by hand.
 
 Every sentence here was made by :mod:`scp_core.metrics.verdict` inside a notebook (stored in its metrics
-file as a comparison's ``text``, a verdict or an answer) and is only gathered: :func:`claims` reads them,
-:func:`rewrite_block` puts them between the markers of a profile's block in ``README.md`` (and
-``index.md`` carries the same block), and ``scpdiff reproduce`` rewrites both after a reference batch.
-``tests/test_claims.py`` checks that the committed blocks equal what the committed metrics give.
+file as a comparison's ``text``, a verdict or an answer) and is only gathered: :func:`claims` reads them and
+:func:`block` puts them between the markers of a profile's block, which ``index.md`` carries.
+
+``README.md`` carries a summary instead (:data:`SUMMARY`): the bottom line, the headline table and the study's
+times, each generated from the committed metrics files and benchmark files into its own marked block.
+``scpdiff reproduce`` rewrites them after a reference batch, ``python -m scp_core.claims`` at any time.
+``tests/test_claims.py`` checks that the committed blocks equal what the committed files give.
 
 A metrics file written before the paired-interval rule (no ``protocol``) contributes no sentence: its
 verdicts came from the older rule (disjoint marginal intervals), and the block says so.
@@ -131,16 +134,196 @@ def block(out: Path, profile: str) -> str:
     return "\n".join([BEGIN.format(profile=profile), *body, END.format(profile=profile)])
 
 
+# README's summary: the settings of Table 1 it reads (report folder, setting, how the README names it)
+SETTINGS = (("toy", "toy", "daylight toy-city"), ("toy", "toy-gv", "toy-city-gv (time of day and weather)"),
+            ("camvid", "camvid", "CamVid (real street frames)"))
+DIGITS = {"FD-toy": 3, "FID": 1, "mIoU": 1, "KID x1e3": 1}
+SUMMARY_BEGIN = ("<!-- generated:{name}:begin: by `python -m scp_core.claims` from reports/*/metrics and "
+                 "reports/bench; do not edit -->")
+SUMMARY_END = "<!-- generated:{name}:end -->"
+QUICK_BENCH = "bench/study_time_toy_quick.json"
+STUDY_BENCH = "bench/study_time_toy.json"
+
+
+def _num(x: float, metric: str, sign: bool = False) -> str:
+    return f"{x:{'+' if sign else ''}.{DIGITS[metric]}f}"
+
+
+def _ci(ci, metric: str) -> str:
+    return interval_text(ci, DIGITS[metric])
+
+
+def _table1_settings(reports: Path):
+    """``(label, metrics, setting)`` for each of :data:`SETTINGS` whose report has Table 1 on the paired rule."""
+    for profile, setting, label in SETTINGS:
+        m = _load(Path(reports) / profile, "prior_comparison")
+        if m and "protocol" in m and setting in m["tables"]:
+            yield label, m, setting
+
+
+def _joint_minus_plain(m: dict, setting: str) -> list[tuple[str, dict]]:
+    """The stored joint-minus-normal comparisons of a setting, as ``(metric name, record)``: the profile's distance,
+    FID where that is another, mIoU."""
+    by = {r["column"]: r for r in m["comparisons"][setting] if (r["a"], r["b"]) == ("joint", "normal")}
+    names = {"fd": m["metric"], "fid": "FID", "miou": "mIoU"}
+    return [(names[c], by[c]) for c in ("fd", "fid", "miou") if c in by and not (c == "fid" and m["metric"] == "FID")]
+
+
+def _value(row: dict, metric: str, m: dict) -> tuple[float, list]:
+    col = {"mIoU": "miou", "FID": "fd" if m["metric"] == "FID" else "fid", "KID x1e3": "kid"}.get(metric, "fd")
+    scale = 1e3 if metric == "KID x1e3" else 1
+    return row[col] * scale, [c * scale for c in row[f"{col}_ci"]]
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def bottom_line(reports: Path) -> list[str]:
+    """README's bottom line: per setting, the joint prior against plain ControlNet with the paired intervals; the
+    gap on each training seed; how far each plain model is from real data. One sentence a bullet."""
+    lines, far, mus = [], [], set()
+    for label, m, setting in _table1_settings(reports):
+        rows = {r["prior"]: r for r in m["tables"][setting]}
+        mus.add(rows["joint"]["mu"])
+        pairs = _joint_minus_plain(m, setting)
+        same = len({r["verdict"] for _, r in pairs}) == 1
+        parts = [f"{name} {_num(r['diff'], name, True)} {_ci(r['diff_ci'], name)}"
+                 + ("" if same else f" ({r['verdict']})") for name, r in pairs]
+        tail = (f": the joint prior is {_verdict(pairs[0][1]['verdict'])} on {_ALL.get(len(pairs), 'all')}"
+                if same else "")
+        lines.append(f"- **{_cap(label)}**, {rows['normal']['n']} maps: " + ", ".join(parts) + tail + ".")
+        real, plain, metric = m["real_reference"][setting], rows["normal"], m["metric"]
+        names = [metric] + (["FID"] if metric != "FID" and "fid" in plain and "fid" in real else []) + (
+            ["KID x1e3"] if "kid" in plain and real.get("kid_ci", [0])[0] > 0 else [])  # a ratio only above 0
+        far.append(f"{label.split(' (')[0]} " + ", ".join(
+            f"{name} {_num(_value(plain, name, m)[0], name)} against {_num(_value(real, name, m)[0], name)} "
+            f"({_value(plain, name, m)[0] / _value(real, name, m)[0]:.1f}x)" for name in names))
+    if lines:
+        mu = ", ".join(f"{x:g}" for x in sorted(mus))
+        lines.insert(0, f"The joint prior (mu = {mu}) minus plain ControlNet (normal prior, mu = 1), with the 95 % "
+                        "interval of the paired difference:")
+    seeds = _load(Path(reports) / "toy", "11_training_seeds")
+    if seeds:
+        gaps, metric = seeds["training_seeds"]["gaps"], seeds["metric"]
+        values = [g["joint - normal"] for g in gaps]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+        same = len({g["verdict"] for g in gaps}) == 1
+        count = _cap(_COUNT.get(len(gaps), str(len(gaps))))
+        lines.append(f"- **{count} training seeds** of the daylight ControlNet, {metric}: " + ", ".join(
+            f"seed {g['training_seed']} {_num(g['joint - normal'], metric, True)} "
+            f"{_ci(g['joint - normal 95% CI'], metric)}" + ("" if same else f" ({g['verdict']})") for g in gaps)
+            + (f": the joint prior is {_verdict(gaps[0]['verdict'])} on every seed" if same else "")
+            + f"; mean {_num(mean, metric, True)}, standard deviation {_num(sd, metric)} across seeds.")
+    if far:
+        lines.append("- **How far plain ControlNet is from real data**: its distance to the real evaluation images "
+                     "against that of as many real training images: " + "; ".join(far)
+                     + " (intervals: the table below).")
+    return lines
+
+
+_ALL = {2: "both", 3: "all three", 4: "all four"}
+_COUNT = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def _verdict(word: str) -> str:
+    return f"{word} from plain ControlNet" if word.startswith("not") else word
+
+
+def headline_table(reports: Path) -> list[str]:
+    """README's table: per setting and measure, real versus real, plain ControlNet, the joint prior, the difference."""
+    lines = ["| setting | maps | measure | real images | plain ControlNet | joint prior | "
+             "joint minus plain, 95 % interval |", "|---|---|---|---|---|---|---|"]
+    for label, m, setting in _table1_settings(reports):
+        rows, real = {r["prior"]: r for r in m["tables"][setting]}, m["real_reference"][setting]
+        for name, r in _joint_minus_plain(m, setting):
+            cells = [_value(x, name, m) for x in (real, rows["normal"], rows["joint"])]
+            lines.append(f"| {_cap(label.split(' (')[0])} | {rows['normal']['n']} | {name} | "
+                         + " | ".join(f"{_num(v, name)} {_ci(ci, name)}" for v, ci in cells)
+                         + f" | {_num(r['diff'], name, True)} {_ci(r['diff_ci'], name)} ({r['verdict']}) |")
+    return lines
+
+
+def _bench(reports: Path, name: str = QUICK_BENCH) -> dict | None:
+    p = Path(reports) / name
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _link(name: str) -> str:
+    return f"[`reports/{name[:-5]}.md`](reports/{name[:-5]}.md)"
+
+
+def _batch_time(reports: Path, name: str, lead: str) -> list[str]:
+    """A batch's time from an empty cache and again with its cache warm, from a committed benchmark file."""
+    b = _bench(reports, name)
+    if not b:
+        return ["(no benchmark file yet)"]
+    cold = b["cold"]["wall_s"]
+    return [f"{lead} {cold:g} s ({cold / 60:.0f} min) from an empty cache and {b['warm']['wall_s']:g} s again into "
+            f"the same folder with its cache warm, {b['jobs']} lanes on {b['environment']['cpu_count']} CPU cores "
+            f"({_link(name)})."]
+
+
+def study_time(reports: Path) -> list[str]:
+    """How long ``python3 bootstrap.py study`` (the toy batch) took."""
+    return _batch_time(reports, STUDY_BENCH, "The study took")
+
+
+def quick_time(reports: Path) -> list[str]:
+    """How long ``scpdiff reproduce --profile toy --quick`` took."""
+    return _batch_time(reports, QUICK_BENCH, "Measured:")
+
+
+def lab_time(reports: Path) -> list[str]:
+    """How long the notebooks take at the quick counts, from the quick batch's benchmark file."""
+    b = _bench(reports)
+    if not b:
+        return ["(no benchmark file yet)"]
+    cold = b["cold"]["notebooks"]
+    longest, first = max(cold, key=cold.get), min(cold)
+    return [f"At these counts `{first}` ran in {cold[first]:g} s from an empty cache and the longest, `{longest}`, "
+            f"in {cold[longest]:g} s ({b['environment']['cpu_count']} CPU cores; {_link(QUICK_BENCH)})."]
+
+
+SUMMARY = {"study-time": study_time, "bottom-line": bottom_line, "lab-time": lab_time, "quick-time": quick_time,
+           "headline-table": headline_table}
+
+
+def summary_block(name: str, reports: Path) -> str:
+    """The marked block ``name`` of :data:`SUMMARY`, generated from the report folders under ``reports``."""
+    return "\n".join([SUMMARY_BEGIN.format(name=name), *SUMMARY[name](Path(reports)), SUMMARY_END.format(name=name)])
+
+
+def _pattern(begin: str, end: str) -> re.Pattern:
+    return re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+
+
 def rewrite_block(path: Path, out: Path, profile: str) -> bool:
-    """Replace ``profile``'s marked block in the file ``path`` with :func:`block`; ``False`` where it has none."""
+    """Replace ``profile``'s marked block in the file ``path`` with :func:`block`, and the :data:`SUMMARY` blocks it
+    holds with theirs (from the report folders beside ``out``); ``False`` where it has none of them."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN.format(profile=profile)) + r".*?" + re.escape(END.format(profile=profile)),
-                         re.S)
-    if not pattern.search(text):
-        return False
-    write_text(path, pattern.sub(lambda _: block(out, profile), text, count=1))
-    return True
+    found = []
+    pattern = _pattern(BEGIN.format(profile=profile), END.format(profile=profile))
+    if pattern.search(text):
+        found.append(profile)
+        text = pattern.sub(lambda _: block(out, profile), text, count=1)
+    for name in SUMMARY:
+        pattern = _pattern(SUMMARY_BEGIN.format(name=name), SUMMARY_END.format(name=name))
+        if pattern.search(text):
+            found.append(name)
+            text = pattern.sub(lambda _, n=name: summary_block(n, Path(out).parent), text, count=1)
+    if found:
+        write_text(path, text, keep_paths=True)  # a hand-written page: its path-like templates stay as written
+    return bool(found)
+
+
+def committed_summary(path: Path, name: str) -> str | None:
+    """The marked :data:`SUMMARY` block ``name`` as it stands in the file ``path`` (``None`` where it has none)."""
+    m = _pattern(SUMMARY_BEGIN.format(name=name), SUMMARY_END.format(name=name)).search(
+        Path(path).read_text(encoding="utf-8"))
+    return m.group(0) if m else None
 
 
 def committed_block(path: Path, profile: str) -> str | None:
@@ -148,3 +331,9 @@ def committed_block(path: Path, profile: str) -> str | None:
     text = Path(path).read_text(encoding="utf-8")
     start, end = text.find(BEGIN.format(profile=profile)), text.find(END.format(profile=profile))
     return None if start < 0 or end < 0 else text[start:end + len(END.format(profile=profile))]
+
+
+if __name__ == "__main__":  # README's summary blocks, from the committed reports and benchmarks
+    from .io import REPO_ROOT
+
+    rewrite_block(REPO_ROOT / "README.md", REPO_ROOT / "reports" / "toy", "toy")

@@ -15,6 +15,7 @@ from .data.profiles import PROFILES, REPO_ROOT
 from .io import write_text
 from .claims import block
 from .metrics.verdict import interval_text
+from .protocol import index_lines
 
 TITLES = {
     "00_quickstart": "Quickstart: one label map, four priors",
@@ -376,8 +377,9 @@ def _claims_section(out: Path, run: dict) -> list[str]:
 
 def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
-    lines = (_index_header(run) + _notebook_rows(out, run) + _model_section(out, run) + _claims_section(out, run)
-             + _protocol_section(out))
+    header = _index_header(run)  # the title, then the primary tests of reports/PROTOCOL.md (issue 47)
+    lines = (header[:2] + index_lines(out, run) + header[2:] + _notebook_rows(out, run) + _model_section(out, run)
+             + _claims_section(out, run) + _protocol_section(out))
     for section in (_table1_section, _seeds_section, _mismatch_section, _mu_sweep_section, _diversity_section,
                     _reading_section, _global_factors_section, _zero_snr_section, _transfer_section, _table2_section):
         lines += section(out)

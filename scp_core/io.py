@@ -19,14 +19,25 @@ from typing import Iterator
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # an absolute path of at least two components, not part of a URL or a relative path
 _ABS_PATH = re.compile(r"(?<![\w.~:/-])(/[^\s/'\"`,;:()\[\]{}|<>]+(?:/[^\s/'\"`,;:()\[\]{}|<>]*)+)")
+# where a machine keeps its files: the usual top-level folders (a text written on another machine still names them)
+# and, by :func:`_of_a_machine`, every top-level folder of this one
+_MACHINE_ROOTS = frozenset({"home", "root", "tmp", "work", "Users", "usr", "opt", "var", "mnt", "private", "Volumes"})
+
+
+def _of_a_machine(path: str) -> bool:
+    """Whether ``path`` (absolute) names a place on a machine: its first folder is one where machines keep files,
+    not a template's piece such as ``/metrics/`` in ``reports/<profile>/metrics/<name>.json``."""
+    first = path[1:].split("/", 1)[0]
+    return first in _MACHINE_ROOTS or os.path.isdir("/" + first)
 
 
 def portable(text: str, root: str | os.PathLike = REPO_ROOT) -> str:
     """``text`` with this machine's absolute paths removed, so that reports can be committed.
 
     Paths inside ``root`` (the repository) become relative to it (``reports/toy``); any other
-    absolute path is reduced to ``.../<last component>`` (a site-packages file, a temporary
-    folder). URLs and relative paths are left alone.
+    absolute path of a machine is reduced to ``.../<last component>`` (a site-packages file, a temporary
+    folder). URLs, relative paths and path-like templates (``reports/<profile>/metrics/<name>.json``,
+    ``<out>/priors/<setting>``) are left alone.
     """
     root = str(Path(root).resolve())
 
@@ -34,6 +45,8 @@ def portable(text: str, root: str | os.PathLike = REPO_ROOT) -> str:
         p = m.group(1)
         if p == root or p.startswith(root + "/"):
             return os.path.relpath(p, root)
+        if not _of_a_machine(p):
+            return p
         name = p.rstrip("/").rsplit("/", 1)[-1]
         return f".../{name}" if name else "..."
     return _ABS_PATH.sub(repl, text)

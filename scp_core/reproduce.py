@@ -103,7 +103,8 @@ def slim_notebook(text: str) -> str:
 
     Keeps every cell's results (tables, figures, printed lines); drops progress bars and warnings
     (stderr streams), widget state, per-cell timing metadata and papermill's record of paths and
-    environment, and makes any remaining absolute path portable (:func:`scp_core.io.portable`).
+    environment, and makes the absolute paths of this machine in the outputs (and in the parameters cell
+    papermill injects) portable (:func:`scp_core.io.portable`); source cells and markdown stay as written.
     """
     import nbformat  # the notebook tools are loaded for a batch only
 
@@ -127,8 +128,9 @@ def slim_notebook(text: str) -> str:
     nb.metadata["papermill"] = {k: pm_meta[k] for k in ("parameters", "duration") if k in pm_meta}
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
-        cell.source = portable(cell.source)
-        for o in cell.get("outputs", []):
+        if "injected-parameters" in cell.metadata.get("tags", []):  # the one cell papermill writes from the run
+            cell.source = portable(cell.source)
+        for o in cell.get("outputs", []):  # the notebook's own source and prose stay as written
             _portable_output(o)
     nb.metadata = _portable_value(nb.metadata)
     return nbformat.writes(nb)

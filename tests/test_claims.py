@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from scp_core.claims import BEGIN, block, claims, committed_block, rewrite_block
+from scp_core.claims import (BEGIN, SETTINGS, SUMMARY, SUMMARY_BEGIN, SUMMARY_END, block, bottom_line, claims,
+                              committed_block, committed_summary, rewrite_block, summary_block)
 from scp_core.io import REPO_ROOT
 
 PROFILES = [p.name for p in sorted((REPO_ROOT / "reports").iterdir()) if (p / "metrics").is_dir()]
@@ -12,11 +13,34 @@ PROFILES = [p.name for p in sorted((REPO_ROOT / "reports").iterdir()) if (p / "m
 @pytest.mark.parametrize("profile", PROFILES)
 def test_committed_blocks_equal_what_the_committed_metrics_give(profile):
     out = REPO_ROOT / "reports" / profile
-    expected = block(out, profile)
-    readme = committed_block(REPO_ROOT / "README.md", profile)
-    assert readme is not None, f"README.md has no generated block for {profile} ({BEGIN.format(profile=profile)})"
-    assert readme == expected, f"README.md's {profile} block differs from its metrics: run scpdiff reproduce"
-    assert committed_block(out / "index.md", profile) == expected, f"reports/{profile}/index.md is stale"
+    assert committed_block(out / "index.md", profile) == block(out, profile), f"reports/{profile}/index.md is stale"
+
+
+@pytest.mark.parametrize("name", list(SUMMARY))
+def test_the_readme_summary_equals_what_the_committed_metrics_and_benchmarks_give(name):
+    readme = committed_summary(REPO_ROOT / "README.md", name)
+    assert readme is not None, f"README.md has no generated block {name!r}"
+    assert readme == summary_block(name, REPO_ROOT / "reports"), (
+        f"README.md's {name} block differs from the committed files: run python -m scp_core.claims")
+
+
+def test_the_bottom_line_names_every_setting_in_four_to_six_sentences():
+    lines = bottom_line(REPO_ROOT / "reports")
+    bullets = [line for line in lines if line.startswith("- ")]
+    assert 4 <= len(bullets) <= 6, lines
+    assert all(any(label.split(" (")[0].lower() in b.lower() for b in bullets) for _, _, label in SETTINGS)
+    assert all("[" in b or "intervals: the table below" in b for b in bullets), "each sentence has its intervals"
+
+
+def test_rewriting_the_summary_keeps_the_page_around_it_as_written(tmp_path):
+    page = tmp_path / "README.md"
+    template = "Each notebook writes `reports/<profile>/metrics/<name>.json` and `<out>/priors/<setting>`."
+    page.write_text(f"{template}\n{SUMMARY_BEGIN.format(name='bottom-line')}\nold\n"
+                    f"{SUMMARY_END.format(name='bottom-line')}\nrest\n")
+    assert rewrite_block(page, REPO_ROOT / "reports" / "toy", "toy")
+    text = page.read_text()
+    assert text.startswith(template + "\n") and text.endswith("rest\n") and "\nold\n" not in text
+    assert summary_block("bottom-line", REPO_ROOT / "reports") in text
 
 
 def test_every_sentence_comes_from_a_verdict_of_the_metrics(tmp_path):
