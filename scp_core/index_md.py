@@ -80,13 +80,24 @@ def _real(m: dict, setting: str) -> dict:
     return (m.get("real_reference") or m["real_ceiling"])[setting]
 
 
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test", "holdout": "held-out"}
+
+
+def _eval_splits(m: dict) -> tuple[str, str]:
+    """The evaluation splits a metrics file was measured on, in words (``validation + held-out``) and by name
+    (``val + holdout``), read from its settings."""
+    splits = m.get("settings", {}).get("eval_splits") or ["val"]
+    return " + ".join(SPLIT_WORDS.get(s, s) for s in splits), " + ".join(splits)
+
+
 def _table1(m: dict) -> str:
     paper = {r["prior"]: r for r in m["paper_table1"]}
     metric = _metric(m)
+    words, names = _eval_splits(m)
     lines = []
     for setting, rows in m["tables"].items():
         n, seed = rows[0]["n"], m["settings"]["seed"]
-        lines.append(f"\n**{setting}** ({n} validation maps, seeds {seed}..{seed + n - 1}, "
+        lines.append(f"\n**{setting}** ({n} {words} maps, seeds {seed}..{seed + n - 1}, "
                      f"{m['settings']['steps']} DDIM steps; verdict: {m['verdict'][setting]})\n")
         kid, judge_b = "kid" in rows[0], "fid" in rows[0]
         lines.append(f"| prior | mu | mIoU (ours) | Acc (ours) | {metric} (ours) [95% CI] |"
@@ -104,9 +115,9 @@ def _table1(m: dict) -> str:
                          + f" {p['cityscapes_miou']} / {p['cityscapes_acc']} / "
                          f"{p['cityscapes_fid']} | {p['ade20k_miou']} / {p['ade20k_acc']} / {p['ade20k_fid']} |")
         c = _real(m, setting)
-        lines.append(f"\nReal images: the segmenter on the real validation images, mIoU {c['miou']:.2f}, "
+        lines.append(f"\nReal images: the segmenter on the real {words} images, mIoU {c['miou']:.2f}, "
                      f"Acc {c['acc']:.2f} (the ceiling). Real versus real: {n} real training images against the "
-                     f"validation reference (train against val), {metric} {c['fd']:.3f} {_fmt_ci(c.get('fd_ci'), 3)}"
+                     f"{words} reference (train against {names}), {metric} {c['fd']:.3f} {_fmt_ci(c.get('fd_ci'), 3)}"
                      + (f", KID x1e3 {_kid(c)}" if "kid" in c else "")
                      + (f", FID (Inception) {c['fid']:.2f} {_fmt_ci(c['fid_ci'])}" if "fid" in c else "")
                      + ": what two independent real sets of this size score.")

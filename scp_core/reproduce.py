@@ -3,11 +3,14 @@
 For each notebook: execute it (papermill, parameters ``profile``, ``smoke``, ``out_dir`` and the
 profile's counts of :data:`scp_core.study.settings.PROFILE_PARAMS`; every other count comes from
 the same table, which the notebook reads itself; quick runs: ``SCP_QUICK=1`` in the kernels' environment)
-into ``notebooks/<name>.ipynb`` and ``html/<name>.html`` under the report folder; the
-notebook itself writes tables, figures and ``metrics/<name>.json``. Every file is written
-to a temporary name and renamed, so a killed run leaves no half-written report; a failing
-notebook is recorded (with its error) and the batch goes on. Last, ``index.md`` lists every
-table and figure, the paper's numbers beside ours, and the run's metadata.
+into ``notebooks/<name>.ipynb`` and ``html/<name>.html``; the notebook itself writes tables, figures and
+``metrics/<name>.json``. A notebook starts once the notebooks it reads have finished
+(:func:`scp_core.notebook_order.waits_for`). A failing notebook is recorded (with its error) and the batch goes on.
+
+The batch writes into a copy of the report folder (:mod:`scp_core.report_stage`), every file to a temporary name
+and renamed. Once every notebook has run, the files it wrote replace theirs in the report, then ``index.md`` lists
+every table and figure, the paper's numbers beside ours, and the run's metadata. A batch with a failed notebook
+leaves the report as it was and its own files, ``runs.json`` and ``index.md`` in ``<report>/_failed/<time>/``.
 """
 from __future__ import annotations
 
@@ -25,17 +28,29 @@ from . import _tv_compat  # noqa: F401
 from .claims import rewrite_block
 from .index_md import NOTEBOOKS, write_index
 from .io import REPO_ROOT, atomic_path, portable, write_text
+from .notebook_order import waits_for
+from .report_stage import keep_failed, open_stage, publish
 
 DEFAULT_BATCH = [n for n in NOTEBOOKS if n != "07_training"]  # 07_training is optional (--with-training)
 LONGEST = ["03_prior_comparison", "11_training_seeds", "08_global_factors", "04_mu_sweep", "10_prior_transfer",
            "09_zero_snr", "01_mismatch_study"]
-# Notebooks that ask for images a longer one makes first (the same stack, prior, mu, seeds and maps, which the
-# image cache shares): in a batch they start once it has finished, so two lanes never make the same images at once.
-AFTER = {n: ("03_prior_comparison",) for n in ("04_mu_sweep", "08_global_factors", "10_prior_transfer",
-                                                "11_training_seeds")}
 # experiments on the toy stacks (their retrained models exist for toy-city only)
 TOY_ONLY = {"09_zero_snr", "10_prior_transfer", "11_training_seeds"}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def batch_names(profile: str, only: list[str] | None = None, with_training: bool = False) -> list[str]:
+    """The notebooks a batch runs: ``only``, else the default batch (with ``07_training`` if asked); on a profile
+    other than toy without the toy-only ones. ``ValueError`` for an unknown name or a toy-only one asked for."""
+    names = list(only) if only else (NOTEBOOKS if with_training else DEFAULT_BATCH)
+    unknown = [n for n in names if n not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {unknown}; choose from {NOTEBOOKS}")
+    if profile != "toy":
+        if only and TOY_ONLY & set(names):
+            raise ValueError(f"{sorted(TOY_ONLY & set(names))} run on the toy profile only (--profile toy)")
+        names = [n for n in names if n not in TOY_ONLY]
+    return names
 
 
 def profile_params(profile: str) -> dict:
@@ -172,7 +187,7 @@ def run_lanes(names: list[str], jobs: int, one, after: dict | None = None) -> No
     """Run ``one(name)`` for every name in ``jobs`` lanes: each lane takes the first name (in the given order) whose
     ``after`` notebooks in the batch have finished, and waits while none is ready. An exception in one lane stops
     the others from starting new notebooks and is raised once every lane has stopped."""
-    after = after if after is not None else AFTER
+    after = after or {}
     started, done, errors = set(), set(), []
     cond = threading.Condition()
 
@@ -226,52 +241,53 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
         eval_splits: the evaluation splits of every notebook (default: each notebook's in the study's table).
         jobs: notebooks run at once. With ``jobs > 1`` each kernel uses one thread
             (torch and BLAS: :data:`SINGLE_THREADED`): on a 2-core CPU two single-threaded kernels beat one
-            two-threaded kernel for these small models. ``06_comparison_table`` runs last
-            (it reads ``03_prior_comparison``'s numbers); the notebooks of :data:`AFTER` start once
-            ``03_prior_comparison`` has made the images they share with it.
+            two-threaded kernel for these small models. A notebook starts once those it reads (05 and 06: 03's
+            Table 1) and those whose images it shares (:data:`scp_core.notebook_order.SHARED_IMAGES`) have finished.
+
+    Returns:
+        The run record (``runs.json``); where a notebook failed, ``failed_report`` names the folder holding the
+        batch's own index (``<report>/_failed/<time>``), and the report is as it was.
     """
     if smoke and quick:
         raise ValueError("smoke and quick runs exclude each other (tiny counts, or a student's small ones): choose one")
-    names = list(only) if only else (NOTEBOOKS if with_training else DEFAULT_BATCH)
-    unknown = [n for n in names if n not in NOTEBOOKS]
-    if unknown:
-        raise ValueError(f"unknown notebook(s) {unknown}; choose from {NOTEBOOKS}")
-    if profile != "toy":
-        if only and TOY_ONLY & set(names):
-            raise ValueError(f"{sorted(TOY_ONLY & set(names))} run on the toy profile only (--profile toy)")
-        names = [n for n in names if n not in TOY_ONLY]
+    names = batch_names(profile, only, with_training)
     out = report_dir(profile, smoke, out, quick)
+    order = waits_for(NOTEBOOK_DIR)
     out.mkdir(parents=True, exist_ok=True)
+    stage = open_stage(out)
     t0 = time.time()
-    runs_path = out / "runs.json"
     records = {}
 
     def one(name):
         print(f"[scpdiff] running {name} ...", flush=True)
-        rec = run_notebook(name, out, notebook_params(profile, name, smoke, out, eval_splits))
+        rec = run_notebook(name, stage.path, notebook_params(profile, name, smoke, stage.path, eval_splits))
         records[name] = rec
         print(f"[scpdiff] {name}: {rec['status']} in {rec['wall_s']} s"
               + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
 
-    last = [n for n in names if n == "06_comparison_table"]
     # longest first (by the toy batch's wall times, reports/toy/runs.json), so the two lanes end together
-    first = sorted((n for n in names if n not in last),
-                   key=lambda n: LONGEST.index(n) if n in LONGEST else len(LONGEST))
+    first = sorted(names, key=lambda n: LONGEST.index(n) if n in LONGEST else len(LONGEST))
     with _quick_kernels(quick):
         if jobs > 1 and len(first) > 1:
             os.environ.update(SINGLE_THREADED)  # inherited by the kernels
-        run_lanes(first, jobs, one)
-        for name in last:
-            one(name)
+        run_lanes(first, jobs, one, after=order)
     from .study import git_commit, quick_counts  # the study package loads the models
 
-    # merge with the records on disk at write time: earlier (or concurrent) batches keep theirs
-    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     finished, wall, commit = time.strftime("%Y-%m-%d %H:%M:%S %Z"), round(time.time() - t0, 1), git_commit()
     run = {"profile": profile, "smoke": smoke, **({"quick": quick_counts()} if quick else {}), "commit": commit,
            "python": platform.python_version(), "finished": finished, "batch_wall_s": wall,
            "profile_params": profile_params(profile), **({"eval_splits": list(eval_splits)} if eval_splits else {}),
-           "notebooks": {**previous.get("notebooks", {}), **{n: {**r, "commit": commit} for n, r in records.items()}}}
+           "notebooks": {n: {**r, "commit": commit} for n, r in records.items()}}
+    if any(r["status"] != "ok" for r in records.values()):  # the report stays whole; the batch's files go aside
+        failed = keep_failed(stage, out)
+        write_text(failed / "runs.json", json.dumps(run, indent=2, default=str) + "\n")
+        write_index(failed, run)
+        return {**run, "failed_report": str(failed)}
+    publish(stage, out)
+    # merge with the records on disk at write time: earlier (or concurrent) batches keep theirs
+    runs_path = out / "runs.json"
+    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
+    run["notebooks"] = {**previous.get("notebooks", {}), **run["notebooks"]}
     if only and set(names) != set(DEFAULT_BATCH) and "batch_wall_s" in previous:
         # a partial run (--only) keeps the last whole batch's time and says what it re-ran
         run.update({k: previous[k] for k in ("commit", "finished", "batch_wall_s") if k in previous})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +70,119 @@ def test_evaluation_splits_a_dataset_lacks_are_refused_before_any_notebook(argv,
     assert not (tmp_path / "r").exists()
 
 
-def test_the_splits_each_profile_has_are_taken():
+@pytest.fixture
+def camvid_on_disk(tmp_path, monkeypatch):
+    """What the camvid batch's preflight looks for, and nothing it would read: a CamVid root with the SegNet layout's
+    train and val folders (empty), a weights folder with TAEF2's two files (empty)."""
+    root = tmp_path / "camvid"
+    for d in ("train", "trainannot", "val", "valannot"):
+        (root / d).mkdir(parents=True)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("taef2_encoder.safetensors", "taef2_decoder.safetensors"):
+        (weights / name).write_bytes(b"")
+    monkeypatch.setenv("SCP_DATA_ROOT", str(root))
+    monkeypatch.setenv("SCP_WEIGHTS_DIR", str(weights))
+    return root
+
+
+def test_the_splits_each_profile_has_are_taken(camvid_on_disk):
     parser = cli.build_parser()
     for argv in (["--eval-splits", "train", "val"], ["--profile", "camvid", "--eval-splits", "val", "holdout"]):
         cli.study.check_reproduce(parser.parse_args(["reproduce", *argv]))
+
+
+def _scpdiff_timed(argv, env=None) -> tuple[float, int, str]:
+    """``python -m scp_core.cli ARGV`` in a fresh process, as a user types it: (CPU seconds, exit status, stderr).
+
+    CPU seconds (user + system) of the process, not wall time: a test run shares the CPU with whatever else runs,
+    which stretches the wall time but not the work done before the refusal."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-m", "scp_core.cli", *map(str, argv)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, done.returncode, done.stderr
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_batch_without_its_dataset_ends_in_seconds_and_writes_nothing(tmp_path):
+    """A newcomer's first try: no CamVid where the profile looks. One line naming the folder, where it was looked
+    for and the fix, before any notebook starts; a report folder like the committed one stays byte for byte."""
+    import shutil
+
+    report = tmp_path / "report"
+    shutil.copytree(ROOT / "reports" / "camvid", report)
+    before = _tree(report)
+    seconds, code, err = _scpdiff_timed(["reproduce", "--profile", "camvid", "--out", report],
+                                        env={"SCP_DATA_ROOT": str(tmp_path / "nothing")})
+    assert code == 2
+    one_line(err, f"scpdiff reproduce: error: the camvid dataset is missing: no folder {tmp_path / 'nothing'} "
+                  "(--data-root, else SCP_DATA_ROOT, else data/camvid); put it there or give --data-root DIR; "
+                  "data/README.md (CamVid) says what goes there")
+    assert _tree(report) == before and not list(tmp_path.glob("nothing*"))
+    assert seconds < 20, f"refused after {seconds:.1f} CPU s"  # about 6 on a 2-core CPU, mostly imports
+    print(f"missing dataset refused after {seconds:.1f} CPU s")
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--eval-splits", "val", "test"], {},
+     "split 'test' of camvid is missing: no folder {root}/test under the data root {root} (--data-root, else "
+     "SCP_DATA_ROOT, else data/camvid); data/README.md (CamVid) says what goes there, or choose other --eval-splits"),
+    ([], {"SCP_WEIGHTS_DIR": "{tmp}/empty"},
+     "weight file taef2_encoder.safetensors (the TAEF2 autoencoder of zoo/camvid/pipeline) is missing: not in the "
+     "weights folder {tmp}/empty (SCP_WEIGHTS_DIR, else weights/); put it there or set SCP_WEIGHTS_DIR to the "
+     "folder that holds it"),
+    (["--segmenter", "{tmp}/empty"], {},
+     "the camvid segmenter is missing: no {tmp}/empty/config.json; give --segmenter DIR (or SCP_SEGMENTER)"),
+    (["--pipeline", "{tmp}/empty"], {},
+     "the camvid pipeline folder {tmp}/empty has no scp_pipeline.json; give --pipeline DIR (or SCP_PIPELINE) "
+     "naming a pipeline folder"),
+], ids=["split", "weights", "segmenter", "pipeline"])
+def test_what_the_batch_reads_is_checked_before_it_starts(argv, env, message, camvid_on_disk, tmp_path, capsys,
+                                                          monkeypatch, no_notebook):
+    (tmp_path / "empty").mkdir()
+    fill = dict(root=camvid_on_disk, tmp=tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(**fill))
+    code, err = run_main(["reproduce", "--profile", "camvid", *[a.format(**fill) for a in argv], "--out",
+                          tmp_path / "r"], capsys)
+    assert code == 2
+    one_line(err, f"scpdiff reproduce: error: {message.format(**fill)}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_profile_whose_stack_is_not_trained_yet_names_the_command_that_trains_it(camvid_on_disk, tmp_path,
+                                                                                     capsys, no_notebook):
+    if (ROOT / "zoo" / "camvid-sd" / "pipeline").exists():
+        pytest.skip("zoo/camvid-sd/pipeline is trained here")
+    code, err = run_main(["reproduce", "--profile", "camvid-sd", "--out", tmp_path / "r"], capsys)
+    assert code == 2
+    one_line(err, "scpdiff reproduce: error: the camvid-sd pipeline is missing: no folder zoo/camvid-sd/pipeline; "
+                  "train it with `scpdiff train --profile camvid-sd`, or give --pipeline DIR")
+
+
+def test_evaluation_splits_are_refused_in_the_seconds_of_the_other_checks(tmp_path, capsys, monkeypatch,
+                                                                           no_notebook):
+    """Split names come from the dataset's table, never from building it; a fresh process refuses a split it
+    lacks in the time it refuses a folder that is not there."""
+    from scp_core.data import datasets, toy_city
+
+    for cls in (datasets.CamVid, toy_city.ToyCity):
+        monkeypatch.setattr(cls, "__init__", lambda *a, **k: pytest.fail("a dataset was built"))
+    for profile in ("toy", "camvid"):
+        code, err = run_main(["reproduce", "--profile", profile, "--eval-splits", "nosuch", "--out", tmp_path / "r"],
+                             capsys)
+        assert code == 2 and "has no split 'nosuch'" in err
+    split = _scpdiff_timed(["reproduce", "--eval-splits", "nosuch", "--out", tmp_path / "r"])[0]
+    folder = _scpdiff_timed(["reproduce", "--data-root", tmp_path / "none", "--out", tmp_path / "r"])[0]
+    print(f"--eval-splits nosuch refused after {split:.1f} CPU s, --data-root (not a folder) after {folder:.1f}")
+    assert split < folder + 2, (split, folder)
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("jobs, message", [("0", "0 is too small"), ("-3", "-3 is too small"),
@@ -276,9 +386,10 @@ def test_train_defaults_are_the_entry_points_own():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--profile", "toy-gv", "--small"], "--small is an option of toy, camvid only; profile 'toy-gv' takes --resume, "
-                                         "--schedule, --out"),
-    (["--profile", "toy", "--device", "cpu"], "--device cpu is an option of camvid only; profile 'toy' takes"),
+    (["--profile", "toy-gv", "--small"], "--small is an option of toy, camvid, camvid-sd only; profile 'toy-gv' "
+                                         "takes --resume, --schedule, --out"),
+    (["--profile", "toy", "--device", "cpu"], "--device cpu is an option of camvid, camvid-sd only; profile 'toy' "
+                                              "takes"),
     (["--profile", "toy", "--seed", "3"], "--seed 3 is an option of toy-seed only"),
     (["--profile", "camvid", "--stage", "unet"], "--stage unet is an option of toy only"),
     (["--profile", "toy-locked", "--schedule", "zero-snr"],
@@ -295,7 +406,7 @@ def test_train_refuses_an_unknown_profile_and_two_modes_when_parsed(capsys, stac
     code, err = run_main(["train", "--profile", "sd21"], capsys)
     assert code == 2
     refused_when_parsed(err, "argument --profile: invalid choice: 'sd21' (choose from 'toy', 'toy-gv', 'toy-locked', "
-                             "'toy-seed', 'camvid')")
+                             "'toy-seed', 'camvid', 'camvid-sd')")
     code, err = run_main(["train", "--profile", "camvid", "--write-pack", "p", "--report-only"], capsys)
     assert code == 2
     refused_when_parsed(err, "argument --report-only: not allowed with argument --write-pack")

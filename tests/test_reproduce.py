@@ -1,4 +1,5 @@
-"""`scpdiff reproduce`: failure isolation, kill-safety, index coverage, metrics files, full-run tolerance."""
+"""`scpdiff reproduce`: failure isolation, a report replaced only by a batch that finished, kill-safety, index
+coverage, metrics files, full-run tolerance."""
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 
 from scp_core import cli
 from scp_core import reproduce as rp
+from scp_core.io import portable
 from scp_core.study.settings import PROFILE_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +49,76 @@ def test_a_failing_notebook_does_not_stop_the_batch(tmp_path, fake_notebooks):
     st = {k: v["status"] for k, v in run["notebooks"].items()}
     assert st == {"00_quickstart": "ok", "01_mismatch_study": "failed", "02_noise_priors": "ok"}
     assert "deliberate failure" in run["notebooks"]["01_mismatch_study"]["error"]
-    index = (out / "index.md").read_text()
+    kept = Path(run["failed_report"])  # the batch's own report, beside the (here empty) one it did not replace
+    assert kept.parent == out / "_failed" and sorted(p.name for p in out.iterdir()) == ["_failed"]
+    index = (kept / "index.md").read_text()
     assert "**FAILED**" in index and "deliberate failure" in index
-    assert (out / "html" / "00_quickstart.html").is_file() and (out / "notebooks" / "02_noise_priors.ipynb").is_file()
-    assert not (out / "notebooks" / "01_mismatch_study.ipynb").exists(), "a failed notebook is not passed off as done"
-    assert (out / "notebooks" / "01_mismatch_study.failed.ipynb").is_file()
+    assert (kept / "html" / "00_quickstart.html").is_file() and (kept / "notebooks" / "02_noise_priors.ipynb").is_file()
+    assert not (kept / "notebooks" / "01_mismatch_study.ipynb").exists(), "a failed notebook is not passed off as done"
+    assert (kept / "notebooks" / "01_mismatch_study.failed.ipynb").is_file()
+
+
+def _report_like_a_committed_one(out: Path) -> dict[str, bytes]:
+    """A report folder as a finished batch leaves it (index, runs record, a notebook's outputs); its bytes by path."""
+    files = {"index.md": "# the previous report\n", "runs.json": json.dumps({"notebooks": {"00_quickstart": {
+        "name": "00_quickstart", "status": "ok", "error": None, "wall_s": 1.0}}, "batch_wall_s": 9.0,
+        "commit": "abc1234", "finished": "earlier"}),
+        "metrics/00_quickstart.json": '{"ok": 0}', "notebooks/00_quickstart.ipynb": "{}",
+        "tables/00_quickstart.md": "| a |\n", "figures/00_quickstart.png": "png"}
+    for rel, text in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    return _bytes(out)
+
+
+def _bytes(out: Path) -> dict[str, bytes]:
+    """Every file of a report folder but the batches' own (``_failed``) and hidden ones, by relative path."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+            and not any(part.startswith((".", "_failed")) for part in p.relative_to(out).parts)}
+
+
+def test_a_batch_with_a_failed_notebook_leaves_the_previous_report_whole(tmp_path, fake_notebooks, capsys,
+                                                                         monkeypatch):
+    """00 runs (and rewrites its metrics), 01 fails: the report's index, runs record and 00's committed outputs stay
+    byte for byte; the batch's own index and notebooks go to _failed/<time>/, which the one-line error names."""
+    from test_cli import run_main  # scpdiff ARGV in this process: (exit status, stderr)
+
+    out = tmp_path / "report"
+    before = _report_like_a_committed_one(out)
+    code, err = run_main(["reproduce", "--only", "00_quickstart", "01_mismatch_study", "--jobs", "1", "--out", out],
+                         capsys)
+    assert code == 1 and _bytes(out) == before
+    [kept] = (out / "_failed").iterdir()
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err == (f"scpdiff reproduce: error: 1 of 2 notebooks failed (01_mismatch_study); {out} is left as it "
+                   f"was; this batch's index and notebooks: {kept / 'index.md'}\n")
+    runs = json.loads((kept / "runs.json").read_text())
+    assert {n: r["status"] for n, r in runs["notebooks"].items()} == {"00_quickstart": "ok",
+                                                                      "01_mismatch_study": "failed"}
+    assert json.loads((kept / "metrics" / "00_quickstart.json").read_text()) == {"ok": 1}, "the batch's own numbers"
+    assert (kept / "notebooks" / "01_mismatch_study.failed.ipynb").is_file()
+    assert not (kept / "tables").exists(), "the copied files the batch left alone are not kept twice"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no stage folder is left behind"
+
+
+def test_a_batch_that_finished_replaces_the_notebooks_it_ran_and_names_the_report(tmp_path, fake_notebooks):
+    """Every notebook ran: its files replace theirs in the report (the others' stay); what it recorded names the
+    report folder, not the copy it ran in."""
+    out = tmp_path / "report"
+    before = _report_like_a_committed_one(out)
+    (out / "cache").mkdir()  # scratch shared by every batch: linked into the batch's copy, never moved
+    (out / "cache" / "entry.npy").write_text("x")
+    run = rp.reproduce("toy", only=["00_quickstart", "02_noise_priors"], out=out)
+    assert "failed_report" not in run and not (out / "_failed").exists()
+    after = _bytes(out)
+    assert json.loads(after["metrics/00_quickstart.json"]) == {"ok": 1}
+    assert after["tables/00_quickstart.md"] == before["tables/00_quickstart.md"], "files no notebook rewrote stay"
+    assert set(json.loads(after["runs.json"])["notebooks"]) == {"00_quickstart", "02_noise_priors"}
+    executed = nbformat.read(out / "notebooks" / "02_noise_priors.ipynb", as_version=4)
+    assert executed.metadata.papermill.parameters["out_dir"] == portable(str(out)) == ".../report"
+    assert ".batch-" not in (out / "notebooks" / "02_noise_priors.ipynb").read_text()
+    assert (out / "cache" / "entry.npy").read_text() == "x" and not (out / "cache").is_symlink()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no stage folder is left behind"
 
 
 def test_a_partial_run_keeps_the_whole_batchs_time_and_records_itself(tmp_path, fake_notebooks):
@@ -90,14 +157,13 @@ def test_a_killed_run_leaves_no_half_written_file_and_a_rerun_completes(tmp_path
     proc = subprocess.Popen([sys.executable, "-c", code], env={**__import__("os").environ, "NB_SLEEP": "60"},
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "notebooks").glob(".*")):
-        time.sleep(0.5)  # wait until papermill is writing its (temporary) output
-    assert list((out / "notebooks").glob(".*")), "papermill should be writing a temporary file"
+    while time.time() < deadline and not list(out.glob(".batch-*/notebooks/.*")):
+        time.sleep(0.5)  # wait until papermill is writing its (temporary) output into the batch's copy
+    assert list(out.glob(".batch-*/notebooks/.*")), "papermill should be writing a temporary file"
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finals = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert finals == [], f"half-written report files: {finals}"
+    assert _bytes(out) == {}, f"report files written by a killed batch: {sorted(_bytes(out))}"
     run = rp.reproduce("toy", only=["02_noise_priors"], out=out)
     assert run["notebooks"]["02_noise_priors"]["status"] == "ok"
     assert (out / "index.md").is_file() and (out / "notebooks" / "02_noise_priors.ipynb").is_file()
@@ -235,6 +301,7 @@ def test_the_evaluation_splits_reach_every_notebook_and_the_record(tmp_path, fak
     assert run["eval_splits"] == ["val"] and json.loads((out / "runs.json").read_text())["eval_splits"] == ["val"]
     executed = nbformat.read(out / "notebooks" / "00_quickstart.ipynb", as_version=4)
     assert executed.metadata.papermill.parameters["eval_splits"] == ["val"]
+    assert executed.metadata.papermill.parameters["out_dir"] == portable(str(out)), "the report, not its copy"
     assert "Evaluation splits of every notebook (given for this run): val." in (out / "index.md").read_text()
 
 
@@ -325,3 +392,38 @@ def test_kernels_side_by_side_run_one_thread_each_for_torch_and_blas(tmp_path, m
     rp.reproduce("toy", only=["00_quickstart", "02_noise_priors"], smoke=True, jobs=2, out=tmp_path)
     assert seen == [{"SCP_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                      "MKL_NUM_THREADS": "1"}] * 2
+
+
+def test_the_batch_starts_a_notebook_after_the_ones_whose_metrics_it_reads(tmp_path, monkeypatch):
+    """05 reads 03's Table 1 (study.read_metrics in its source): in two lanes it waits for 03 while 00 runs."""
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _notebook(nbdir / "03_prior_comparison.ipynb", 'study.write_metrics(s, "prior_comparison", {})')
+    _notebook(nbdir / "05_diversity.ipynb", 'm1 = study.read_metrics(s, "prior_comparison")')
+    _notebook(nbdir / "00_quickstart.ipynb", 'study.write_metrics(s, "00_quickstart", {})')
+    monkeypatch.setattr(rp, "NOTEBOOK_DIR", nbdir)
+    events = []
+
+    def fake(name, out, params):
+        events.append(("start", name))
+        time.sleep({"03_prior_comparison": 0.5}.get(name, 0.05))
+        events.append(("end", name))
+        return {"status": "ok", "wall_s": 0.0, "error": None}
+    monkeypatch.setattr(rp, "run_notebook", fake)
+    monkeypatch.setattr(rp, "write_index", lambda out, run: None)
+    rp.reproduce("toy", only=["05_diversity", "00_quickstart", "03_prior_comparison"], jobs=2, out=tmp_path / "r")
+    assert events.index(("end", "03_prior_comparison")) < events.index(("start", "05_diversity")), events
+    assert events.index(("start", "00_quickstart")) < events.index(("end", "03_prior_comparison")), events
+
+
+def test_the_real_versus_real_line_names_the_splits_of_the_run():
+    """A run on the test split says train against test, where the line once said validation whatever the run."""
+    from scp_core import index_md
+
+    m = json.loads((ROOT / "reports" / "camvid" / "metrics" / "prior_comparison.json").read_text())
+    m["settings"]["eval_splits"] = ["test"]
+    text = index_md._table1(m)
+    assert "real training images against the test reference (train against test)" in text
+    assert "real test images" in text and "validation" not in text
+    m["settings"]["eval_splits"] = ["val", "holdout"]
+    assert "against the validation + held-out reference (train against val + holdout)" in index_md._table1(m)

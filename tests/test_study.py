@@ -57,10 +57,9 @@ def test_the_environment_names_real_data_and_never_reaches_the_toy_profiles(monk
         assert s.data_root is None and s.pipeline == study.PROFILES[profile].pipeline
 
 
-def test_comparison_table_marks_our_rows(tmp_path):
+def test_comparison_table_marks_our_rows():
     rows = [{"prior": k, "fd": v, "n": 300, "metric": "FD-toy"} for k, v in (("normal", 2.0), ("joint", 1.5))]
-    (tmp_path / "prior_comparison.json").write_text(json.dumps({"tables": {"toy": rows}}))
-    t = study.comparison_table(tmp_path)
+    t = study.comparison_table({"tables": {"toy": rows}})
     paper = t[t.source == "paper"]
     ours = t[t.source.str.startswith("this project")]
     assert list(paper.method) == ["ControlNet", "SCP-Diff"] and paper.cityscapes.tolist() == [20.7, 10.5]
@@ -69,14 +68,12 @@ def test_comparison_table_marks_our_rows(tmp_path):
     assert pd.isna(ours.cityscapes).all(), "our FD-toy never lands in the paper's FID columns"
 
 
-def test_comparison_table_carries_our_intervals_and_the_paired_difference(tmp_path):
+def test_comparison_table_carries_our_intervals_and_the_paired_difference():
     rows = [{"prior": k, "fd": v, "fd_ci": [v - 0.1, v + 0.1], "n": 300, "metric": "FD-toy"}
             for k, v in (("normal", 2.0), ("joint", 1.5))]
     diff = {"a": "joint", "b": "normal", "column": "fd", "diff": -0.5, "diff_ci": [-0.7, -0.3], "text": "better"}
     other = dict(diff, column="miou", diff=9.0)  # another column's comparison is not Table 2's
-    (tmp_path / "prior_comparison.json").write_text(json.dumps({"tables": {"toy": rows},
-                                                                "comparisons": {"toy": [other, diff]}}))
-    t = study.comparison_table(tmp_path).set_index("method")
+    t = study.comparison_table({"tables": {"toy": rows}, "comparisons": {"toy": [other, diff]}}).set_index("method")
     ours = t[t.source.str.startswith("this project")]
     assert ours.loc["SCP-Diff", "ours_ci"] == [1.4, 1.6] and ours.loc["ControlNet", "ours_ci"] == [1.9, 2.1]
     assert ours.loc["SCP-Diff", "diff"] == -0.5 and ours.loc["SCP-Diff", "diff_ci"] == [-0.7, -0.3]

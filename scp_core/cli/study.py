@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,21 +32,31 @@ def _unknown_splits(dataset: str, splits, flag: str, holdout: bool = True) -> No
 
 
 def check_reproduce(a) -> None:
-    """What the notebooks would fail on, refused before the first one starts: evaluation splits the profile's
-    datasets lack, a real-scale profile without its pipeline, a real-scale folder that is not there
-    (:func:`scp_core.reproduce.reproduce` refuses a notebook that does not exist)."""
-    from ..study.settings import COMPANIONS, PROFILES, settings  # the study package loads the models
+    """What the notebooks would fail on, refused before the first one starts and before anything is written: an
+    unknown or toy-only notebook, evaluation splits the profile's datasets lack, a real-scale profile without its
+    pipeline, a folder given that is not there, then what the batch reads on disk (:func:`scp_core.preflight.
+    preflight`: the dataset root and the folders of its splits, pipeline, segmenter and weight files), each
+    notebook's settings from the study's table."""
+    from ..preflight import preflight
+    from ..reproduce import batch_names
+    from ..study.settings import COMPANIONS, PROFILES, REFERENCE_SPLIT, settings  # the study package: the models
 
     for flag in ("pipeline", "data_root", "segmenter"):
         if getattr(a, flag) and not os.path.isdir(getattr(a, flag)):
             raise ValueError(f"argument --{flag.replace('_', '-')}: {getattr(a, flag)} is not a folder; give the "
                              "folder itself")
-    settings(a.profile, smoke=a.smoke, quick=a.quick,  # a real-scale profile without its pipeline, refused
-             pipeline=os.path.abspath(a.pipeline) if a.pipeline else None)
+    names = batch_names(a.profile, a.only, a.with_training)
+    folders = {flag: os.path.abspath(getattr(a, flag)) if getattr(a, flag) else None
+               for flag in ("pipeline", "data_root", "segmenter")}
+    settings(a.profile, smoke=a.smoke, quick=a.quick, **folders)  # a real-scale profile without its pipeline
+    profiles = COMPANIONS.get(a.profile, (a.profile,))
     if a.eval_splits:
-        for profile in COMPANIONS.get(a.profile, (a.profile,)):
+        for profile in profiles:
             _unknown_splits(PROFILES[profile].dataset, a.eval_splits, "--eval-splits",
                             holdout="holdout" in PROFILES[profile].dataset_options)
+    runs = [settings(p, smoke=a.smoke, quick=a.quick, notebook=n, eval_splits=a.eval_splits,
+                     **(folders if p == a.profile else {})) for n in names for p in profiles]
+    preflight([(s, (REFERENCE_SPLIT, *s.eval_splits)) for s in runs])
 
 
 def _cmd_reproduce(a) -> int:
@@ -59,11 +70,15 @@ def _cmd_reproduce(a) -> int:
 
     run = reproduce(a.profile, only=a.only, smoke=a.smoke, with_training=a.with_training, out=a.out, jobs=a.jobs,
                     eval_splits=a.eval_splits, quick=a.quick)
+    reports = Path(a.out or Path("reports") / scratch_folder(a.smoke, a.quick) / a.profile)
     failed = [n for n, r in run["notebooks"].items() if r["status"] != "ok"]
-    reports = a.out or Path("reports") / scratch_folder(a.smoke, a.quick) / a.profile
-    print(f"[scpdiff] report: {Path(reports) / 'index.md'}"
-          + (f"; FAILED: {', '.join(failed)}" if failed else "; all notebooks ran"))
-    return 1 if failed else 0
+    if failed:
+        print(f"scpdiff reproduce: error: {len(failed)} of {len(run['notebooks'])} notebooks failed "
+              f"({', '.join(failed)}); {reports} is left as it was; this batch's index and notebooks: "
+              f"{Path(run['failed_report']) / 'index.md'}", file=sys.stderr)
+        return 1
+    print(f"[scpdiff] report: {reports / 'index.md'}; all notebooks ran")
+    return 0
 
 
 def command_settings(a, command: str):

@@ -94,6 +94,20 @@ class _FileDataset(SegDataset):
         """key -> image path, key -> label path."""
         raise NotImplementedError
 
+    @classmethod
+    def split_folders(cls, root: Path, split: str) -> list[Path]:
+        """The image and label folders of ``split`` under ``root`` in this layout, named without opening any (what
+        ``scpdiff reproduce`` checks before a notebook starts); empty where the layout has alternatives."""
+        return []
+
+    def _split_folders(self) -> tuple[Path, Path]:
+        """This split's image and label folders; ``FileNotFoundError`` naming the layout where one is missing."""
+        img_dir, lab_dir = self.split_folders(self.root, self.split)
+        for d in (img_dir, lab_dir):
+            if not d.is_dir():
+                raise self._missing(f"{d} does not exist")
+        return img_dir, lab_dir
+
     def _pair(self, images: dict[str, Path], labels: dict[str, Path]) -> list[tuple[str, Path, Path]]:
         if not images:
             raise self._missing(f"no images for split {self.split!r}")
@@ -163,12 +177,12 @@ class Cityscapes(_FileDataset):
     prompt = "City road scenes"
     default_size = size = (512, 1024)
 
+    @classmethod
+    def split_folders(cls, root, split):
+        return [Path(root) / "leftImg8bit" / split, Path(root) / "gtFine" / split]
+
     def _find(self):
-        img_dir = self.root / "leftImg8bit" / self.split
-        lab_dir = self.root / "gtFine" / self.split
-        for d in (img_dir, lab_dir):
-            if not d.is_dir():
-                raise self._missing(f"{d} does not exist")
+        img_dir, lab_dir = self._split_folders()
         return (_glob(img_dir, "*/*_leftImg8bit.png", "_leftImg8bit.png"),
                 _glob(lab_dir, "*/*_gtFine_labelIds.png", "_gtFine_labelIds.png"))
 
@@ -196,14 +210,14 @@ class ADE20K(_FileDataset):
     prompt = "Photorealistic and diverse images depicting various scenes"
     default_size = size = (512, 512)
 
+    @classmethod
+    def split_folders(cls, root, split):
+        base = Path(root) / "ADEChallengeData2016"
+        base = base if base.is_dir() else Path(root)
+        return [base / "images" / cls.splits[split], base / "annotations" / cls.splits[split]]
+
     def _find(self):
-        base = self.root / "ADEChallengeData2016"
-        base = base if base.is_dir() else self.root
-        sub = self.splits[self.split]
-        img_dir, lab_dir = base / "images" / sub, base / "annotations" / sub
-        for d in (img_dir, lab_dir):
-            if not d.is_dir():
-                raise self._missing(f"{d} does not exist")
+        img_dir, lab_dir = self._split_folders()
         return _glob(img_dir, "*.jpg", ".jpg"), _glob(lab_dir, "*.png", ".png")
 
     def _id_doc(self):
@@ -289,12 +303,13 @@ class CamVid(_FileDataset):
         frames = sorted((int(m.group(1)), k) for k in names if (m := re.fullmatch(rf"{re.escape(seq)}_(\d+)", k)))
         return {k for _, k in frames[-n:]} if n > 0 else set()
 
+    @classmethod
+    def split_folders(cls, root, split):
+        folder = cls.splits[split]  # the hold-out is frames of train/
+        return [Path(root) / folder, Path(root) / f"{folder}annot"]
+
     def _find(self):
-        folder = self.splits[self.split]
-        img_dir, lab_dir = self.root / folder, self.root / f"{folder}annot"
-        for d in (img_dir, lab_dir):
-            if not d.is_dir():
-                raise self._missing(f"{d} does not exist")
+        img_dir, lab_dir = self._split_folders()
         images, labels = _glob(img_dir, "*.png", ".png"), _glob(lab_dir, "*.png", ".png")
         if self.split in ("train", "holdout") and self.holdout:
             out = self.held_out(images)

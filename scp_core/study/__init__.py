@@ -31,8 +31,8 @@ from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, TRAINING_SEE
                           diversity_study, diversity_verdict, generate, global_brightness, mismatch_study, mu_sweep,
                           prior_comparison, prior_summary, seed_study, trajectory)
 from .method import method_figure, method_parts
-from .output import (colorized, git_commit, image_grid, label_legend, legend_of, readable, records, save_figure,
-                     save_table, write_metrics)
+from .output import (colorized, git_commit, image_grid, label_legend, legend_of, read_metrics, readable, records,
+                     save_figure, save_table, write_metrics)
 from .settings import (COMPANIONS, NOTEBOOKS, PRIOR_KINDS, PROFILE_PARAMS, PROFILES, QUICK, SMOKE, Settings,
                        comparison_profiles, parameters, quick_counts, settings)
 
@@ -46,8 +46,8 @@ __all__ = [
     "diversity_verdict", "generate", "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison",
     "prior_summary", "seed_study", "trajectory",
     "method_figure", "method_parts",
-    "colorized", "git_commit", "image_grid", "label_legend", "legend_of", "readable", "records", "save_figure",
-    "save_table", "write_metrics",
+    "colorized", "git_commit", "image_grid", "label_legend", "legend_of", "read_metrics", "readable", "records",
+    "save_figure", "save_table", "write_metrics",
     "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "QUICK", "SMOKE", "Settings",
     "comparison_profiles", "parameters", "quick_counts", "settings",
 ]

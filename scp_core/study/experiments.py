@@ -5,10 +5,8 @@ DataFrame (and the images where a notebook shows them).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -288,8 +286,9 @@ def diversity_verdict(table: pd.DataFrame, s: Settings, a: str = "joint", b: str
     return out
 
 
-def comparison_table(metrics_dir: Path) -> pd.DataFrame:
-    """Table 2: the paper's FID rows and ours (read from ``prior_comparison.json``), ours marked.
+def comparison_table(ours: dict | None) -> pd.DataFrame:
+    """Table 2: the paper's FID rows and ours (``ours``: notebook 03's metrics, ``prior_comparison``; ``None``: the
+    paper's rows alone), ours marked.
 
     Our numbers go to the column ``ours`` with the metric they were measured with in
     ``ours_metric`` (FD-toy on the toy profiles, FID at real scale), never into the paper's FID
@@ -300,9 +299,7 @@ def comparison_table(metrics_dir: Path) -> pd.DataFrame:
     """
     rows = [{"method": r.method, "source": "paper", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
              "coco_stuff": r.coco_stuff_fid, "ours": None, "ours_metric": "FID"} for r in PAPER_TABLE2.itertuples()]
-    path = Path(metrics_dir) / "prior_comparison.json"
-    if path.is_file():
-        ours = json.loads(path.read_text())
+    if ours:
         metric = ours.get("settings", {}).get("metric", "FD-toy")
         for setting, tab in ours.get("tables", {}).items():
             by = {r["prior"]: r for r in tab}

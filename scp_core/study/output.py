@@ -168,5 +168,12 @@ def write_metrics(s: Settings, name: str, payload: dict) -> Path:
                       {"name": name, "settings": asdict(s), "commit": git_commit(), "timing_s": timing.tally(),
                        **payload})
 
+def read_metrics(s: Settings, name: str) -> dict | None:
+    """Another notebook's numbers: ``<reports>/metrics/<name>.json`` of the same report, ``None`` where that
+    notebook has not run. The one way a notebook reads another's: ``scpdiff reproduce`` starts a notebook after the
+    notebooks whose metrics it names here (:mod:`scp_core.notebook_order`), so what it quotes is that batch's."""
+    path = s.reports / "metrics" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
 def records(df: pd.DataFrame) -> list:
     return json.loads(df.to_json(orient="records"))
