@@ -28,8 +28,9 @@ TITLES = {
     "07_training": "Training the toy stack (small)",
     "08_global_factors": "Beyond the paper: priors that keep global factors",
     "09_zero_snr": "Is the schedule the bottleneck? Zero terminal SNR",
-    "10_prior_transfer": "Prior transfer and a locked UNet (toolkit issue #5)",
+    "10_prior_transfer": "Prior transfer and a locked UNet",
     "11_training_seeds": "Table 1 on three training seeds",
+    "12_schedule_control": "The schedule control: SD's schedule against zero terminal SNR",
 }
 NOTEBOOKS = list(TITLES)  # in the study's order
 
@@ -367,8 +368,11 @@ def _model_section(out: Path, run: dict) -> list[str]:
               if c["kid_goal_met"] else "it falls **short** of that goal (by this measure not yet a competent "
               "model: its report shows what it paints), so the priors' gains below are measured on this model, "
               "not on a competent one")
-    schedule = ("It was trained under zero terminal SNR (v-prediction, DDIM steps from t = 999): at mu = 1 every "
-                "prior's start is pure noise, the same as N(0, I), and a prior acts only through mu < 1. "
+    schedule = ("It was trained under zero terminal SNR (v-prediction, DDIM steps from t = 999), the retraining fix "
+                "(Lin et al. 2024) the paper offers its priors as the alternative to: at mu = 1 every prior's start "
+                "is pure noise, the same as N(0, I), a prior acts only through mu < 1, and there is no schedule "
+                "mismatch left for it to fix (notebook 12 trains the same recipe under SD's schedule to separate "
+                "the two). "
                 if trained.get("noise_schedule") == "zero-snr" else "")
     rel = Path("..", "..", zoo.relative_to(REPO_ROOT), "REPORT.md").as_posix()
     return ["", "## The model these numbers stand on", "",
