@@ -327,7 +327,7 @@ def _transfer_section(out: Path) -> list[str]:
             "brightness_mean", "n"]
     answers = [f"- Training-free: {m['answers']['training_free']}."]
     answers += [f"- Transfer: {text}." for text in m["answers"]["transfer"].values()]
-    return ["", "## Prior transfer and a locked UNet (toolkit issue #5)", _rule(m), "",
+    return ["", "## Prior transfer and a locked UNet", _rule(m), "",
             f"Three toy stacks, {m['n_eval']} validation maps each, every start scored against both regimes' real "
             f"images ({_metric(m)}). Rules fixed before the run: {m['goals']}", "",
             _md(df, cols), "", *answers, "", "![prior transfer](figures/10_prior_transfer.png)"]
