@@ -14,7 +14,8 @@ images (``metrics.resampling``).
 * :mod:`.transfer` -- notebook 10: priors of one regime on a model of another;
 * :mod:`.schedules` -- notebook 09: the noise schedule's signal leak and zero terminal SNR;
 * :mod:`.output` -- figures, tables and metrics files;
-* :mod:`.method` -- the method in one picture (label map, prior draw, Eq. 6, DDIM, image).
+* :mod:`.method` -- the method in one picture (label map, prior draw, Eq. 6, DDIM, image);
+* :mod:`.prior_figures` -- the priors' statistics: signed maps centred at 0, the joint prior's fallback cells.
 
 Profiles: ``toy`` (the embedded default: toy-city and the committed toy zoo, FD-toy in place of
 FID), ``toy-gv`` (toy-city with strong per-image global variation), ``camvid`` (real photographs on
@@ -31,6 +32,7 @@ from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, TRAINING_SEE
                           diversity_study, diversity_verdict, generate, global_brightness, mismatch_study, mu_sweep,
                           prior_comparison, prior_summary, seed_study, trajectory)
 from .method import method_figure, method_parts
+from .prior_figures import joint_counts_figure, signed_heatmap, spatial_prior_figure
 from .output import (colorized, git_commit, image_grid, label_legend, legend_of, read_metrics, readable, records,
                      save_figure, save_table, write_metrics)
 from .settings import (COMPANIONS, NOTEBOOKS, PRIOR_KINDS, PROFILE_PARAMS, PROFILES, QUICK, SMOKE, Settings,
@@ -46,6 +48,7 @@ __all__ = [
     "diversity_verdict", "generate", "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison",
     "prior_summary", "seed_study", "trajectory",
     "method_figure", "method_parts",
+    "joint_counts_figure", "signed_heatmap", "spatial_prior_figure",
     "colorized", "git_commit", "image_grid", "label_legend", "legend_of", "read_metrics", "readable", "records",
     "save_figure", "save_table", "write_metrics",
     "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "QUICK", "SMOKE", "Settings",
