@@ -1,9 +1,14 @@
 """The method in one picture (scp_core.study.method): its pictures are the pipeline's own draw, start and image."""
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from scp_core import study
+from scp_core.study.output import MAX_FIGURE_PX
 from scp_core.sampling import noise_to_step
 
 from test_sampling import _joint, _labels, _tiny_pipeline
@@ -33,4 +38,30 @@ def test_method_figure_takes_any_picture_layout_and_leaves_out_what_is_not_given
     fig = study.method_figure(lab, torch.rand(3, 32, 64), None, np.zeros((1, 32, 64, 3), np.uint8), prior="normal")
     shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     assert len(fig.axes) == 4 and len(shown) == 3 and all(a.shape[:2] == (32, 64) for a in shown)
+    plt.close(fig)
+
+
+def _text_and_picture_boxes(fig):
+    """The window extents of the figure's texts (titles, captions, arrow labels, the schedule) and pictures."""
+    r = fig.canvas.get_renderer()
+    return ([(t.get_text(), t.get_window_extent(r)) for t in fig.texts if t.get_text()]
+            + [(f"picture {i}", ax.get_window_extent(r)) for i, ax in enumerate(fig.axes)])
+
+
+@pytest.mark.parametrize("shape", [(64, 128), (96, 128)], ids=["toy 64x128", "camvid 96x128"])
+def test_method_figure_texts_overlap_neither_each_other_nor_the_pictures(shape, tmp_path):
+    """Both aspect ratios the figure is drawn at (notebook 00 on toy and on CamVid): every text box and every
+    picture is clear of every other, in the renderer's own extents."""
+    h, w = shape
+    rng = np.random.default_rng(0)
+    pics = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(3)]
+    labels = rng.integers(0, 5, (h, w))
+    ts = list(range(799, 0, -50))
+    fig = study.method_figure(labels, *pics, timesteps=ts, steps=20, alpha_bar=0.018, path=tmp_path / "m.png")
+    boxes = _text_and_picture_boxes(fig)
+    assert len(boxes) >= 16
+    clash = [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2) if box_a.overlaps(box_b)]
+    assert not clash, clash
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.size[0] <= MAX_FIGURE_PX
     plt.close(fig)

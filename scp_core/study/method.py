@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..data import colorize
-from .output import save_figure
+from .output import _text_size, save_figure
 
 _PRIOR_TEXT = {  # what the prior draw of each kind is, under its picture
     "joint": "m, s by class and position (Eq. 8)",
@@ -41,30 +41,50 @@ def _rgb(x, palette=None) -> np.ndarray | None:
     return a if a.dtype == np.uint8 else np.clip(a.astype(np.float32), 0.0, 1.0)
 
 
-def _panel(fig, rect, picture, title: str, caption: str) -> None:
-    """One picture with its step title above and its formula below (a grey frame where no picture is given)."""
-    ax = fig.add_axes(rect)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if picture is not None:
-        ax.imshow(picture, interpolation="nearest", aspect="auto")
-    else:
-        ax.set_facecolor("0.93")
-        ax.text(0.5, 0.5, "(not given)", ha="center", va="center", color="0.5", transform=ax.transAxes)
-    x, y, w, h = rect
-    fig.text(x + w / 2, y + h + 0.02, title, ha="center", va="bottom", fontsize=_TITLE, weight="bold")
-    fig.text(x + w / 2, y - 0.02, caption, ha="center", va="top", fontsize=_TEXT, linespacing=1.4)
+class _Layout:
+    """Positions in inches, ``y`` from the top of a figure ``width`` wide and ``height`` high, as figure fractions."""
 
+    def __init__(self, fig, width: float, height: float):
+        self.fig, self.width, self.height = fig, width, height
 
-def _arrow(fig, start, end, label: str = "", color: str = "0.2") -> None:
-    fig.patches.append(FancyArrowPatch(start, end, transform=fig.transFigure, arrowstyle="-|>", mutation_scale=18,
-                                       lw=1.8, color=color))
-    if label:
-        fig.text((start[0] + end[0]) / 2, max(start[1], end[1]) + 0.02, label, ha="center", va="bottom",
-                 fontsize=_TEXT, color=color, linespacing=1.3)
+    def x(self, inches: float) -> float:
+        return inches / self.width
+
+    def y(self, inches_from_top: float) -> float:
+        return 1.0 - inches_from_top / self.height
+
+    def text(self, x: float, y: float, text: str, **kw):
+        return self.fig.text(self.x(x), self.y(y), text, **kw)
+
+    def arrow(self, start, end, label: str = "", color: str = "0.2") -> None:
+        """An arrow between two points (inches), its label above its middle."""
+        a, b = (self.x(start[0]), self.y(start[1])), (self.x(end[0]), self.y(end[1]))
+        self.fig.patches.append(FancyArrowPatch(a, b, transform=self.fig.transFigure, arrowstyle="-|>",
+                                                mutation_scale=18, lw=1.8, color=color))
+        if label:
+            self.text((start[0] + end[0]) / 2, min(start[1], end[1]) - 0.1, label, ha="center", va="bottom",
+                      fontsize=_TEXT, color=color, linespacing=1.3)
+
+    def line(self, xs, ys, **kw) -> None:
+        self.fig.add_artist(Line2D([self.x(v) for v in xs], [self.y(v) for v in ys], transform=self.fig.transFigure,
+                                   **kw))
+
+    def panel(self, x: float, y: float, w: float, h: float, picture):
+        """One picture in the box whose top left corner is ``(x, y)`` (a grey frame where none is given)."""
+        ax = self.fig.add_axes([self.x(x), self.y(y + h), self.x(w), h / self.height])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if picture is not None:
+            ax.imshow(picture, interpolation="nearest", aspect="auto")
+        else:
+            ax.set_facecolor("0.93")
+            ax.text(0.5, 0.5, "(not given)", ha="center", va="center", color="0.5", transform=ax.transAxes)
+        return ax
 
 
 _TITLE, _TEXT = 13, 10.5  # points, on a 10-inch-wide figure: readable when shown at about 900 px
+_WIDTH, _COLUMN, _GAP, _LEFT = 10.0, 2.4, 0.8, 0.25  # inches: the figure, a column, between columns, the margin
+_TALLEST = 2.4  # inches: a taller picture is drawn narrower, so the figure stays one screen high
 
 
 def _schedule_text(ts: list[int], steps: int | None, alpha_bar: float | None) -> str:
@@ -94,6 +114,9 @@ def method_figure(label_map=None, prior_draw=None, noised_start=None, image=None
     the first step of the DDIM grid that runs, not ``mu T`` itself). Symbols have one meaning each: ``x_prior``
     the prior's draw, ``x_gen`` the latent DDIM ends at, ``(i, j)`` a token's position.
 
+    The figure is 10 inches wide; its height follows the pictures' aspect ratio and the measured height of each
+    text, so no text runs into another or into a picture, whatever the pictures' shape.
+
     Args:
         label_map: the label map, coloured ``uint8 [H, W, 3]`` or class ids ``[H, W]`` (with ``palette``).
         prior_draw, noised_start: the prior draw ``x_prior`` and the start ``x_t_start`` (Eq. 6), decoded by the
@@ -107,53 +130,81 @@ def method_figure(label_map=None, prior_draw=None, noised_start=None, image=None
     Returns:
         The matplotlib figure.
     """
-    fig = plt.figure(figsize=(10, 6.4))
-    pics = [_rgb(p) for p in (prior_draw, noised_start, image)]
-    shape = next((p.shape for p in [_rgb(label_map, palette)] + pics if p is not None), (1, 2))
-    w, gap = 0.24, 0.08  # three columns; the right margin carries the arrow from the top row to the bottom one
-    xs = [0.025 + i * (w + gap) for i in range(3)]
-    h = min(0.3, w * 10 / 6.4 * shape[0] / shape[1])
-    top, bottom = 0.66 - h / 2, 0.27 - h / 2
+    fig = plt.figure(figsize=(_WIDTH, 6.4))
+    pics = [_rgb(label_map, palette)] + [_rgb(p) for p in (prior_draw, noised_start, image)]
+    shape = next((p.shape for p in pics if p is not None), (1, 2))
+    ph = min(_TALLEST, _COLUMN * shape[0] / shape[1])  # a picture's height and width, inches
+    pw = ph * shape[1] / shape[0]
+    xs = [_LEFT + i * (_COLUMN + _GAP) for i in range(3)]  # the columns' left edges
     ts = [int(t) for t in timesteps] if timesteps is not None else []
-    _panel(fig, [xs[0], top, w, h], _rgb(label_map, palette), "1  label map M", "H x W class ids, colour-coded")
-    _panel(fig, [xs[1], top, w, h], pics[0], r"2  prior draw $x_{prior}$",
-           (r"$x_{prior} \sim \mathcal{N}(m,\ s^2)$ per token:" if prior != "normal"
-            else r"$x_{prior} \sim \mathcal{N}(0,\ I)$:")
-           + f"\n{_PRIOR_TEXT.get(prior, prior)}\n(a latent; shown decoded)")
-    _panel(fig, [xs[2], top, w, h], pics[1], r"3  noised start $x_{t_{start}}$",
-           (r"$\sqrt{\bar\alpha}\,x_{prior} + \sqrt{1-\bar\alpha}\,\epsilon$  (Eq. 6)" if prior != "normal"
-            else r"$x_{prior}$ itself: N(0, I) noised is N(0, I)")
-           + (f"\n$t_{{start}}$ = {ts[0]}" if ts else "")
-           + (r", $\bar\alpha_{t_{start}}$" + f" = {alpha_bar:.3f}" if alpha_bar is not None else "")
-           + "\n(a latent; shown decoded)")
-    _panel(fig, [xs[1], bottom, w, h], pics[2], "5  image", r"$D(x_{gen})$: the VAE decoder's output")
-    box = FancyBboxPatch((xs[2], bottom), w, h, boxstyle="round,pad=0.008", transform=fig.transFigure,
-                         facecolor="#e8f0fa", edgecolor="#2b5d9b", lw=1.6)
-    fig.patches.append(box)
+    title_kw = dict(fontsize=_TITLE, weight="bold")
+    caption_kw = dict(fontsize=_TEXT, linespacing=1.4)
+    titles = ["1  label map M", r"2  prior draw $x_{prior}$", r"3  noised start $x_{t_{start}}$"]
+    captions = ["H x W class ids, colour-coded",
+                (r"$x_{prior} \sim \mathcal{N}(m,\ s^2)$ per token:" if prior != "normal"
+                 else r"$x_{prior} \sim \mathcal{N}(0,\ I)$:")
+                + f"\n{_PRIOR_TEXT.get(prior, prior)}\n(a latent; shown decoded)",
+                (r"$\sqrt{\bar\alpha}\,x_{prior} + \sqrt{1-\bar\alpha}\,\epsilon$  (Eq. 6)" if prior != "normal"
+                 else r"$x_{prior}$ itself: N(0, I) noised is N(0, I)")
+                + (f"\n$t_{{start}}$ = {ts[0]}" if ts else "")
+                + (r", $\bar\alpha_{t_{start}}$" + f" = {alpha_bar:.3f}" if alpha_bar is not None else "")
+                + "\n(a latent; shown decoded)"]
     shown = ", ".join(map(str, ts)) if len(ts) <= 3 else f"{ts[0]}, {ts[1]}, ..., {ts[-1]}"
     steps_text = (f"the last {len(ts)}{f' of {steps}' if steps else ''} steps\nt = {shown}" if ts
                   else "the last floor(mu N) steps")
-    fig.text(xs[2] + w / 2, bottom + h / 2, f"DDIM (eta = 0)\n{steps_text}\nUNet + ControlNet", ha="center",
-             va="center", fontsize=_TEXT + 0.5, linespacing=1.45)
-    fig.text(xs[2] + w / 2, bottom + h + 0.02, "4  denoise", ha="center", va="bottom", fontsize=_TITLE, weight="bold")
-    fig.text(xs[0] + 0.005, bottom + h + 0.02, _schedule_text(ts, steps, alpha_bar), ha="left", va="top",
-             fontsize=_TEXT - 1, linespacing=1.3, color="0.25")
-    mid_top, mid_bottom = top + h / 2, bottom + h / 2
-    _arrow(fig, (xs[0] + w + 0.005, mid_top), (xs[1] - 0.005, mid_top), "look up\nm, s")
-    _arrow(fig, (xs[1] + w + 0.005, mid_top), (xs[2] - 0.005, mid_top), "noise to\n" + r"$t_{start}$")
+    ddim_text, ddim_kw = f"DDIM (eta = 0)\n{steps_text}\nUNet + ControlNet", dict(fontsize=_TEXT + 0.5,
+                                                                                    linespacing=1.45)
+    image_caption = r"$D(x_{gen})$: the VAE decoder's output"
+    schedule, schedule_kw = _schedule_text(ts, steps, alpha_bar), dict(fontsize=_TEXT - 1, linespacing=1.3)
+    control = "control: the label map, colour-coded, into the ControlNet at every step"
+    control_kw = dict(fontsize=_TEXT - 1)
+
+    # the rows, top down, from the texts' measured heights (inches)
+    title_h = max(_text_size(fig, t, **title_kw)[1] for t in titles + ["4  denoise"])
+    top = 0.1 + title_h + 0.1                                    # the top row's pictures
+    captions_top = top + ph + 0.1
+    second = captions_top + max(_text_size(fig, c, **caption_kw)[1] for c in captions) + 0.3  # the bottom row's titles
+    row = second + title_h + 0.1                                 # the bottom row: the image and the DDIM box
+    row_h = max(ph, _text_size(fig, ddim_text, **ddim_kw)[1] + 0.3)
+    image_top = row + (row_h - ph) / 2
+    image_caption_top = max(image_top + ph, row + row_h) + 0.1
+    end = max(image_caption_top + _text_size(fig, image_caption, **caption_kw)[1],
+              second + _text_size(fig, schedule, **schedule_kw)[1])
+    control_top = end + 0.2                                      # the control's line and its text, under everything
+    y_line = control_top + _text_size(fig, control, **control_kw)[1] + 0.08
+    height = y_line + 0.15
+    fig.set_size_inches(_WIDTH, height)
+    at = _Layout(fig, _WIDTH, height)
+
+    for i, (pic, title, caption) in enumerate(zip(pics[:3], titles, captions)):
+        at.panel(xs[i] + (_COLUMN - pw) / 2, top, pw, ph, pic)
+        at.text(xs[i] + _COLUMN / 2, top - 0.1, title, ha="center", va="bottom", **title_kw)
+        at.text(xs[i] + _COLUMN / 2, captions_top, caption, ha="center", va="top", **caption_kw)
+    image_left = xs[1] + (_COLUMN - pw) / 2
+    at.panel(image_left, image_top, pw, ph, pics[3])
+    at.text(xs[1] + _COLUMN / 2, row - 0.1, "5  image", ha="center", va="bottom", **title_kw)
+    at.text(xs[1] + _COLUMN / 2, image_caption_top, image_caption, ha="center", va="top", **caption_kw)
+    fig.patches.append(FancyBboxPatch((at.x(xs[2]), at.y(row + row_h)), at.x(_COLUMN), row_h / height,
+                                      boxstyle="round,pad=0.008", transform=fig.transFigure, facecolor="#e8f0fa",
+                                      edgecolor="#2b5d9b", lw=1.6))
+    at.text(xs[2] + _COLUMN / 2, row + row_h / 2, ddim_text, ha="center", va="center", **ddim_kw)
+    at.text(xs[2] + _COLUMN / 2, row - 0.1, "4  denoise", ha="center", va="bottom", **title_kw)
+    at.text(xs[0] + 0.05, second, schedule, ha="left", va="top", color="0.25", **schedule_kw)
+
+    mid_top, mid_bottom = top + ph / 2, row + row_h / 2
+    edges = [(xs[i] + (_COLUMN - pw) / 2, xs[i] + (_COLUMN + pw) / 2) for i in range(3)]
+    at.arrow((edges[0][1] + 0.05, mid_top), (edges[1][0] - 0.05, mid_top), "look up\nm, s")
+    at.arrow((edges[1][1] + 0.05, mid_top), (edges[2][0] - 0.05, mid_top), "noise to\n" + r"$t_{start}$")
     # top row to bottom row through the right margin: the start goes into DDIM
-    right, edge = xs[2] + w + 0.035, xs[2] + w
-    fig.add_artist(Line2D([edge + 0.005, right, right], [mid_top, mid_top, mid_bottom], transform=fig.transFigure,
-                          color="0.2", lw=1.8))
-    _arrow(fig, (right, mid_bottom), (edge + 0.01, mid_bottom))
-    _arrow(fig, (xs[2] - 0.008, mid_bottom), (xs[1] + w + 0.005, mid_bottom), r"$x_{gen}$" + "\ndecode")
+    right, edge = xs[2] + _COLUMN + 0.35, xs[2] + _COLUMN
+    at.line([edges[2][1] + 0.05, right, right], [mid_top, mid_top, mid_bottom], color="0.2", lw=1.8)
+    at.arrow((right, mid_bottom), (edge + 0.1, mid_bottom))
+    at.arrow((xs[2] - 0.08, mid_bottom), (image_left + pw + 0.05, mid_bottom), r"$x_{gen}$" + "\ndecode")
     # the control: the label map goes into the ControlNet at every DDIM step
-    blue, x_map, x_ddim, y_line = "#2b5d9b", xs[0] / 2, xs[2] + w / 2, 0.035
-    fig.add_artist(Line2D([xs[0], x_map, x_map, x_ddim], [mid_top, mid_top, y_line, y_line], transform=fig.transFigure,
-                          color=blue, lw=1.5, ls="--"))
-    _arrow(fig, (x_ddim, y_line), (x_ddim, bottom - 0.012), color=blue)
-    fig.text(xs[1] + w / 2, y_line + 0.012, "control: the label map, colour-coded, into the ControlNet at "
-             "every step", ha="center", va="bottom", fontsize=_TEXT - 1, color=blue)
+    blue, x_map, x_ddim = "#2b5d9b", edges[0][0] / 2, xs[2] + _COLUMN / 2
+    at.line([edges[0][0], x_map, x_map, x_ddim], [mid_top, mid_top, y_line, y_line], color=blue, lw=1.5, ls="--")
+    at.arrow((x_ddim, y_line), (x_ddim, row + row_h + 0.12), color=blue)
+    at.text(xs[1] + _COLUMN / 2, y_line - 0.08, control, ha="center", va="bottom", color=blue, **control_kw)
     if path is not None:
         save_figure(fig, Path(path))
     return fig
