@@ -98,20 +98,20 @@ def figures(result: dict, train_images: np.ndarray, fig_dir, save_figure, pyplot
     ax.set_ylabel("images")
     ax.set_title(f"Memorisation check: {100 * result['share_below_closest_val']:.1f} % of samples left of the dashed "
                  "line (goal <= 5 %)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     save_figure(fig, fig_dir / "memorisation.png")
 
     order = np.argsort(a["d_gen"])[:n_pairs]
-    fig, axes = plt.subplots(2, len(order), figsize=(2.2 * len(order), 4.3), squeeze=False)
+    fig, axes = plt.subplots(2, len(order), figsize=(2.2 * len(order), 4.6), squeeze=False,
+                             layout="constrained")  # room for the titles between the rows
     for c, g in enumerate(order):
         axes[0, c].imshow(a["generated"][g])
-        axes[0, c].set_title(f"sample of val map {g}\ndistance {a['d_gen'][g]:.1f}", fontsize=7)
+        axes[0, c].set_title(f"sample of val map {g}\ndistance {a['d_gen'][g]:.1f}", fontsize=9)
         axes[1, c].imshow(train_images[a["i_gen"][g]])
-        axes[1, c].set_title(f"nearest training frame {a['i_gen'][g]}", fontsize=7)
+        axes[1, c].set_title(f"nearest training\nframe {a['i_gen'][g]}", fontsize=9)
         for r in range(2):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
     fig.suptitle("The generated images nearest to a training frame (top) and that frame (bottom)", fontsize=9)
-    fig.tight_layout()
     save_figure(fig, fig_dir / "nearest_pairs.png")

@@ -86,7 +86,7 @@ def sample_grid(rows, title: str, path: Path, row_height: float) -> None:
             axes[r, c].imshow(imgs[c])
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-        axes[r, 0].set_ylabel(name, fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
