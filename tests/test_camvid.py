@@ -264,10 +264,10 @@ def test_the_gpu_recipe_trains_from_a_pack_where_no_frame_is_then_is_evaluated_w
     assert facts["unet"]["steps"] == 4 and facts["controlnet"]["steps"] == 4 and "segmenter" not in facts
     pipe = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
     assert tuple(pipe.unet.config.block_out_channels) == (64, 96, 160) and pipe.latent_shape == (32, 12, 16)
-    weights = [*(out / "pipeline").rglob("*.safetensors"), *(out / "segmenter").glob("*.safetensors")]
+    committed = REPO_ROOT / "zoo" / "camvid" / "segmenter"
+    weights = [*(out / "pipeline").rglob("*.safetensors"), *committed.glob("*.safetensors")]
     assert sum(p.stat().st_size for p in weights) <= 25 * 2**20, "the zoo's weights stay under 25 MB"
-    committed = REPO_ROOT / "zoo" / "camvid" / "segmenter" / "model.safetensors"
-    assert (out / "segmenter" / "model.safetensors").read_bytes() == committed.read_bytes()
+    assert not (out / "segmenter").exists(), "a reused segmenter stays in its own folder, not copied"
     report = rewrite_report("camvid", out=out, work=work, data_root=CAMVID, recipe=recipe, limit=3)
     evaluated = json.loads((out / "training_facts.json").read_text())
     assert evaluated["segmenter"]["n_val"] == 3 and evaluated["taef2_psnr_val_db"] > 10 and report.is_file()
@@ -276,4 +276,5 @@ def test_the_gpu_recipe_trains_from_a_pack_where_no_frame_is_then_is_evaluated_w
     assert "## Does it paint, and does it copy?" in report.read_text()
     assert (out / "report" / "memorisation.png").is_file()
     with pytest.raises(ValueError, match="not a training pack of profile 'camvid'"):
-        train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w2", recipe=recipe, pack=committed)
+        train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w2", recipe=recipe,
+                    pack=committed / "model.safetensors")

@@ -266,7 +266,7 @@ def test_committed_reference_runs_include_their_executed_notebooks():
     """A reader sees every notebook's outputs without running anything (small enough to commit)."""
     for profile in ("toy",):
         folder = ROOT / "reports" / profile / "notebooks"
-        for name in rp.DEFAULT_BATCH:
+        for name in rp.batch_names(profile):
             path = folder / f"{name}.ipynb"
             assert path.is_file(), f"{path.relative_to(ROOT)} is missing: run scpdiff reproduce --profile {profile}"
             nb = nbformat.read(path, as_version=4)

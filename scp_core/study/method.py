@@ -109,6 +109,9 @@ def method_figure(label_map=None, prior_draw=None, noised_start=None, image=None
                   path: str | Path | None = None):
     """SCP-Diff's inference in one picture: boxes and arrows around the given pictures, in two rows.
 
+    Long because every panel, arrow and caption is placed from the sizes the one renderer measured for the others
+    (so no text overlaps at any aspect ratio): split into parts, each would need all the others' positions.
+
     Top row: the label map, the prior draw ``x_prior`` and the noised start ``x_t_start`` (Eq. 6); bottom row,
     right to left: DDIM with the ControlNet, the image; bottom left: the schedule's numbers (why ``t_start`` is
     the first step of the DDIM grid that runs, not ``mu T`` itself). Symbols have one meaning each: ``x_prior``
