@@ -392,7 +392,7 @@ def _claims_section(out: Path, run: dict) -> list[str]:
 
 def write_index(out: Path, run: dict) -> Path:
     """``index.md``: every notebook's status and time, its tables and figures, key numbers."""
-    header = _index_header(run)  # the title, then the primary tests of reports/PROTOCOL.md (issue 47)
+    header = _index_header(run)  # the title, then the primary tests of reports/PROTOCOL.md
     lines = (header[:2] + index_lines(out, run) + header[2:] + _notebook_rows(out, run) + _model_section(out, run)
              + _claims_section(out, run) + _protocol_section(out))
     for section in (_table1_section, _seeds_section, _mismatch_section, _mu_sweep_section, _diversity_section,

@@ -33,8 +33,8 @@ LEAK_GRID = (4, 4)   # the signal leak's low-frequency grid (average-pooled late
 # The goal, decided before the run: a noise prior that keeps each image's global factors
 GOAL_SPREAD = 0.25   # brightness spread within 25 % of real
 # Daylight: "no worse than joint" is a non-inferiority claim; its margin (the new prior's distance may exceed the
-# joint prior's by at most this fraction of the joint's) was fixed in the issue-31 revision, after the earlier runs
-# had been seen (recorded as a protocol change in index.md).
+# joint prior's by at most this fraction of the joint's) was fixed in the paired-difference revision, after the
+# earlier runs had been seen (recorded as a protocol change in index.md).
 NONINFERIORITY_MARGIN = 0.10
 HARNESS = {"n_fit": N_FIT, "k_max": K_MAX, "leak_grid": list(LEAK_GRID), "goal_spread": GOAL_SPREAD,
            "noninferiority_margin": NONINFERIORITY_MARGIN}

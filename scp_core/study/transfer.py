@@ -39,10 +39,11 @@ MODELS = {"daylight": ("toy", "daylight"), "toy-gv": ("toy-gv", "toy-gv"),
           "locked UNet": ("toy-locked", "daylight")}
 NORMAL = "N(0, I)"
 GOALS = (
-    "**Training-free** (toolkit #5, first question): the priors help a ControlNet whose UNet was never unlocked "
+    "**Training-free** (first question): the priors help a ControlNet whose UNet was never unlocked "
     "when the locked daylight ControlNet started from the daylight joint prior is *better* than from N(0, I) in "
     "FD-toy against daylight images (the 95 % interval of the paired difference excludes 0; the rule was "
-    "\"disjoint 95 % intervals\" until the issue-31 revision); *worse* says they hurt; an interval including 0 "
+    "\"disjoint 95 % intervals\" until the paired-difference revision); *worse* says they hurt; an interval "
+    "including 0 "
     "says the harness cannot tell. mIoU is read the same way. "
     "**Transfer** (second question): a foreign prior *still helps* a model when it is better than N(0, I) in "
     "FD-toy against the model's own regime; it *restyles* when its images are closer to the prior's regime "
