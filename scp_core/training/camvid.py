@@ -304,7 +304,7 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
     val, _ = _profile_dataset(profile, "val", data_root)
     val_images, val_labels, _ = load_images(val, facts.get("taef2_psnr_n", limit))
     if "segmenter" not in facts:  # trained from a pack, where no frame was: the evaluation happens here
-        folder = segmenter_folder(recipe, out)
+        folder = recipe.segmenter_dir(out)
         seg = ToySegmenter.from_pretrained(folder)
         seg_log = json.loads((folder / "training_log.json").read_text())
         seg_metrics = _evaluate(TAEF2.from_weights(), seg, seg_log, val_images, val_labels, train, facts)
@@ -312,11 +312,6 @@ def rewrite_report(profile: str = "camvid", out: str | Path | None = None, work:
             write_json(folder / "val_metrics.json", seg_metrics)
         write_json(facts_path, facts)
     return write_camvid_report(out, work, facts, recipe, val_labels, val_images, train)
-
-
-def segmenter_folder(recipe: StackRecipe, out: Path) -> Path:
-    """Where the stack's segmenter lives: the recipe's reused one (``segmenter_from``), else ``<out>/segmenter``."""
-    return REPO_ROOT / recipe.segmenter_from if recipe.segmenter_from else Path(out) / "segmenter"
 
 
 def _segmenter_stage(images, labels, train, recipe: StackRecipe, seg_dir: Path, resume: str | None):

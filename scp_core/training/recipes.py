@@ -7,6 +7,7 @@ minutes (toy) or seconds (real images), for the training notebook, smoke runs an
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from ..data.profiles import PROFILES
 from .loop import TrainConfig
@@ -63,6 +64,12 @@ class StackRecipe:
     seed: int = 0
     segmenter_from: str | None = None
     noise_schedule: str = "sd"
+
+    def segmenter_dir(self, out):
+        """Where the stack's segmenter lives: the reused one (``segmenter_from``), else ``<out>/segmenter``."""
+        from ..data.base import REPO_ROOT  # noqa: PLC0415 (kept beside its one use)
+
+        return REPO_ROOT / self.segmenter_from if self.segmenter_from else Path(out) / "segmenter"
 
 
 # zoo/camvid (its training_facts.json records what each stage took): CamVid at 96 x 128 (12 x 16 x 32 TAEF2 latents),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import REPO_ROOT, ToyCity, colorize, images_labels, to_float, to_uint8
+from ..data import ToyCity, colorize, images_labels, to_float, to_uint8
 from ..io import atomic_path, write_json, write_text
 from ..metrics.colour import colour_figure, colour_spread
 from ..pipeline import SCPDiffPipeline
@@ -250,8 +250,7 @@ def write_camvid_report(out: Path, work: Path, facts: dict, recipe: StackRecipe,
         ("wall time of the last `scpdiff train` invocation (before this report)", f"{facts['total_wall_s']} s"),
         (f"sampling the grid below (2 x {n} images, 20 DDIM steps)", f"{sample_s:.1f} s")])
     recipes = recipe_table((("base UNet", recipe.unet_cfg), ("ControlNet", recipe.controlnet_cfg)))
-    seg_dir = REPO_ROOT / recipe.segmenter_from if recipe.segmenter_from else out / "segmenter"
-    size_mb, seg_mb = folder_mb(out / "pipeline"), folder_mb(seg_dir)
+    size_mb, seg_mb = folder_mb(out / "pipeline"), folder_mb(recipe.segmenter_dir(out))
     text = f"""{header(facts['profile'])} on {facts['n_train_images']} training images
 of {facts['dataset']} ({facts['image_size'][0]} x {facts['image_size'][1]}; dataset options
 `{json.dumps(facts['dataset_options'])}`; horizontal flips {'added' if facts['hflip'] else 'not used'}:
