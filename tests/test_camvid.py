@@ -122,6 +122,30 @@ def test_train_stack_small_writes_only_under_its_folders(tmp_path, monkeypatch):
     again = train_stack("camvid", out=out, work=work, data_root=CAMVID, resume="latest",
                         recipe=recipe_for("camvid", small=True), limit=3, report=False)
     assert again["unet"] == facts["unet"] and again["controlnet"] == facts["controlnet"]
+    # another training seed of the ControlNet stage: the stack's base UNet shared, only the two modules written
+    from scp_core.pipeline import load_pipeline
+    from scp_core.training.camvid import train_controlnet_seed
+
+    seed_out = tmp_path / "seed1"
+    seeded = train_controlnet_seed("camvid", 1, out=seed_out, work=work, data_root=CAMVID,
+                                   recipe=recipe_for("camvid", small=True), limit=3)
+    assert seeded["training_seed"] == 1 and seeded["steps"] == 4 and seeded["config"]["seed"] == 1
+    assert "shared with the stack" in seeded["base_unet"] and seeded["base_unet_wall_s"] == 0.0
+    assert sorted(p.name for p in seed_out.iterdir()) == ["REPORT.md", "controlnet", "loss_controlnet.csv",
+                                                          "loss_controlnet.png", "modules.json",
+                                                          "training_facts.json", "unet"]
+    assert "training seed 1" in (seed_out / "REPORT.md").read_text()
+    two = load_pipeline(out / "pipeline", trained=seed_out)
+    one = SCPDiffPipeline.from_pretrained(out / "pipeline", device="cpu", dtype=torch.float32)
+    w1, w0 = (dict(m.controlnet.named_parameters()) for m in (two, one))
+    assert any(not torch.equal(w1[k], w0[k]) for k in w0)  # another ControlNet ...
+    assert two.scale_factor == one.scale_factor  # ... on the stack's autoencoder and scale factor
+    # a run folder without the base UNet trains it first, by the recipe (its seed 0)
+    fresh = train_controlnet_seed("camvid", 2, out=tmp_path / "seed2", work=tmp_path / "w-fresh", data_root=CAMVID,
+                                  recipe=recipe_for("camvid", small=True), limit=3)
+    assert "trained in this run" in fresh["base_unet"] and (tmp_path / "w-fresh" / "unet" / "final").is_dir()
+    with pytest.raises(ValueError, match="seed 0 is the stack"):
+        train_controlnet_seed("camvid", 0, work=work, data_root=CAMVID, recipe=recipe_for("camvid", small=True))
     # more steps in the recipe continue the base UNet from its newest checkpoint, then retrain ControlNet
     from dataclasses import replace
 
@@ -278,3 +302,13 @@ def test_the_gpu_recipe_trains_from_a_pack_where_no_frame_is_then_is_evaluated_w
     with pytest.raises(ValueError, match="not a training pack of profile 'camvid'"):
         train_stack("camvid", out=tmp_path / "o", work=tmp_path / "w2", recipe=recipe,
                     pack=committed / "model.safetensors")
+
+
+def test_training_seed_folders_live_in_their_stack():
+    from scp_core.data.profiles import seed_folder, training_seed_folder
+
+    assert training_seed_folder("camvid-sd", 1) == "zoo/camvid-sd/seeds/seed1"
+    assert training_seed_folder("camvid", 2) == "zoo/camvid/seeds/seed2"
+    assert training_seed_folder("toy", 1) == seed_folder(1)
+    with pytest.raises(ValueError, match="has no zoo stack.*camvid"):
+        training_seed_folder("cityscapes", 1)

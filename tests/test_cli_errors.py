@@ -390,7 +390,7 @@ def test_train_defaults_are_the_entry_points_own():
                                          "takes --resume, --schedule, --out"),
     (["--profile", "toy", "--device", "cpu"], "--device cpu is an option of camvid, camvid-sd only; profile 'toy' "
                                               "takes"),
-    (["--profile", "toy", "--seed", "3"], "--seed 3 is an option of toy-seed only"),
+    (["--profile", "toy", "--seed", "3"], "--seed 3 is an option of toy-seed, camvid, camvid-sd only"),
     (["--profile", "camvid", "--stage", "unet"], "--stage unet is an option of toy only"),
     (["--profile", "toy-locked", "--schedule", "zero-snr"],
      "--schedule zero-snr is an experiment of the toy profiles (toy, toy-gv); profile 'toy-locked' takes --resume, "

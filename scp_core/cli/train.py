@@ -59,8 +59,10 @@ def add_train(sub) -> None:
                    help="the stack to train: toy, toy-gv, toy-locked, toy-seed (zoo/toy's ControlNet stage with "
                         "training seed --seed) or a recipe's profile (camvid); each refuses the options it does "
                         "not take")
-    t.add_argument("--seed", type=int_at_least(1, "--seed"), default=1,
-                   help="toy-seed: the training seed (zoo/toy is seed 0), into zoo/toy-seeds/seed<N>")
+    t.add_argument("--seed", type=int_at_least(1, "--seed"), default=None,
+                   help="toy-seed: the training seed (zoo/toy is seed 0, default 1), into zoo/toy-seeds/seed<N>; a "
+                        "recipe's profile (camvid, camvid-sd): its ControlNet stage again with this training seed on "
+                        "the stack's base UNet, into zoo/<profile>/seeds/seed<N>")
     t.add_argument("--small", action="store_true", help="toy, camvid: a few-minute run into runs/<profile>-small")
     t.add_argument("--data-root", help="camvid: the dataset root (default SCP_DATA_ROOT or data/camvid)")
     mode = t.add_mutually_exclusive_group()

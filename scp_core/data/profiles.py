@@ -104,6 +104,18 @@ def seed_folder(seed: int) -> str:
     return f"{SEEDS_DIR}/seed{int(seed)}"
 
 
+def training_seed_folder(profile: str, seed: int) -> str:
+    """The trained-modules folder of ``profile``'s ControlNet stage from training seed ``seed`` >= 1: the toy's
+    :func:`seed_folder`; a zoo stack's ``<its zoo folder>/seeds/seed<N>`` (seed 0 is the stack itself)."""
+    if profile == "toy":
+        return seed_folder(seed)
+    row = PROFILES.get(profile)
+    if row is None or not row.pipeline:
+        raise ValueError(f"profile {profile!r} has no zoo stack, so no training seeds; those with one: "
+                         f"{sorted(n for n, p in PROFILES.items() if p.pipeline)}")
+    return f"{Path(row.pipeline).parent.as_posix()}/seeds/seed{int(seed)}"
+
+
 def repo_path(path: str | Path | None) -> Path | None:
     """A path of the table (relative to the repository) as an absolute path; absolute paths and ``None`` stay."""
     if not path:

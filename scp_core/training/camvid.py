@@ -27,6 +27,7 @@ import json
 import math
 import platform
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, get_dataset, images_labels, to_float
-from ..data.profiles import PROFILES
+from ..data.profiles import PROFILES, repo_path, training_seed_folder
 from ..data.profiles import profile as profile_row
 from ..data.profiles import data_root as profile_data_root
 from ..io import follow_umask, save_safetensors, write_json, write_text
@@ -51,11 +52,12 @@ from .losses import LatentCache, fit_scale_factor, unet_loss_fn
 from .recipes import StackRecipe, recipe_for
 from .pack import read_pack, write_pack
 from .report import write_camvid_report
+from .report import copy_loss_logs, write_seed_report
 from .stacks import (assemble_pipeline, controlnet_stage, reconstruction_psnr, run_stage, save_final, save_half,
-                     stage_done)
+                     save_modules, stage_done)
 
-__all__ = ["train_stack", "train_segmenter", "rewrite_report", "load_images", "LatentSet", "scrub_local_paths",
-           "write_training_pack"]
+__all__ = ["train_stack", "train_controlnet_seed", "train_segmenter", "rewrite_report", "load_images", "LatentSet",
+           "scrub_local_paths", "write_training_pack"]
 
 
 def _profile_dataset(name: str, split: str, data_root=None):
@@ -128,17 +130,7 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
     """The base UNet, then the ControlNet with the UNet decoder unlocked; returns the ControlNetWithUNet."""
     cond, uncond = toy_text_conditioning(recipe.seed)
     ddpm = make_scheduler("ddpm", recipe.noise_schedule)
-
-    def train_unet():
-        unet = toy_unet(recipe.seed, **recipe.unet)
-        r = fit(unet, unet_loss_fn(cache, ddpm, cond, uncond), len(labels), recipe.unet_cfg, work / "unet",
-                resume=resume, desc=f"{profile} base UNet", device=device)
-        return r["model"], r, {}
-
-    # from step 0, or on from the stage's newest checkpoint (also when the recipe has more steps now)
-    unet, facts["unet"], unet_trained = run_stage(
-        work / "unet", train_unet, reuse_from=work / "unet" if resume else None, steps=recipe.unet_cfg.steps,
-        load=UNet2DConditionModel.from_pretrained)
+    unet, facts["unet"], unet_trained = _base_unet(profile, recipe, cache, labels, work, resume, device)
 
     def save_pair(model, final: Path):
         model.unet.save_pretrained(work / "controlnet_unet" / "final")
@@ -158,6 +150,80 @@ def _diffusion_stages(profile, recipe: StackRecipe, cache, labels, train, work: 
         reuse_from=work / "controlnet" if cn_resume and stage_done(work / "controlnet_unet") else None,
         steps=recipe.controlnet_cfg.steps, load=load_pair, save=save_pair)
     return model, cond, uncond
+
+
+def _base_unet(profile, recipe: StackRecipe, cache, labels, work: Path, resume, device=None):
+    """The base UNet stage (``work/unet``): ``(unet, facts, trained in this call)``; from step 0, or, with
+    ``resume``, reused when finished or continued from its newest checkpoint (also when the recipe has more steps)."""
+    cond, uncond = toy_text_conditioning(recipe.seed)
+
+    def train_unet():
+        unet = toy_unet(recipe.seed, **recipe.unet)
+        r = fit(unet, unet_loss_fn(cache, make_scheduler("ddpm", recipe.noise_schedule), cond, uncond), len(labels),
+                recipe.unet_cfg, work / "unet", resume=resume, desc=f"{profile} base UNet", device=device)
+        return r["model"], r, {}
+
+    return run_stage(work / "unet", train_unet, reuse_from=work / "unet" if resume else None,
+                     steps=recipe.unet_cfg.steps, load=UNet2DConditionModel.from_pretrained)
+
+
+def train_controlnet_seed(profile: str, seed: int, out: str | Path | None = None, work: str | Path | None = None,
+                          data_root=None, resume: str | None = None, recipe: StackRecipe | None = None,
+                          limit: int | None = None, device: str | None = None) -> dict:
+    """The stack's ControlNet stage again with training seed ``seed`` >= 1 (seed 0 is the stack in ``zoo``).
+
+    Everything but the seed is the recipe's: the same base UNet (``work/unet``, shared with the stack; trained
+    here first, by the recipe and its seed 0, when the run folder no longer holds it), latents, conditioning and
+    schedule. The seed sets the ControlNet's random initial weights (its control-map encoder), the batch order
+    and the timesteps and noise drawn (``TrainConfig.seed``). Only the two trained modules are written, float16,
+    into ``out`` (default :func:`scp_core.data.profiles.training_seed_folder`: ``controlnet/``, ``unet/`` with
+    the decoder trained beside the ControlNet), with ``training_facts.json``, the loss log and ``REPORT.md``;
+    :func:`scp_core.pipeline.load_pipeline` (``trained=``) assembles the stack from them and the profile's
+    pipeline folder (autoencoder, conditioning, scale factor, scheduler).
+    """
+    if int(seed) < 1:
+        raise ValueError(f"training seed {seed}: seed 0 is the stack in zoo/{profile}; train seeds >= 1 here")
+    recipe = recipe or recipe_for(profile)
+    _, work = _dirs(profile, None, work)
+    out = Path(out) if out else repo_path(training_seed_folder(profile, seed))
+    t0 = time.time()
+    images, labels, names, train, s = _training_set(profile, recipe, data_root, limit, None, work)
+    work.mkdir(parents=True, exist_ok=True)
+    _claim_schedule(work, recipe.noise_schedule, "latest")
+    facts: dict = {}
+    cache = _latents(TAEF2.from_weights(), images, names, train, recipe, work, facts)
+    unet, base, base_trained = _base_unet(profile, recipe, cache, labels, work, "latest", device)
+    cond, uncond = toy_text_conditioning(recipe.seed)
+    cfg = replace(recipe.controlnet_cfg, seed=int(seed))
+    stage_dir = work / f"controlnet-seed{int(seed)}"
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed))  # ControlNetModel.from_unet draws the control-map encoder's weights
+        model, stage, _ = run_stage(stage_dir, lambda: controlnet_stage(
+            unet, cache, labels, train, make_scheduler("ddpm", recipe.noise_schedule), cond, uncond, cfg, stage_dir,
+            resume, f"{profile} ControlNet, training seed {seed}", control_channels=recipe.control_channels,
+            device=device), save=None)
+    facts.update({"profile": profile, "dataset": s.dataset, "training_seed": int(seed),
+                  "noise_schedule": recipe.noise_schedule, "pipeline": PROFILES[profile].pipeline,
+                  "base_unet": f"runs/{work.name}/unet ({base['steps']} steps; "
+                               + ("trained in this run" if base_trained else "shared with the stack") + ")",
+                  "unlocked_unet_tensors": stage["unlocked_unet_tensors"], "steps": stage["steps"],
+                  "wall_s": stage["wall_s"], "final_loss": stage["final_loss"],
+                  "base_unet_wall_s": base["wall_s"] if base_trained else 0.0,
+                  "total_wall_s": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "config": asdict(cfg)})
+    save_modules({"controlnet": model.controlnet, "unet": model.unet}, out)
+    write_json(out / "training_facts.json", facts)
+    copy_loss_logs({"controlnet": stage_dir}, out)
+    write_seed_report(out, f"{profile}: the ControlNet stage, training seed {seed}", (
+        f"`zoo/{profile}`'s ControlNet stage (the `{profile}` recipe of `scp_core.training.recipes.RECIPES`, "
+        f"{recipe.noise_schedule} noise schedule) trained again with training seed {seed} (the ControlNet's initial "
+        "weights, the batch order, the timesteps and noise of training) on the same base UNet, by `scpdiff train "
+        f"--profile {profile} --seed {seed}`. Only the trained modules are here (`controlnet/`, `unet/` with its "
+        "decoder trained beside the ControlNet; float16, their sha256 in `modules.json`); the autoencoder, "
+        f"conditioning, scale factor and scheduler are `{PROFILES[profile].pipeline}`'s, so the stack loads with "
+        f"`load_pipeline(\"{PROFILES[profile].pipeline}\", trained=<this folder>)`. Notebook 12 runs the schedule "
+        "control on it."))
+    return facts
 
 
 def _training_set(profile, recipe: StackRecipe, data_root, limit, pack, work: Path):

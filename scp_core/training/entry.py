@@ -13,10 +13,10 @@ from .recipes import RECIPES, TOY_SMALL, recipe_for
 
 TOY_PROFILES = ("toy", "toy-gv", "toy-locked", "toy-seed")
 TRAIN_PROFILES = (*TOY_PROFILES, *RECIPES)
-TRAIN_OPTIONS = {"small": False, "resume": None, "schedule": "sd", "stage": None, "seed": 1, "out": None,
+TRAIN_OPTIONS = {"small": False, "resume": None, "schedule": "sd", "stage": None, "seed": None, "out": None,
                  "work": None, "device": "auto", "data_root": None, "write_pack": None, "pack": None,
                  "report_only": False}
-_RECIPE_OPTIONS = ("small", "resume", "out", "work", "device", "data_root", "write_pack", "pack", "report_only")
+_RECIPE_OPTIONS = ("small", "resume", "seed", "out", "work", "device", "data_root", "write_pack", "pack", "report_only")
 TAKES = {"toy": ("small", "resume", "schedule", "stage", "out"), "toy-gv": ("resume", "schedule", "out"),
          "toy-locked": ("resume", "out"), "toy-seed": ("seed", "resume", "out"),
          **{profile: _RECIPE_OPTIONS for profile in RECIPES}}
@@ -87,7 +87,7 @@ def _toy_seed(o: dict) -> dict:
     from .toy import train_toy_seed  # as in _toy
 
     # the daylight ControlNet stage again, another training seed
-    return train_toy_seed(o["seed"], **({"out": o["out"]} if o["out"] else {}), resume=o["resume"])
+    return train_toy_seed(o["seed"] or 1, **({"out": o["out"]} if o["out"] else {}), resume=o["resume"])
 
 
 def _toy_locked(o: dict) -> dict:
@@ -99,7 +99,7 @@ def _toy_locked(o: dict) -> dict:
 def _recipe(profile: str, o: dict):
     """Real images: base UNet, ControlNet and segmenter on the pretrained TAEF2 (or a training pack, or the report
     of a finished run again)."""
-    from .camvid import rewrite_report, train_stack, write_training_pack  # the datasets and TAEF2
+    from .camvid import rewrite_report, train_controlnet_seed, train_stack, write_training_pack  # datasets, TAEF2
 
     small = REPO_ROOT / "runs" / f"{profile}-small"
     work = o["work"] or (small if o["small"] else None)
@@ -110,6 +110,14 @@ def _recipe(profile: str, o: dict):
     if o["write_pack"]:
         return write_training_pack(o["write_pack"], profile, data_root=o["data_root"], work=work, recipe=recipe,
                                    limit=limit)
+    if o["seed"] is not None:  # the ControlNet stage again, another training seed, on the stack's base UNet
+        for name in ("write_pack", "pack", "report_only"):
+            if o[name] != TRAIN_OPTIONS[name]:
+                raise ValueError(f"--seed trains the ControlNet stage of {profile} again; it does not take "
+                                 f"{_flag(name, o[name])} (run that without --seed)")
+        return train_controlnet_seed(profile, o["seed"], out=o["out"], work=work, data_root=o["data_root"],
+                                     resume=o["resume"], recipe=recipe, limit=limit,
+                                     device=None if o["device"] == "auto" else o["device"])
     if o["report_only"]:
         return rewrite_report(profile, out=out, work=work, data_root=o["data_root"], recipe=recipe)
     return train_stack(profile, out=out, work=work, data_root=o["data_root"], resume=o["resume"], recipe=recipe,

@@ -61,6 +61,25 @@ def copy_loss_logs(stage_dirs: dict, dest: Path, exts=("png", "csv")) -> None:
                 shutil.copy(Path(stage_dir) / f"loss.{ext}", Path(dest) / f"loss_{name}.{ext}")
 
 
+def write_seed_report(out: Path, title: str, about: str) -> Path:
+    """``REPORT.md`` of a training-seed folder (the ControlNet stage again with another training seed), from its
+    ``training_facts.json``: ``title``, ``about`` (what was trained and how it loads), then what it took."""
+    facts = json.loads((Path(out) / "training_facts.json").read_text())
+    cfg = facts["config"]
+    rows = [("training seed", facts["training_seed"]), ("steps", facts["steps"]), ("batch", cfg["batch_size"]),
+            ("learning rate", cfg["lr"]), ("warmup", cfg["warmup"]),
+            ("UNet tensors trained with the ControlNet (decoder unlocked)", facts["unlocked_unet_tensors"]),
+            ("final loss", round(facts["final_loss"], 5)), ("wall time of the stage", f"{facts['wall_s']} s"),
+            ("threads", facts["threads"]), ("torch", facts["torch"])]
+    if facts.get("base_unet"):
+        rows.insert(1, ("base UNet", facts["base_unet"]))
+    text = (f"# {title}\n\n{about}\n\n"
+            "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+            + (f"\n{facts['note'][0].upper() + facts['note'][1:]}.\n" if facts.get("note") else "")
+            + "\n![loss](loss_controlnet.png)\n")
+    return write_text(Path(out) / "REPORT.md", text)
+
+
 def _pyplot():
     import matplotlib  # slow to import: only the figures need it
 

@@ -31,13 +31,13 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, ToyCity, get_dataset
 from ..data.profiles import PROFILES, TOY_PIPELINE_DIR, repo_path, seed_folder
-from ..io import write_json, write_text
+from ..io import write_json
 from ..models import make_scheduler, toy_text_conditioning, toy_unet, toy_vae
 from ..pipeline import load_pipeline
 from .loop import TrainConfig, fit
 from .losses import LatentCache, fit_scale_factor, unet_loss_fn, vae_loss_fn
 from .recipes import TOY_BASE_DATASETS, TOY_FULL, TOY_GV_CONTROLNET
-from .report import copy_loss_logs, write_toy_report
+from .report import copy_loss_logs, write_seed_report, write_toy_report
 from .stacks import (assemble_pipeline, controlnet_stage, read_facts, reconstruction_psnr, run_stage, save_half,
                      save_modules, write_facts)
 
@@ -329,27 +329,17 @@ def train_toy_seed(seed: int, out: str | Path | None = None, work: str | Path | 
     save_modules({"controlnet": model.controlnet, "unet": model.unet}, out)
     write_json(out / "training_facts.json", facts)
     copy_loss_logs({"controlnet": work / "controlnet"}, out)
-    write_seed_report(out)
+    write_toy_seed_report(out)
     return facts
 
 
-def write_seed_report(out: Path) -> Path:
-    """``REPORT.md`` of a training-seed folder, from its ``training_facts.json`` (what was trained, how, how long)."""
-    facts = json.loads((Path(out) / "training_facts.json").read_text())
-    cfg = facts["config"]
-    rows = [("training seed", facts["training_seed"]), ("steps", facts["steps"]), ("batch", cfg["batch_size"]),
-            ("learning rate", cfg["lr"]), ("warmup", cfg["warmup"]),
-            ("UNet tensors trained with the ControlNet (decoder unlocked)", facts["unlocked_unet_tensors"]),
-            ("final loss", round(facts["final_loss"], 5)), ("wall time of the stage", f"{facts['wall_s']} s"),
-            ("threads", facts["threads"]), ("torch", facts["torch"])]
-    text = (f"# The daylight toy ControlNet, training seed {facts['training_seed']}\n\n"
-            "`zoo/toy`'s ControlNet stage (`scp_core.training.recipes.TOY_FULL`) retrained with another training seed "
-            "(the batch order, timesteps and noise of training) by `scpdiff train --profile toy-seed --seed "
-            f"{facts['training_seed']}`. Only the trained modules are here (`controlnet/`, `unet/`, float16, their "
-            "sha256 in `modules.json`); the VAE, scale factor and conditioning are `zoo/toy/pipeline`'s and the base "
-            "UNet is `zoo/toy-locked/pipeline/unet` (the toy recipe's base UNet, retrained), so the stack loads with "
-            "`load_pipeline(\"zoo/toy-locked/pipeline\", trained=<this folder>)`. Notebook 03 scores Table 1 on it.\n\n"
-            "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-            + (f"\n{facts['note'][0].upper() + facts['note'][1:]}.\n" if facts.get("note") else "")
-            + "\n![loss](loss_controlnet.png)\n")
-    return write_text(Path(out) / "REPORT.md", text)
+def write_toy_seed_report(out: Path) -> Path:
+    """``REPORT.md`` of a toy training-seed folder (:func:`.report.write_seed_report`)."""
+    seed = json.loads((Path(out) / "training_facts.json").read_text())["training_seed"]
+    return write_seed_report(out, f"The daylight toy ControlNet, training seed {seed}", (
+        "`zoo/toy`'s ControlNet stage (`scp_core.training.recipes.TOY_FULL`) retrained with another training seed "
+        f"(the batch order, timesteps and noise of training) by `scpdiff train --profile toy-seed --seed {seed}`. "
+        "Only the trained modules are here (`controlnet/`, `unet/`, float16, their sha256 in `modules.json`); the "
+        "VAE, scale factor and conditioning are `zoo/toy/pipeline`'s and the base UNet is "
+        "`zoo/toy-locked/pipeline/unet` (the toy recipe's base UNet, retrained), so the stack loads with "
+        "`load_pipeline(\"zoo/toy-locked/pipeline\", trained=<this folder>)`. Notebook 03 scores Table 1 on it."))
