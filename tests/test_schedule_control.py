@@ -126,3 +126,19 @@ def test_intermediate_starts_lose_the_image_monotonically(schedule):
         assert 0.93 < float(out.std() / std) < 1.01, (mu, float(out.std() / std))
     assert all(a > b + 0.05 for a, b in zip(corr, corr[1:])), corr
     assert corr[0] > 0.95 and abs(corr[-1] - (0.18 if schedule == "sd" else 0.0)) < 0.05, corr
+
+
+def test_training_seeds_are_those_both_stacks_have(tmp_path, monkeypatch):
+    # seed 1 trained for both CamVid stacks, seed 2 for the SD-schedule one only
+    for folder in ("camvid/seeds/seed1", "camvid-sd/seeds/seed1", "camvid-sd/seeds/seed2"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "modules.json").write_text("{}")
+    monkeypatch.setattr(sc, "training_seed_folder", lambda p, t: f"{tmp_path}/{p}/seeds/seed{t}")
+    seeds = sc.training_seeds("camvid")
+    assert seeds["both"] == [0, 1]
+    assert seeds["missing"] == {2: [("zero-snr", "scpdiff train --profile camvid --seed 2")]}
+    assert sc.training_seeds("toy") == {"both": [0], "missing": {}}  # the toy pair has no training seeds
+    stacks = sc.stack_settings("camvid-sd", training_seed=1, smoke=True)
+    assert {n: s.trained for n, s in stacks.items()} == {"sd": f"{tmp_path}/camvid-sd/seeds/seed1",
+                                                         "zero-snr": f"{tmp_path}/camvid/seeds/seed1"}
+    assert all(s.trained is None for s in sc.stack_settings("camvid", smoke=True).values())

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.profiles import PROFILES, repo_path, training_seed_folder
 from ..metrics.colour import colour_spread
 from ..metrics.resampling import Draws, block_length, detectable, interval
 from ..metrics.verdict import relation_of_difference
@@ -177,11 +178,40 @@ def schedule_control(settings: dict[str, Settings], k: int = 4, mu: float = 0.8,
             "real": real_u8, "labels": labels}
 
 
-def stack_settings(profile: str, notebook: str = "12_schedule_control", **given) -> dict[str, Settings]:
-    """``{schedule: Settings}`` of the two stacks of ``profile``'s dataset (:data:`STACKS`), with the run's counts."""
-    from .settings import settings as settings_of  # the table's counts for the notebook
-
+def _stacks(profile: str) -> dict[str, str]:
     base = "toy" if profile.startswith("toy") else profile.removesuffix("-sd")
     if base not in STACKS:
         raise ValueError(f"the schedule control has stacks for {sorted(STACKS)}, not for profile {profile!r}")
-    return {name: settings_of(p, notebook=notebook, **given) for name, p in STACKS[base].items()}
+    return STACKS[base]
+
+
+def stack_settings(profile: str, notebook: str = "12_schedule_control", training_seed: int = 0,
+                   **given) -> dict[str, Settings]:
+    """``{schedule: Settings}`` of the two stacks of ``profile``'s dataset (:data:`STACKS`), with the run's counts;
+    ``training_seed`` >= 1: each stack's ControlNet stage from that training seed (:func:`training_seeds`)."""
+    from dataclasses import replace  # noqa: PLC0415 (kept beside its one use)
+
+    from .settings import settings as settings_of  # the table's counts for the notebook
+
+    out = {name: settings_of(p, notebook=notebook, **given) for name, p in _stacks(profile).items()}
+    if training_seed:
+        out = {name: replace(sp, trained=training_seed_folder(sp.profile, training_seed)) for name, sp in out.items()}
+    return out
+
+
+def training_seeds(profile: str, upto: int = 9) -> dict:
+    """The ControlNet training seeds of the two stacks of ``profile``'s dataset: ``{"both": [0, ...], "missing":
+    {seed: [(stack, the command that trains it)]}}``; seed 0 is each stack itself, seed ``N`` >= 1 its
+    ``training_seed_folder`` when that holds trained modules (``modules.json``)."""
+    from ..pipeline_folder import MODULES_NAME  # noqa: PLC0415 (kept beside its one use)
+
+    both, missing = [0], {}
+    for seed in range(1, upto + 1):
+        have = {name: (repo_path(training_seed_folder(p, seed)) / MODULES_NAME).is_file()
+                for name, p in _stacks(profile).items() if PROFILES[p].pipeline and not PROFILES[p].is_toy}
+        if have and all(have.values()):
+            both.append(seed)
+        elif any(have.values()):
+            missing[seed] = [(name, f"scpdiff train --profile {_stacks(profile)[name]} --seed {seed}")
+                             for name, ok in have.items() if not ok]
+    return {"both": both, "missing": missing}
