@@ -142,3 +142,15 @@ def test_training_seeds_are_those_both_stacks_have(tmp_path, monkeypatch):
     assert {n: s.trained for n, s in stacks.items()} == {"sd": f"{tmp_path}/camvid-sd/seeds/seed1",
                                                          "zero-snr": f"{tmp_path}/camvid/seeds/seed1"}
     assert all(s.trained is None for s in sc.stack_settings("camvid", smoke=True).values())
+
+
+def test_brightness_spread_ratio_is_colour_spreads_brightness_column():
+    from scp_core.study.experiments import spread_ratio
+
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 256, (20, 6, 8, 3), dtype=np.uint8)
+    gen = np.clip(real.astype(int) + rng.integers(-60, 60, (20, 1, 1, 1)), 0, 255).astype(np.uint8)
+    value, ci = spread_ratio(gen, real, n_boot=200, seed=0)
+    b = lambda u8: u8.astype(np.float64).mean(axis=(1, 2, 3))  # noqa: E731
+    assert value == pytest.approx(b(gen).std() / b(real).std(), rel=1e-6)
+    assert ci[0] < value < ci[1] and value > 1  # a per-image brightness shift widens the spread

@@ -16,6 +16,7 @@ import torch
 from ..data import to_float, to_uint8
 from ..data.profiles import SEED_BASE, seed_folder
 from ..metrics import diversity, load_lpips
+from ..metrics.colour import colour_spread
 from ..metrics.resampling import N_BOOT, Draws, difference, draw_indices, interval
 from ..metrics.verdict import compare, relation_of_difference
 from ..priors import NormalPrior
@@ -145,13 +146,12 @@ def seed_study(s: Settings, seed0: tuple[pd.DataFrame, Comparison], kinds=PRIOR_
     return long, pd.DataFrame(gaps), comps
 
 
-def spread_ratio(gen: np.ndarray, real: np.ndarray, n_boot: int = 1000, seed: int = 0):
-    """``std(gen) / std(real)`` of per-image brightness, with a 95 % interval: image ``i`` of both sets is map
-    ``i``, so the maps are resampled once for both (paired), as every interval of the study."""
-    index = draw_indices(len(gen), n_boot, seed)
-    value = float(gen.std() / real.std())
-    d = Draws(value, gen[index].std(axis=1) / real[index].std(axis=1))
-    return value, interval(d)
+def spread_ratio(gen_u8, real_u8, n_boot: int = 1000, seed: int = 0) -> tuple[float, list]:
+    """``std(gen) / std(real)`` of per-image brightness with its 95 % interval (image ``i`` of both sets on map ``i``,
+    the maps resampled once for both: paired): the brightness column of
+    :func:`scp_core.metrics.colour.colour_spread`."""
+    c = colour_spread(gen_u8, real_u8, n_boot=n_boot, seed=seed)
+    return c["brightness"], c["brightness_ci"]
 
 
 def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int = 100,
@@ -171,11 +171,10 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
                          "prior ran at): pass table=<prior_comparison's table>")
     priors = build_priors(s)
     img, labels = eval_set(replace(s, n_eval=n))
-    b_real = (img.float() / 255).mean(dim=(1, 2, 3)).numpy()
 
     def row(name, mu, u8):
         b = (u8.float() / 255).mean(dim=(1, 2, 3)).numpy()
-        ratio, ratio_ci = spread_ratio(b, b_real, n_boot=50 if s.smoke else N_BOOT, seed=s.seed)
+        ratio, ratio_ci = spread_ratio(u8, img, n_boot=50 if s.smoke else N_BOOT, seed=s.seed)
         return {"images": name, "mu": mu, "brightness std": float(b.std(ddof=1)), "brightness mean": float(b.mean()),
                 "spread ratio": ratio, "spread ratio 95% CI": list(ratio_ci), "n": int(len(u8))}
     rows = [row("real", None, img)]

@@ -101,7 +101,7 @@ def comparison(s: Settings, kinds=GLOBAL_KINDS) -> tuple[pd.DataFrame, dict, Com
         gen, mu, _ = generate(s, labels, prior=priors[k])  # the normal prior at 1 (plain ControlNet), others at s.mu
         sample_s = round(time.time() - t, 1)
         comp.add(k, gen)
-        ratio, ratio_ci = spread_ratio(brightness(gen), b_real, seed=s.seed)
+        ratio, ratio_ci = spread_ratio(gen, real, seed=s.seed)
         meta.append({"prior": k, "mu": mu, "brightness_std": float(brightness(gen).std()),
                      "real_brightness_std": float(b_real.std()), "spread_ratio": ratio,
                      "spread_ratio_ci": list(ratio_ci), "sample_s": sample_s})
