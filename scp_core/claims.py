@@ -91,6 +91,11 @@ def claims(out: Path, profile: str) -> list[str]:
     if m:
         if "protocol" in m:
             lines.append(f"- **Fig. 3** (every N_x0 row is a reconstruction): {m['verdict']}.")
+            if "sweep" in m:
+                lines.append(f"  - towards the round trip: {m['sweep']['text']}")
+            if m.get("other_schedule"):
+                lines.append(f"  - on `{m['other_schedule']['profile']}` (the other schedule): "
+                             f"{m['other_schedule']['sweep']['text']}")
             top = max(r["mu"] for r in m["table"])
             lines += [f"  - judge 2: {r['text']}" for r in m.get("comparisons", [])
                       if r["b"] == f"N_x0 at mu = {top:g}" and r["column"] in ("fid", "miou_b")]

@@ -231,7 +231,22 @@ def _mismatch_section(out: Path) -> list[str]:
             f"image of its map: those rows are reconstructions, not generation. Gap at the largest mu: "
             f"**{m['gap_at_max_mu']:.3f}**.{verdict}\n",
             _md(df, ["start", "kind", "mu", "fd", "fd_ci", "miou", "miou_ci", "acc", "n"]),
-            "", "![Fig. 3](figures/01_mismatch_study.png)"]
+            "", "![Fig. 3](figures/01_mismatch_study.png)"] + _mismatch_sweep(m)
+
+
+def _mismatch_sweep(m: dict) -> list[str]:
+    """Fig. 3's approach to the round trip, and the same sweep on the stack of the other schedule, where run."""
+    if "sweep" not in m:
+        return []
+    lines = ["", f"Towards the autoencoder's round trip: {m['sweep']['text']}"]
+    other = m.get("other_schedule")
+    if other:
+        df = _ci_columns(pd.DataFrame(other["table"]))
+        lines += ["", f"The same sweep on `{other['profile']}`, the recipe under the other noise schedule: "
+                      f"{other['sweep']['text']}", "", _md(df, ["start", "kind", "mu", "fd", "fd_ci", "miou", "miou_ci",
+                                                               "n"]),
+                  "", "![Fig. 3, the other schedule](figures/01_mismatch_study_other_schedule.png)"]
+    return lines
 
 
 def _mu_sweep_section(out: Path) -> list[str]:

@@ -26,11 +26,11 @@ from ..data import images_labels, to_float, to_uint8
 from ..metrics import frechet_distance_of
 from .context import (CONTEXT, build_priors, eval_set, feature_extractor, load_data, load_pipeline, load_segmenter,
                       training_facts)
-from .evaluation import (COLUMNS, Comparison, column_label, map_agreement, nearest_training, real_reference,
-                         reference_features, score, second_judge)
+from .evaluation import (COLUMNS, Comparison, column_label, frame_block, map_agreement, nearest_training,
+                         real_reference, reference_features, score, second_judge)
 from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, TRAINING_SEEDS, comparison_table,
-                          diversity_study, diversity_verdict, generate, global_brightness, mismatch_study, mu_sweep,
-                          prior_comparison, prior_summary, seed_study, trajectory)
+                          diversity_study, diversity_verdict, generate, global_brightness, mismatch_records,
+                          mismatch_study, mu_sweep, prior_comparison, prior_summary, seed_study, trajectory)
 from .method import method_figure, method_parts
 from .prior_figures import joint_counts_figure, signed_heatmap, spatial_prior_figure
 from .output import (colorized, git_commit, image_grid, label_legend, legend_of, read_metrics, readable, records,
@@ -42,10 +42,11 @@ __all__ = [
     "images_labels", "to_float", "to_uint8",
     "CONTEXT", "build_priors", "eval_set", "feature_extractor", "load_data", "load_pipeline", "load_segmenter",
     "training_facts",
-    "frechet_distance_of", "COLUMNS", "Comparison", "column_label", "map_agreement", "nearest_training",
+    "frechet_distance_of", "COLUMNS", "Comparison", "column_label", "frame_block", "map_agreement", "nearest_training",
     "real_reference", "reference_features", "score", "second_judge",
     "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TRAINING_SEEDS", "comparison_table", "diversity_study",
-    "diversity_verdict", "generate", "global_brightness", "mismatch_study", "mu_sweep", "prior_comparison",
+    "diversity_verdict", "generate", "global_brightness", "mismatch_records", "mismatch_study", "mu_sweep",
+    "prior_comparison",
     "prior_summary", "seed_study", "trajectory",
     "method_figure", "method_parts",
     "joint_counts_figure", "signed_heatmap", "spatial_prior_figure",

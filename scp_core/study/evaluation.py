@@ -26,8 +26,8 @@ from ..data import images_labels, to_float
 from ..data.profiles import SECOND_SEGMENTER, repo_path
 from ..metrics import SegmentationMeter, extract_features
 from ..metrics.frechet import nearest
-from ..metrics.resampling import (N_BOOT, Draws, block_indices, difference, draw_indices, frechet_draws, interval,
-                                  segmentation_draws)
+from ..metrics.resampling import (N_BOOT, Draws, block_indices, block_length, difference, draw_indices,
+                                  frechet_draws, interval, segmentation_draws)
 from ..metrics.verdict import best_text, compare, relation_of_difference
 from .. import timing
 from . import cache
@@ -91,6 +91,24 @@ def reference_features(s: Settings, inception: bool = False) -> torch.Tensor:
 
 
 @timing.timed("segmenter")
+def frame_block(s: Settings) -> dict:
+    """The block length of the maps' moving-block bootstrap, from the real evaluation frames in their order; 1 on the
+    toy profiles, whose maps are drawn independently.
+
+    At real scale the series are the first three principal components of the frames' Inception features: how a
+    frame's content, as the metric sees it, follows its neighbour's. :func:`block_length` picks the
+    length (Politis and White); frames that are independent give about 1. Returns its dict with ``"series"``.
+    """
+    if s.is_toy:
+        return {"block": 1, "series": "none: toy maps are drawn independently"}
+    feats = reference_features(s).numpy()[:s.n_eval]
+    centred = feats - feats.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    out = block_length(centred @ vt[:3].T)
+    out["series"] = "the first 3 principal components of the real evaluation frames' features, in frame order"
+    return out
+
+
 def _confusions(s: Settings, seg, ds, images_u8: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     """Each image's confusion matrix against its map (``[n, K, K + 1]``): read from the batch's cache where an
     earlier notebook scored the same image with the same segmenter (:func:`cache.confusions`)."""

@@ -22,7 +22,7 @@ from ..metrics.verdict import compare, relation_of_difference
 from ..priors import NormalPrior
 from . import cache
 from .context import build_priors, eval_set, load_pipeline
-from .evaluation import Comparison
+from .evaluation import Comparison, frame_block
 from .settings import PRIOR_KINDS, Settings
 
 # The paper's numbers (docs/method.md, section 2), for the tables that set ours beside them.
@@ -187,18 +187,22 @@ def global_brightness(s: Settings, kinds=("normal", "spatial", "joint"), n: int 
     return pd.DataFrame(rows)
 
 
-def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> tuple[pd.DataFrame, Comparison]:
+def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0), block: int | None = None
+                   ) -> tuple[pd.DataFrame, Comparison]:
     """Fig. 3: denoise from N(sqrt(a_muT) x0, (1 - a_muT) I) with real x0, against N(0, I).
 
     Every N_x0 start holds ``sqrt(alpha_bar)`` of the real latent of the very image the Frechet reference
     holds for that map, so its rows are **reconstructions** (column ``kind``), never generation: they can
-    fall below the real-versus-real line. Rows ``start`` and ``mu``; the comparison's settings are named
-    ``"x0 mu=<mu>"`` and ``"N(0, I)"``.
+    fall below the real-versus-real line. The limit they approach as ``mu`` falls is the autoencoder's
+    **round trip** (``decode(x0)``, ``mu = 0``: no step denoised), the last row. Rows ``start`` and ``mu``; the
+    comparison's settings are named ``"x0 mu=<mu>"``, ``"N(0, I)"`` and ``"round trip"``. The maps are resampled
+    in moving blocks of ``block`` consecutive maps (``None``: :func:`~.evaluation.frame_block`).
     """
     pipe = load_pipeline(s)
     img, labels = eval_set(s)
     x0 = pipe.encode(to_float(img), generator=torch.Generator().manual_seed(s.seed))
-    comp, meta = Comparison(s, labels), []
+    block = frame_block(s)["block"] if block is None else int(block)
+    comp, meta = Comparison(s, labels, block=block), []
     for mu in mus:
         gen = generate(s, labels, x0=x0, mu=mu)
         comp.add(f"x0 mu={mu:g}", gen.images)
@@ -209,7 +213,41 @@ def mismatch_study(s: Settings, mus=(0.2, 0.4, 0.6, 0.8, 1.0)) -> tuple[pd.DataF
     comp.add("N(0, I)", gen.images)
     meta.append({"start": "N(0, I)", "mu": gen.mu, "kind": "generation", "t_start": gen.t_start,
                  "signal": 0.0, "name": "N(0, I)"})
+    trip = torch.cat([to_uint8(pipe.decode(x0[i:i + 16]).cpu()) for i in range(0, len(x0), 16)])
+    comp.add("round trip", trip)
+    meta.append({"start": "decode(x0): the autoencoder's round trip", "mu": 0.0, "kind": "reconstruction",
+                 "t_start": None, "signal": 1.0, "name": "round trip"})
     return pd.DataFrame([{**m, **comp.row(m["name"])} for m in meta]), comp
+
+
+def mismatch_records(table: pd.DataFrame, comp: Comparison) -> dict:
+    """What Fig. 3's sweep says, from :func:`mismatch_study`'s table and comparison (every sentence generated):
+
+    * ``"against_normal"``: each N_x0 start against ``N(0, I)`` in every column (``same`` where the start keeps no
+      signal, ``sqrt(alpha_bar) = 0``: then it *is* ``N(0, I)`` with the same seeds, never a verdict);
+    * ``"steps"``: each start against the next higher ``mu`` in the primary column, then the round trip against
+      the lowest ``mu`` (a reconstruction should approach it as ``mu`` falls);
+    * ``"non_monotone"``: the steps where the start holding *more* of the image is **worse** (interval excluding 0);
+    * ``"text"``: one paragraph of the above.
+    """
+    x0 = table[table.name.str.startswith("x0 ")].sort_values("mu")
+    against = [comp.record("N(0, I)", r.name, col, label_b=f"N_x0 at mu = {r.mu:g}", same=bool(r.signal == 0))
+               for r in x0.itertuples() for col in comp.columns]
+    names, mus = list(x0.name), list(x0.mu)
+    steps = [comp.record(names[i], names[i + 1], "fd", label_a=f"N_x0 at mu = {mus[i]:g}",
+                         label_b=f"N_x0 at mu = {mus[i + 1]:g}") for i in range(len(names) - 1)]
+    steps.insert(0, comp.record("round trip", names[0], "fd", label_a="the round trip",
+                                label_b=f"N_x0 at mu = {mus[0]:g}"))
+    wrong = [r for r in steps if r["verdict"] == "worse"]
+    metric = steps[0]["metric"]
+    trip = table[table.name == "round trip"].iloc[0]
+    text = (f"{metric} of the reconstructions from mu = {mus[-1]:g} down to {mus[0]:g}: "
+            + ", ".join(f"{r.mu:g}: {r.fd:.4g}" for r in x0[::-1].itertuples())
+            + f"; the autoencoder's round trip: {trip.fd:.4g}. "
+            + ("Each start that keeps more of the image is better than or not distinguishable from the one above "
+               "it." if not wrong else "Not monotone: " + "; ".join(r["text"] for r in wrong) + ".")
+            + f" Closest start against the round trip: {steps[0]['text']}.")
+    return {"against_normal": against, "steps": steps, "non_monotone": [r["b"] for r in wrong], "text": text}
 
 
 def mu_sweep(s: Settings, kinds=("joint", "spatial", "categorical"),

@@ -26,12 +26,12 @@ import torch
 
 from ..data.profiles import PROFILES, repo_path, training_seed_folder
 from ..metrics.colour import colour_spread
-from ..metrics.resampling import Draws, block_length, detectable, interval
+from ..metrics.resampling import Draws, detectable, interval
 from ..metrics.verdict import relation_of_difference
 from ..models import make_scheduler
 from ..sampling import ddim_timesteps
 from .context import build_priors, eval_set
-from .evaluation import COLUMNS, Comparison, column_label, reference_features
+from .evaluation import COLUMNS, Comparison, column_label, frame_block
 from .experiments import generate
 from .settings import Settings
 
@@ -55,21 +55,6 @@ def matched_mu(schedule: str, mu: float, other: str, steps: int = 20) -> float:
     target = prior_share(schedule, mu, steps)[1]
     grid = [j / steps for j in range(1, steps + 1)]
     return min(grid, key=lambda m: abs(prior_share(other, m, steps)[1] - target))
-
-
-def frame_block(s: Settings) -> dict:
-    """The block length of the maps' moving-block bootstrap, from the real evaluation frames in their order.
-
-    The series are the first three principal components of the frames' Frechet features (Inception's at real
-    scale): how a frame's content, as the metric sees it, follows its neighbour's. :func:`block_length` picks the
-    length (Politis and White); frames that are independent give about 1. Returns its dict with ``"series"``.
-    """
-    feats = reference_features(s).numpy()[:s.n_eval]
-    centred = feats - feats.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    out = block_length(centred @ vt[:3].T)
-    out["series"] = "the first 3 principal components of the real evaluation frames' features, in frame order"
-    return out
 
 
 def _samples(s: Settings, labels, prior, mu, first: int, k: int) -> torch.Tensor:
@@ -158,7 +143,7 @@ def schedule_control(settings: dict[str, Settings], k: int = 4, mu: float = 0.8,
     independent). Returns ``{"arms", "table", "effects", "comparison", "images", "block", "real"}``."""
     s = next(iter(settings.values()))
     real_u8, labels = eval_set(s)
-    info = frame_block(s) if block is None and not s.is_toy else {"block": int(block or 1)}
+    info = frame_block(s) if block is None else {"block": int(block)}
     images, arm_table = arms(settings, k, mu, kinds)
     comp = Comparison(s, labels, block=info["block"])
     for name, u8 in images.items():
@@ -176,6 +161,14 @@ def schedule_control(settings: dict[str, Settings], k: int = 4, mu: float = 0.8,
                      if "joint" in kinds], ignore_index=True)
     return {"arms": arm_table, "table": table, "effects": eff, "comparison": comp, "images": images, "block": info,
             "real": real_u8, "labels": labels}
+
+
+def partner(profile: str) -> str | None:
+    """The stack trained with ``profile``'s recipe under the other schedule (:data:`STACKS`), or ``None``."""
+    for pair in STACKS.values():
+        if profile in pair.values():
+            return next(p for p in pair.values() if p != profile)
+    return None
 
 
 def _stacks(profile: str) -> dict[str, str]:

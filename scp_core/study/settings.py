@@ -149,13 +149,14 @@ NOTEBOOKS = {
 }
 
 # Where a profile departs from NOTEBOOKS; `scpdiff reproduce` also passes these to the notebooks and
-# records them in runs.json and index.md. CamVid fits the 2-core CPU's 45-minute budget: Table 1 on all
-# 101 validation maps, the sweeps on the first 50 (Fig. 8 with mu = 0.7, where the zero-SNR stack's start keeps the
-# share of the prior SD's schedule keeps at mu = 0.8: sqrt(alpha_bar) = 0.236); notebook 08 evaluates on val
-# (daylight, sequence 0016E5) plus the 12 held-out dusk frames of 0001TP: 113 maps. Values are JSON (lists, not tuples).
+# records them in runs.json and index.md. CamVid fits the 2-core CPU's 45-minute budget: Table 1 and Fig. 3 (on
+# both CamVid stacks) on all 101 validation maps, Fig. 8 on the first 50 (with mu = 0.7, where the zero-SNR stack's
+# start keeps the share of the prior SD's schedule keeps at mu = 0.8: sqrt(alpha_bar) = 0.236); notebook 08
+# evaluates on val (daylight, sequence 0016E5) plus the 12 held-out dusk frames of 0001TP: 113 maps. Values are
+# JSON (lists, not tuples).
 PROFILE_PARAMS = {
     "camvid": {
-        "01_mismatch_study": {"n_eval": 50, "mus": [0.4, 0.6, 0.8, 1.0]},
+        "01_mismatch_study": {"n_eval": 101, "mus": [0.2, 0.4, 0.6, 0.8, 1.0]},
         "04_mu_sweep": {"n_eval": 50, "mus": [0.6, 0.7, 0.8, 1.0], "kinds": ["joint", "categorical"]},
         "05_diversity": {"k": 4, "n_maps": 16},
         "08_global_factors": {"n_eval": 113, "eval_splits": ["val", "holdout"]},
