@@ -123,6 +123,9 @@ def claims(out: Path, profile: str) -> list[str]:
     if m:
         lines += ([f"- **Notebook 09**: {m['check']}.", f"- **Notebook 09**: {m['priors']}."] if "protocol" in m
                   else [f"- Notebook 09: {OLD_RULE.format(profile=profile)}."])
+    m = _load(out, "12_schedule_control")
+    if m:
+        lines += _schedule_control(m)
     m = _load(out, "10_prior_transfer")
     if m:
         if "protocol" in m:
@@ -131,6 +134,14 @@ def claims(out: Path, profile: str) -> list[str]:
         else:
             lines.append(f"- Notebook 10: {OLD_RULE.format(profile=profile)}.")
     return lines
+
+
+def _schedule_control(m: dict) -> list[str]:
+    """Notebook 12: the answer (effects at the paper's mu), the A/A check, the colour casts, the training seeds."""
+    p = m["protocol"]
+    lines = [f"- **The schedule control** ({p['n_eval']} maps x {p['samples_per_map']} samples per arm; "
+             f"{p['resampling']}): {m['answer']}", f"  - A/A: {m['aa']}", f"  - {m['colour']}"]
+    return lines + ([f"  - {m['training_seeds']}"] if m.get("training_seeds") else [])
 
 
 def block(out: Path, profile: str) -> str:
@@ -228,6 +239,30 @@ def bottom_line(reports: Path) -> list[str]:
     return lines
 
 
+def schedule_control(reports: Path) -> list[str]:
+    """README's answer of the schedule control (CamVid, notebook 12): each effect at the paper's mu in KID x1e3 with
+    its paired interval, the A/A checks and the conclusion, all from the metrics file."""
+    m = _load(Path(reports) / "camvid", "12_schedule_control")
+    if not m:
+        return ["(no metrics file yet: `scpdiff reproduce --profile camvid --only 12_schedule_control`)"]
+    p, metric = m["protocol"], "KID x1e3"
+    rows = [r for r in m["effects"] if r["column"] == "kid" and r["pairing"] == "equal mu"]
+    mu = rows[0]["mu_sd"]
+    lines = [f"Two CamVid stacks trained by one recipe that differ only in the noise schedule (SD's, and zero terminal "
+             f"SNR), on the same {p['n_eval']} validation maps x {p['samples_per_map']} samples per arm; the joint "
+             f"prior at mu = {mu:g}; {metric} with the 95 % interval of each paired difference (maps resampled in "
+             f"moving blocks of {m['block']['block']} consecutive frames):"]
+    for r in rows:
+        lines.append(f"- {_cap(r['effect'])}: {_num(r['value'] * 1e3, metric, True)} "
+                     f"{_ci([x * 1e3 for x in r['ci']], metric)} ({r['verdict']}; the design detects "
+                     f"{_num(r['detectable_80'] * 1e3, metric)} at 80 % power)")
+    if "conclusion" in m:
+        lines.append(f"- **Reading**: {m['conclusion']}")
+    if m.get("training_seeds"):
+        lines.append(f"- {m['training_seeds']}")
+    return lines
+
+
 _ALL = {2: "both", 3: "all three", 4: "all four"}
 _COUNT = {2: "two", 3: "three", 4: "four", 5: "five"}
 
@@ -292,7 +327,7 @@ def lab_time(reports: Path) -> list[str]:
 
 
 SUMMARY = {"study-time": study_time, "bottom-line": bottom_line, "lab-time": lab_time, "quick-time": quick_time,
-           "headline-table": headline_table}
+           "headline-table": headline_table, "schedule-control": schedule_control}
 
 
 def summary_block(name: str, reports: Path) -> str:
