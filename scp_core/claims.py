@@ -373,7 +373,16 @@ def committed_block(path: Path, profile: str) -> str | None:
     return None if start < 0 or end < 0 else text[start:end + len(END.format(profile=profile))]
 
 
-if __name__ == "__main__":  # README's summary blocks, from the committed reports and benchmarks
+# the hand-written pages that carry :data:`SUMMARY` blocks (README holds every one)
+PAGES = ("README.md", "docs/camvid.md")
+
+
+def rewrite_pages(root: Path, out: Path, profile: str) -> list[Path]:
+    """:func:`rewrite_block` on each of :data:`PAGES` under ``root``; the pages that held a block."""
+    return [Path(root) / page for page in PAGES if rewrite_block(Path(root) / page, out, profile)]
+
+
+if __name__ == "__main__":  # the pages' summary blocks, from the committed reports and benchmarks
     from .io import REPO_ROOT
 
-    rewrite_block(REPO_ROOT / "README.md", REPO_ROOT / "reports" / "toy", "toy")
+    rewrite_pages(REPO_ROOT, REPO_ROOT / "reports" / "toy", "toy")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 from . import _tv_compat  # noqa: F401
-from .claims import rewrite_block
+from .claims import rewrite_pages
 from .index_md import NOTEBOOKS, write_index
 from .io import REPO_ROOT, atomic_path, portable, write_text
 from .notebook_order import waits_for
@@ -300,6 +300,6 @@ def reproduce(profile: str = "toy", only: list[str] | None = None, smoke: bool =
             {"notebooks": names, "commit": commit, "finished": finished, "wall_s": wall}]
     write_text(runs_path, json.dumps(run, indent=2, default=str) + "\n")
     write_index(out, run)
-    if out.resolve() == (REPO_ROOT / "reports" / profile).resolve():  # the reference report: the README's block too
-        rewrite_block(REPO_ROOT / "README.md", out, profile)
+    if out.resolve() == (REPO_ROOT / "reports" / profile).resolve():  # the reference report: the pages' blocks too
+        rewrite_pages(REPO_ROOT, out, profile)
     return run

@@ -135,13 +135,21 @@ def test_training_seeds_are_those_both_stacks_have(tmp_path, monkeypatch):
         (tmp_path / folder / "modules.json").write_text("{}")
     monkeypatch.setattr(sc, "training_seed_folder", lambda p, t: f"{tmp_path}/{p}/seeds/seed{t}")
     seeds = sc.training_seeds("camvid")
-    assert seeds["both"] == [0, 1]
+    assert seeds["both"] == [0, 1] and seeds["partial"] == {2: ["sd"]}
     assert seeds["missing"] == {2: [("zero-snr", "scpdiff train --profile camvid --seed 2")]}
-    assert sc.training_seeds("toy") == {"both": [0], "missing": {}}  # the toy pair has no training seeds
+    assert sc.training_seeds("toy") == {"both": [0], "partial": {}, "missing": {}}  # no training seeds on the toy pair
     stacks = sc.stack_settings("camvid-sd", training_seed=1, smoke=True)
     assert {n: s.trained for n, s in stacks.items()} == {"sd": f"{tmp_path}/camvid-sd/seeds/seed1",
                                                          "zero-snr": f"{tmp_path}/camvid/seeds/seed1"}
     assert all(s.trained is None for s in sc.stack_settings("camvid", smoke=True).values())
+    mixed = sc.stack_settings("camvid", training_seed={"sd": 2, "zero-snr": 0}, smoke=True)
+    assert mixed["sd"].trained == f"{tmp_path}/camvid-sd/seeds/seed2" and mixed["zero-snr"].trained is None
+    import pandas as pd
+    eff = pd.DataFrame({"effect": ["joint - normal, SD stack", "joint - normal, zero-SNR stack (do they compose?)",
+                                   "interaction: (joint - normal on SD) - (joint - normal on zero SNR)",
+                                   "A/A, SD stack: normal on two disjoint seed sets", "A/A, zero-SNR stack"]})
+    assert list(sc.effects_within(eff, ["sd"]).effect) == [eff.effect[0], eff.effect[3]]
+    assert sc.effects_within(eff, ["sd", "zero-snr"]).equals(eff)
 
 
 def test_brightness_spread_ratio_is_colour_spreads_brightness_column():

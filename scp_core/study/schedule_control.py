@@ -178,33 +178,48 @@ def _stacks(profile: str) -> dict[str, str]:
     return STACKS[base]
 
 
-def stack_settings(profile: str, notebook: str = "12_schedule_control", training_seed: int = 0,
+def stack_settings(profile: str, notebook: str = "12_schedule_control", training_seed: int | dict = 0,
                    **given) -> dict[str, Settings]:
     """``{schedule: Settings}`` of the two stacks of ``profile``'s dataset (:data:`STACKS`), with the run's counts;
-    ``training_seed`` >= 1: each stack's ControlNet stage from that training seed (:func:`training_seeds`)."""
+    ``training_seed`` >= 1: each stack's ControlNet stage from that training seed (:func:`training_seeds`), or
+    ``{schedule: seed}`` per stack (0: the stack itself)."""
     from dataclasses import replace  # noqa: PLC0415 (kept beside its one use)
 
     from .settings import settings as settings_of  # the table's counts for the notebook
 
     out = {name: settings_of(p, notebook=notebook, **given) for name, p in _stacks(profile).items()}
-    if training_seed:
-        out = {name: replace(sp, trained=training_seed_folder(sp.profile, training_seed)) for name, sp in out.items()}
-    return out
+    seeds = training_seed if isinstance(training_seed, dict) else dict.fromkeys(out, training_seed)
+    return {name: replace(sp, trained=training_seed_folder(sp.profile, seeds[name])) if seeds.get(name) else sp
+            for name, sp in out.items()}
+
+
+# how an effect's name (:func:`effects`) names each stack
+STACK_WORDS = {"sd": "SD stack", "zero-snr": "zero-SNR stack"}
+
+
+def effects_within(eff: pd.DataFrame, stacks) -> pd.DataFrame:
+    """The rows of :func:`effects` that involve only the stacks ``stacks`` (schedule names): a training seed one
+    stack lacks is run beside the other stack's seed 0, and only its own stack's effects are read from it."""
+    other = [STACK_WORDS[n] for n in STACK_WORDS if n not in stacks]
+    keep = eff.effect.map(lambda e: not any(w in e for w in other) and any(STACK_WORDS[n] in e for n in stacks))
+    return eff[keep] if other else eff
 
 
 def training_seeds(profile: str, upto: int = 9) -> dict:
-    """The ControlNet training seeds of the two stacks of ``profile``'s dataset: ``{"both": [0, ...], "missing":
-    {seed: [(stack, the command that trains it)]}}``; seed 0 is each stack itself, seed ``N`` >= 1 its
-    ``training_seed_folder`` when that holds trained modules (``modules.json``)."""
+    """The ControlNet training seeds of the two stacks of ``profile``'s dataset: ``{"both": [0, ...], "partial":
+    {seed: [schedules that have it]}, "missing": {seed: [(schedule, the command that trains it)]}}``; seed 0 is
+    each stack itself, seed ``N`` >= 1 its ``training_seed_folder`` when that holds trained modules
+    (``modules.json``)."""
     from ..pipeline_folder import MODULES_NAME  # noqa: PLC0415 (kept beside its one use)
 
-    both, missing = [0], {}
+    both, partial, missing = [0], {}, {}
     for seed in range(1, upto + 1):
         have = {name: (repo_path(training_seed_folder(p, seed)) / MODULES_NAME).is_file()
                 for name, p in _stacks(profile).items() if PROFILES[p].pipeline and not PROFILES[p].is_toy}
         if have and all(have.values()):
             both.append(seed)
         elif any(have.values()):
+            partial[seed] = [name for name, ok in have.items() if ok]
             missing[seed] = [(name, f"scpdiff train --profile {_stacks(profile)[name]} --seed {seed}")
                              for name, ok in have.items() if not ok]
-    return {"both": both, "missing": missing}
+    return {"both": both, "partial": partial, "missing": missing}
