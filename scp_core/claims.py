@@ -240,22 +240,30 @@ def bottom_line(reports: Path) -> list[str]:
 
 
 def schedule_control(reports: Path) -> list[str]:
-    """README's answer of the schedule control (CamVid, notebook 12): each effect at the paper's mu in KID x1e3 with
-    its paired interval, the A/A checks and the conclusion, all from the metrics file."""
+    """README's answer of the schedule control (CamVid, notebook 12): each effect at the paper's mu in KID x1e3 (the
+    primary distance, with the difference the design detects), FID and mIoU, each with its paired interval and
+    verdict, then the notebook's reading; all from the metrics file."""
     m = _load(Path(reports) / "camvid", "12_schedule_control")
     if not m:
         return ["(no metrics file yet: `scpdiff reproduce --profile camvid --only 12_schedule_control`)"]
-    p, metric = m["protocol"], "KID x1e3"
-    rows = [r for r in m["effects"] if r["column"] == "kid" and r["pairing"] == "equal mu"]
-    mu = rows[0]["mu_sd"]
+    p = m["protocol"]
+    rows = [r for r in m["effects"] if r["pairing"] == "equal mu"]
+    names = list(dict.fromkeys(r["effect"] for r in rows))
+    by = {(r["effect"], r["column"]): r for r in rows}
     lines = [f"Two CamVid stacks trained by one recipe that differ only in the noise schedule (SD's, and zero terminal "
              f"SNR), on the same {p['n_eval']} validation maps x {p['samples_per_map']} samples per arm; the joint "
-             f"prior at mu = {mu:g}; {metric} with the 95 % interval of each paired difference (maps resampled in "
-             f"moving blocks of {m['block']['block']} consecutive frames):"]
-    for r in rows:
-        lines.append(f"- {_cap(r['effect'])}: {_num(r['value'] * 1e3, metric, True)} "
-                     f"{_ci([x * 1e3 for x in r['ci']], metric)} ({r['verdict']}; the design detects "
-                     f"{_num(r['detectable_80'] * 1e3, metric)} at 80 % power)")
+             f"prior at mu = {rows[0]['mu_sd']:g}; each difference with its 95 % paired interval (maps resampled in "
+             f"moving blocks of {m['block']['block']} consecutive frames) and verdict:"]
+    for name in names:
+        parts = []
+        for col, metric, scale in (("kid", "KID x1e3", 1e3), ("fd", "FID", 1), ("miou", "mIoU", 1)):
+            r = by.get((name, col))
+            if r:
+                parts.append(f"{metric} {_num(r['value'] * scale, metric, True)} "
+                             f"{_ci([x * scale for x in r['ci']], metric)} ({r['verdict']})")
+        kid = by.get((name, "kid"))
+        detect = f"; KID detectable at 80 % power: {_num(kid['detectable_80'] * 1e3, 'KID x1e3')}" if kid else ""
+        lines.append(f"- {_cap(name)}: " + ", ".join(parts) + detect)
     if "conclusion" in m:
         lines.append(f"- **Reading**: {m['conclusion']}")
     if m.get("training_seeds"):
