@@ -1,6 +1,6 @@
 """Benchmark: seconds per training step of the CamVid stack on this CPU, at each image size and UNet width.
 
-What issue 32 asks before a CPU recipe is chosen: how many base-UNet and ControlNet steps fit in the
+What to know before a CPU recipe is chosen: how many base-UNet and ControlNet steps fit in the
 150-minute sitting at 192 x 256 (24 x 32 TAEF2 latents, the first stack) against 96 x 128 (12 x 16 latents),
 for the first stack's widths (32, 64, 128), the committed (64, 96, 160) and wider ones, at batch 16 and 32.
 Each row runs the stage's real loss (``unet_loss_fn`` / ``controlnet_loss_fn`` on random latents of the size,

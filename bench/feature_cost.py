@@ -1,4 +1,4 @@
-"""Benchmark: FID's Inception on the CPU in pytorch-fid's contiguous layout against channels-last (issue 34).
+"""Benchmark: FID's Inception on the CPU in pytorch-fid's contiguous layout against channels-last.
 
 Inception took a fifth of the toy batch's kernel time (``reports/bench/study_profile.md``). The extractor
 (:class:`scp_core.metrics.InceptionFeatures`) now keeps its weights and inputs channels-last; this measures both

@@ -1,4 +1,4 @@
-"""The study's profile: where each notebook of a batch spent its seconds (issue 34, "measure first").
+"""The study's profile: where each notebook of a batch spent its seconds ("measure first").
 
 Reads a batch's records, computes nothing again: ``runs.json`` (each notebook's wall time under ``scpdiff
 reproduce``) and each metrics file's ``timing_s`` (:mod:`scp_core.timing`: exclusive seconds by stage -- sampling,

@@ -1,4 +1,4 @@
-"""The study's wall time against issue 34's goals: a batch from a cold cache, then the same batch again into the
+"""The study's wall time against its goals: a batch from a cold cache, then the same batch again into the
 same reports folder (every image, feature and reference latent already in its cache), in one run.
 
 Goals (written in the issue before any measurement): the toy batch at most 25 minutes cold and 5 minutes warm,

@@ -77,7 +77,7 @@ def _kid(r: dict) -> str:
 
 
 def _real(m: dict, setting: str) -> dict:
-    """The real-image row of Table 1: ``real_reference`` (``real_ceiling`` in metrics from before issue 31)."""
+    """The real-image row of Table 1: ``real_reference`` (``real_ceiling`` in older metrics files)."""
     return (m.get("real_reference") or m["real_ceiling"])[setting]
 
 

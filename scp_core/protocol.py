@@ -1,4 +1,4 @@
-"""The primary tests of each report, fixed in ``reports/PROTOCOL.md``, corrected for multiplicity (issue 47).
+"""The primary tests of each report, fixed in ``reports/PROTOCOL.md``, corrected for multiplicity.
 
 The metrics files hold hundreds of paired comparisons, each judged alone by :mod:`scp_core.metrics.verdict`. The
 protocol names the few **primary** tests per report (a margin for each); this module reads it

@@ -1,4 +1,4 @@
-"""Where a run's seconds go: a tally of wall time by stage, for the study's profile (issue 34).
+"""Where a run's seconds go: a tally of wall time by stage, for the study's profile.
 
 The stages are the parts of a notebook a speed-up would target: ``sampling`` (DDIM with the UNet and
 ControlNet), ``decoding`` and ``encoding`` (the VAE), ``priors`` (building prior statistics, less the encoding

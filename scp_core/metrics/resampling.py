@@ -39,7 +39,7 @@ __all__ = ["N_BOOT", "Draws", "draw_indices", "block_indices", "block_length", "
            "FrechetGram", "frechet_draws", "frechet_batched", "reference_weights", "segmentation_draws", "interval",
            "difference", "detectable"]
 
-N_BOOT = 1000  # resamples of every reference interval (issue 31: at least 1,000)
+N_BOOT = 1000  # resamples of every reference interval (at least 1,000)
 LEVEL = 95.0
 
 

@@ -9,7 +9,7 @@ interest (a margin), two settings can also be **equivalent within the margin** (
 one-sided tests). Every verdict the notebooks, index.md and the README print comes from this module, and each
 sentence names the interval it used, so no sentence can say more than its numbers.
 
-Two degenerate cases are never a verdict (issue 47). Two arms that are **the same start** (the same start
+Two degenerate cases are never a verdict. Two arms that are **the same start** (the same start
 distribution and seeds: the caller's ``same=True``, or a paired difference that is exactly 0 on every resample, an
 interval ``[0, 0]``) are reported as "the same start: not a test". An interval of width 0 elsewhere (one
 difference on every resample) is "a constant difference: not a test". And a difference's interval is printed with

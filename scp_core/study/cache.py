@@ -1,4 +1,4 @@
-"""Compute once: a content-addressed disk cache of generated images and of their features (issue 34).
+"""Compute once: a content-addressed disk cache of generated images and of their features.
 
 Notebooks 01, 03, 04, 08, 10 and 11 sample the same stacks with the same priors, mu and seeds on the same maps (04's
 maps are the first of 03's), and score the same images with the same networks. Each image and each image's

@@ -1,4 +1,4 @@
-"""One entry of the study's cache on disk: an array and a digest of it, checked on every read (issue 47).
+"""One entry of the study's cache on disk: an array and a digest of it, checked on every read.
 
 An entry is one file, ``<key>.entry``: the header :data:`MAGIC`, a 32-byte BLAKE2b digest of the entry's key (its
 file name) and of the array's ``.npy`` bytes, then those bytes. A read recomputes the digest and hands the array

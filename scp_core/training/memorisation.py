@@ -6,7 +6,7 @@ prior, mu = 1: the model alone, no prior painting for it) on every validation ma
 2048-d pool features (the FID features):
 
 * **painting** -- KID of those samples against the real validation images, beside the real floor: KID of the
-  real training images against the same validation images (issue 32's goal: at most twice the floor);
+  real training images against the same validation images (the CPU recipe's goal: at most twice the floor);
 * **memorisation** -- for each generated image, the Euclidean distance to its nearest training image, against
   the same distance of each real validation image (a frame the model never saw, from the same city): the share
   of generated images nearer to a training image than the *closest* validation image is (goal: at most 5 %),

@@ -104,7 +104,7 @@ RECIPES = {
 # segmenter reused rather than trained again, so that one judge scores both stacks.
 RECIPES["camvid-sd"] = replace(RECIPES["camvid"], profile="camvid-sd", noise_schedule="sd",
                                segmenter_from=PROFILES["camvid"].segmenter)
-# One H100 / H200 in at most 8 minutes (issue 25): wider networks on the same TAEF2 latents, bf16, an EMA of the
+# One H100 / H200 in at most 8 minutes: wider networks on the same TAEF2 latents, bf16, an EMA of the
 # weights, each stage capped by a wall-clock budget (its steps are an upper bound; the facts record the steps done),
 # the committed segmenter reused (it scores the images; it need not change with the generator). Not yet run.
 GPU_RECIPES = {
