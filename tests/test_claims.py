@@ -27,12 +27,20 @@ def test_the_readme_summary_equals_what_the_committed_metrics_and_benchmarks_giv
         assert held in (None, readme), f"{page}'s {name} block differs: run python -m scp_core.claims"
 
 
-def test_the_bottom_line_names_every_setting_in_four_to_six_sentences():
+def bullets_of(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("- ")]
+
+
+def test_the_bottom_line_leads_with_every_primary_test_then_the_seeds_and_the_distance_from_real():
+    from scp_core.protocol import read_protocol
+
     lines = bottom_line(REPO_ROOT / "reports")
-    bullets = [line for line in lines if line.startswith("- ")]
-    assert 4 <= len(bullets) <= 6, lines
-    assert all(any(label.split(" (")[0].lower() in b.lower() for b in bullets) for _, _, label in SETTINGS)
-    assert all("[" in b or "intervals: the table below" in b for b in bullets), "each sentence has its intervals"
+    table = [line for line in lines if line.startswith("| ") and "`" in line]
+    assert [line.split("`")[1] for line in table] == [t.id for t in read_protocol()], "every primary test, in order"
+    assert all(line.rstrip(" |").split("| ")[-1] for line in table), "each with its corrected verdict"
+    bullets = bullets_of(lines)
+    assert len(bullets) == 2 and "t interval" in bullets[0] and "from real data" in bullets[1], bullets
+    assert all(any(label.split(" (")[0].lower() in bullets[1].lower() for _, _, label in SETTINGS) for _ in [0])
 
 
 def test_rewriting_the_summary_keeps_the_page_around_it_as_written(tmp_path):
