@@ -104,7 +104,9 @@ def claims(out: Path, profile: str) -> list[str]:
     m = _load(out, "04_mu_sweep")
     if m:
         if "protocol" in m:
-            lines += [f"- **Fig. 8, {kind}**: {text}." for kind, text in m["best_by_prior"].items()]
+            # exploratory: the best mu is picked by its point estimate on the maps it is then tested on
+            lines += [f"- **Fig. 8, {kind}** (exploratory: the best mu is chosen on the maps it is tested on): {text}."
+                      for kind, text in m["best_by_prior"].items()]
             lines += [f"- **Fig. 8, {kind}, judge 2**: {text}." for kind, text in m.get("best_by_prior_judge2",
                                                                                       {}).items()]
             if m.get("best_by_prior_judge2"):
