@@ -7,8 +7,9 @@ import torch
 from scp_core.metrics import SegmentationMeter
 from scp_core.metrics.frechet import feature_statistics, frechet_distance
 from scp_core.metrics.kid import kid_from_features
-from scp_core.metrics.resampling import (Draws, FrechetGram, difference, draw_indices, frechet_batched,
-                                         frechet_draws, interval, multiplicities, reference_weights, segmentation_draws)
+from scp_core.metrics.resampling import (Draws, FrechetGram, block_indices, block_length, difference, draw_indices,
+                                         frechet_batched, frechet_draws, interval, multiplicities, reference_weights,
+                                         segmentation_draws)
 from scp_core.metrics.verdict import relation_of_difference
 
 
@@ -98,6 +99,48 @@ def test_calibration_planted_difference_is_found():
     bias-shifted percentile interval is a little wide). At 3.0 standard errors (shift 0.12) it was 73 %."""
     calls = [_replication(1000 + seed, 0.15, n_boot=500) for seed in range(100)]
     assert calls.count("worse") / len(calls) >= 0.85, calls.count("worse")
+
+
+def _real_regime(seed: int, n: int, rho: float = 0.0, dim: int = 2048, latent: int = 16, n_boot: int = 500,
+                 block: int | None = None) -> tuple[str, int]:
+    """One synthetic study at the real regime: ``n`` maps whose content ``z`` (``latent`` dimensions, an AR(1) series
+    in map order with coefficient ``rho``: consecutive frames of a drive) is seen through a random projection in
+    ``dim`` Inception-sized features; the real images ``y`` and two settings ``a``, ``b`` of one distribution on the
+    same maps. The maps are resampled in moving blocks of ``block`` (default: Politis-White on ``z``, 1 where the maps
+    are independent). Returns the verdict on ``b - a`` and the block length."""
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(n, latent))
+    z = np.empty_like(e)
+    z[0] = e[0]
+    for i in range(1, n):
+        z[i] = rho * z[i - 1] + np.sqrt(1 - rho ** 2) * e[i]
+    proj = rng.normal(size=(latent, dim)) / np.sqrt(latent)
+    y = z @ proj + 0.5 * rng.normal(size=(n, dim))
+    a, b = (0.2 * z @ proj + 0.8 * rng.normal(size=(n, dim)) + 0.5 for _ in range(2))
+    blk = block if block is not None else (block_length(z[:, :3])["block"] if rho > 0 else 1)
+    r = frechet_draws({"a": a, "b": b}, y, block_indices(n, n_boot, seed, blk), ref_maps=n)
+    return relation_of_difference(difference(r["b"], r["a"])[1]), blk
+
+
+@pytest.mark.slow  # about 20 min on 2 cores
+@pytest.mark.parametrize("n", [50, 101])
+def test_calibration_at_inception_dimension_and_camvid_counts(n):
+    """2048-d features at n = 50 and 101 (CamVid's counts), independent maps: two equal arms are "not
+    distinguishable" in 93-97 % of 100 replications (500 resamples each). Measured: 95.0 % (n = 50), 97.0 % (101)."""
+    calls = [_real_regime(seed, n)[0] for seed in range(100)]
+    assert 0.93 <= calls.count("not distinguishable") / len(calls) <= 0.97
+
+
+@pytest.mark.slow  # about 20 min on 2 cores
+@pytest.mark.xfail(strict=True, reason="measured 90 % (blocks of 19 of 101 maps, AR(1) 0.95): with five blocks a "
+                                       "resample the moving-block interval is too narrow; the interval needs a "
+                                       "small-number-of-blocks correction")
+def test_calibration_of_the_moving_block_interval_on_a_drive():
+    """Maps that are consecutive frames (AR(1) content, coefficient 0.95; Politis-White picks blocks of about 19 of
+    101, as CamVid's val drive gives 24): two equal arms should be "not distinguishable" in 93-97 % of replications.
+    Measured 90 % (and 98 % with the maps resampled one by one, whose paired differences here are independent)."""
+    calls = [_real_regime(seed, 101, rho=0.95)[0] for seed in range(100)]
+    assert 0.93 <= calls.count("not distinguishable") / len(calls) <= 0.97
 
 
 def test_a_comparison_scores_both_judges_on_the_same_resampled_maps(tmp_path):
