@@ -14,10 +14,7 @@ from scp_core.metrics.verdict import SAME, TIED, compare, degenerate_claims, rel
 from scp_core.study.evaluation import COLUMNS
 
 STALE = {  # committed before issue 47; each holds "[0.0, 0.0], excludes 0" or an end that reads 0
-    "reports/camvid/index.md", "reports/camvid/notebooks/01_mismatch_study.ipynb",
-    "reports/camvid/metrics/01_mismatch_study.json", "reports/camvid/metrics/04_mu_sweep.json",
-    "reports/camvid/metrics/prior_comparison.json", "reports/toy/metrics/08_global_factors.json",
-    "reports/toy/metrics/prior_comparison.json"}
+    "reports/toy/metrics/08_global_factors.json", "reports/toy/metrics/prior_comparison.json"}
 METRICS = sorted((REPO_ROOT / "reports").glob("*/metrics/*.json"))
 
 
