@@ -201,7 +201,7 @@ def _primary_rows(reports: Path) -> list[str]:
     """One table row per primary test of every report with a protocol (:mod:`scp_core.protocol`): the stored
     difference and its 95 % interval, Holm's adjusted p within the report, the corrected verdict."""
     from .metrics.verdict import difference_format  # noqa: PLC0415 (kept beside its one use)
-    from .protocol import NOT_YET_RUN, primary_results, primary_tests  # noqa: PLC0415 (as above)
+    from .protocol import NOT_YET_RUN, p_text, primary_results, primary_tests  # noqa: PLC0415 (as above)
 
     rows = []
     for report in ("toy", "camvid"):
@@ -214,8 +214,8 @@ def _primary_rows(reports: Path) -> list[str]:
                 rows.append(f"| {name} |  |  | {NOT_YET_RUN} |")
                 continue
             spec = difference_format(r["ci"], 3)
-            p = "< 0.0001" if r["p_holm"] < 1e-4 else f"{r['p_holm']:.4f}"
-            rows.append(f"| {name} | {r['value']:+{spec}} {interval_text(r['ci'], spec)} | {p} | {r['verdict']} |")
+            rows.append(f"| {name} | {r['value']:+{spec}} {interval_text(r['ci'], spec)} | {p_text(r['p_holm'])} | "
+                        f"{r['verdict']} |")
     return rows
 
 

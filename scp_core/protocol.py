@@ -29,7 +29,7 @@ from .metrics.verdict import (BETTER, EQUIVALENT, TIED, WORSE, difference_format
 
 __all__ = ["PROTOCOL", "ALPHA", "PrimaryTest", "read_protocol", "primary_tests", "p_from_interval", "interval90",
            "holm", "corrected_verdict", "primary_results", "comparison_records", "exploratory_count",
-           "plain_against_real", "primary_section", "index_lines", "NOT_YET_RUN", "BELOW", "ABOVE"]
+           "plain_against_real", "primary_section", "index_lines", "p_text", "NOT_YET_RUN", "BELOW", "ABOVE"]
 
 PROTOCOL = REPO_ROOT / "reports" / "PROTOCOL.md"
 ALPHA = 0.05  # family-wise error rate of each report's primary tests
@@ -296,7 +296,8 @@ def index_lines(out: Path | str, run: dict, path: Path | str = PROTOCOL) -> list
     return primary_section(out, run["profile"], path)
 
 
-def _p_text(p: float | None) -> str:
+def p_text(p: float | None) -> str:
+    """A p-value as the tables print it (``< 0.0001`` below that; empty where there is none)."""
     return "" if p is None else "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
@@ -315,8 +316,8 @@ def primary_section(out: Path | str, report: str, path: Path | str = PROTOCOL) -
             rows.append(f"| `{t.id}` {name} |  |  |  |  | {NOT_YET_RUN} | {t.margin:g} |")
             continue
         spec = difference_format(r["ci"], 3)
-        rows.append(f"| `{t.id}` {name} | {r['value']:+{spec}} | {interval_text(r['ci'], spec)} | {_p_text(r['p'])} "
-                    f"| {_p_text(r['p_holm'])} | {r['verdict']} | {t.margin:g} |")
+        rows.append(f"| `{t.id}` {name} | {r['value']:+{spec}} | {interval_text(r['ci'], spec)} | {p_text(r['p'])} "
+                    f"| {p_text(r['p_holm'])} | {r['verdict']} | {t.margin:g} |")
     count = exploratory_count(out, report, path)
     restated = count["primary"] - sum(r["ci"] is not None for r in results)
     restated = f" ({restated} restating one elsewhere in the report)" if restated else ""

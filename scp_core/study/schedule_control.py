@@ -20,6 +20,8 @@ resamples maps for all of them: in blocks of consecutive frames where the maps a
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -183,8 +185,6 @@ def stack_settings(profile: str, notebook: str = "12_schedule_control", training
     """``{schedule: Settings}`` of the two stacks of ``profile``'s dataset (:data:`STACKS`), with the run's counts;
     ``training_seed`` >= 1: each stack's ControlNet stage from that training seed (:func:`training_seeds`), or
     ``{schedule: seed}`` per stack (0: the stack itself)."""
-    from dataclasses import replace  # noqa: PLC0415 (kept beside its one use)
-
     from .settings import settings as settings_of  # the table's counts for the notebook
 
     out = {name: settings_of(p, notebook=notebook, **given) for name, p in _stacks(profile).items()}
@@ -212,14 +212,14 @@ def training_seeds(profile: str, upto: int = 9) -> dict:
     (``modules.json``)."""
     from ..pipeline_folder import MODULES_NAME  # noqa: PLC0415 (kept beside its one use)
 
-    both, partial, missing = [0], {}, {}
+    both, partial, missing, stacks = [0], {}, {}, _stacks(profile)
     for seed in range(1, upto + 1):
         have = {name: (repo_path(training_seed_folder(p, seed)) / MODULES_NAME).is_file()
-                for name, p in _stacks(profile).items() if PROFILES[p].pipeline and not PROFILES[p].is_toy}
+                for name, p in stacks.items() if PROFILES[p].pipeline and not PROFILES[p].is_toy}
         if have and all(have.values()):
             both.append(seed)
         elif any(have.values()):
             partial[seed] = [name for name, ok in have.items() if ok]
-            missing[seed] = [(name, f"scpdiff train --profile {_stacks(profile)[name]} --seed {seed}")
+            missing[seed] = [(name, f"scpdiff train --profile {stacks[name]} --seed {seed}")
                              for name, ok in have.items() if not ok]
     return {"both": both, "partial": partial, "missing": missing}
