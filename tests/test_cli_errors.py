@@ -387,11 +387,13 @@ def test_train_defaults_are_the_entry_points_own():
 
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "toy-gv", "--small"], "--small is an option of toy, camvid, camvid-sd only; profile 'toy-gv' "
-                                         "takes --resume, --schedule, --out"),
+                                         "takes --resume, --schedule, --seed, --out"),
     (["--profile", "toy", "--device", "cpu"], "--device cpu is an option of camvid, camvid-sd only; profile 'toy' "
                                               "takes"),
-    (["--profile", "toy", "--seed", "3"], "--seed 3 is an option of toy-seed, camvid, camvid-sd only"),
+    (["--profile", "toy", "--seed", "3"], "--seed 3 is an option of toy-gv, toy-seed, camvid, camvid-sd only"),
     (["--profile", "camvid", "--stage", "unet"], "--stage unet is an option of toy only"),
+    (["--profile", "toy-gv", "--seed", "1", "--schedule", "zero-snr"],
+     "--seed trains toy-gv's ControlNet stage on SD's schedule; leave --schedule out"),
     (["--profile", "toy-locked", "--schedule", "zero-snr"],
      "--schedule zero-snr is an experiment of the toy profiles (toy, toy-gv); profile 'toy-locked' takes --resume, "
      "--out"),
@@ -422,9 +424,9 @@ def test_train_picks_each_profiles_trainer_with_its_defaults(capsys, stacks):
                  ["--profile", "toy-gv", "--schedule", "zero-snr"], ["--profile", "toy-seed", "--seed", "2"],
                  ["--profile", "toy-locked", "--out", "elsewhere", "--resume", "latest"],
                  ["--profile", "camvid", "--small"], ["--profile", "camvid", "--device", "cuda", "--write-pack", "f"],
-                 ["--profile", "camvid", "--report-only"]):
+                 ["--profile", "camvid", "--report-only"], ["--profile", "toy-gv", "--seed", "1"]):
         assert cli.main(["train", *argv]) == 0
-    assert len(stacks) == 8
+    assert len(stacks) == 9
     assert stacks[0] == ("train_toy_stack", (None,), dict(out=PIPELINE_DIR, resume=None,
                                                           stages=("vae", "unet", "controlnet"), work=RUNS,
                                                           report=True, schedule="sd", vae_work=RUNS))
@@ -443,5 +445,6 @@ def test_train_picks_each_profiles_trainer_with_its_defaults(capsys, stacks):
     assert stacks[6] == ("write_training_pack", ("f", "camvid"), dict(data_root=None, work=None, limit=None,
                                                                       recipe=recipe_for("camvid", gpu=True)))
     assert stacks[7][0] == "rewrite_report" and stacks[7][2]["recipe"] == recipe_for("camvid")
+    assert stacks[8] == ("train_toy_seed", (1,), dict(resume=None, stack="toy-gv"))
     out = capsys.readouterr().out
     assert '"trained": "train_toy_gv"' in out and str(Path("written") / "write_training_pack") in out

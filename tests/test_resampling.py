@@ -3,13 +3,14 @@ resampled sets, and calibrated on synthetic features whose truth is known."""
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from scp_core.metrics import SegmentationMeter
 from scp_core.metrics.frechet import feature_statistics, frechet_distance
 from scp_core.metrics.kid import kid_from_features
-from scp_core.metrics.resampling import (Draws, FrechetGram, block_indices, block_length, difference, draw_indices,
-                                         frechet_batched, frechet_draws, interval, multiplicities, reference_weights,
-                                         segmentation_draws)
+from scp_core.metrics.resampling import (Draws, FrechetGram, block_indices, block_length, block_scale, difference,
+                                         draw_indices, frechet_batched, frechet_draws, interval, multiplicities,
+                                         reference_weights, segmentation_draws, widened)
 from scp_core.metrics.verdict import relation_of_difference
 
 
@@ -102,24 +103,32 @@ def test_calibration_planted_difference_is_found():
 
 
 def _real_regime(seed: int, n: int, rho: float = 0.0, dim: int = 2048, latent: int = 16, n_boot: int = 500,
-                 block: int | None = None) -> tuple[str, int]:
+                 block: int | None = None, drift: bool = False) -> tuple[str, int]:
     """One synthetic study at the real regime: ``n`` maps whose content ``z`` (``latent`` dimensions, an AR(1) series
     in map order with coefficient ``rho``: consecutive frames of a drive) is seen through a random projection in
     ``dim`` Inception-sized features; the real images ``y`` and two settings ``a``, ``b`` of one distribution on the
-    same maps. The maps are resampled in moving blocks of ``block`` (default: Politis-White on ``z``, 1 where the maps
+    same maps (``drift``: each setting's own noise an AR(1) series too). The maps are resampled in moving blocks of ``block`` (default: Politis-White on ``z``, 1 where the maps
     are independent). Returns the verdict on ``b - a`` and the block length."""
     rng = np.random.default_rng(seed)
-    e = rng.normal(size=(n, latent))
-    z = np.empty_like(e)
-    z[0] = e[0]
-    for i in range(1, n):
-        z[i] = rho * z[i - 1] + np.sqrt(1 - rho ** 2) * e[i]
+
+    def ar1() -> np.ndarray:  # [n, latent], coefficient rho in map order, unit variance
+        e = rng.normal(size=(n, latent))
+        out = np.empty_like(e)
+        out[0] = e[0]
+        for i in range(1, n):
+            out[i] = rho * out[i - 1] + np.sqrt(1 - rho ** 2) * e[i]
+        return out
+    z = ar1()
     proj = rng.normal(size=(latent, dim)) / np.sqrt(latent)
     y = z @ proj + 0.5 * rng.normal(size=(n, dim))
-    a, b = (0.2 * z @ proj + 0.8 * rng.normal(size=(n, dim)) + 0.5 for _ in range(2))
+    if drift:  # each arm's own noise drifts along the drive as well
+        a, b = (0.2 * z @ proj + 0.4 * ar1() @ proj + 0.7 * rng.normal(size=(n, dim)) + 0.5 for _ in range(2))
+    else:
+        a, b = (0.2 * z @ proj + 0.8 * rng.normal(size=(n, dim)) + 0.5 for _ in range(2))
     blk = block if block is not None else (block_length(z[:, :3])["block"] if rho > 0 else 1)
     r = frechet_draws({"a": a, "b": b}, y, block_indices(n, n_boot, seed, blk), ref_maps=n)
-    return relation_of_difference(difference(r["b"], r["a"])[1]), blk
+    scale = block_scale(n, blk)  # as study.Comparison widens a moving-block bootstrap's draws
+    return relation_of_difference(difference(widened(r["b"], scale), widened(r["a"], scale))[1]), blk
 
 
 @pytest.mark.slow  # about 20 min on 2 cores
@@ -131,16 +140,53 @@ def test_calibration_at_inception_dimension_and_camvid_counts(n):
     assert 0.93 <= calls.count("not distinguishable") / len(calls) <= 0.97
 
 
-@pytest.mark.slow  # about 20 min on 2 cores
-@pytest.mark.xfail(strict=True, reason="measured 90 % (blocks of 19 of 101 maps, AR(1) 0.95): with five blocks a "
-                                       "resample the moving-block interval is too narrow; the interval needs a "
-                                       "small-number-of-blocks correction")
-def test_calibration_of_the_moving_block_interval_on_a_drive():
-    """Maps that are consecutive frames (AR(1) content, coefficient 0.95; Politis-White picks blocks of about 19 of
-    101, as CamVid's val drive gives 24): two equal arms should be "not distinguishable" in 93-97 % of replications.
-    Measured 90 % (and 98 % with the maps resampled one by one, whose paired differences here are independent)."""
-    calls = [_real_regime(seed, 101, rho=0.95)[0] for seed in range(100)]
+DRIFT_XFAIL = pytest.mark.xfail(strict=True, reason="measured 90 % (78 % unwidened): where the paired differences "
+                                "themselves drift as slowly as AR(1) 0.95 (about 39 frames), Politis-White's blocks of "
+                                "about 19 are too short to hold their dependence")
+
+
+@pytest.mark.slow  # about 2 min on 2 cores
+@pytest.mark.parametrize("drift", [False, pytest.param(True, marks=DRIFT_XFAIL)],
+                         ids=["arms-independent-per-map", "arms-drifting"])
+def test_calibration_of_the_moving_block_interval_on_a_drive(drift):
+    """Maps that are consecutive frames (AR(1) content, coefficient 0.95; Politis-White picks blocks of 11 to 26 of
+    101, as CamVid's val drive gives 24): two equal arms are "not distinguishable" in 93-97 % of 100 replications
+    with the draws widened by :func:`block_scale`. Measured (2048-d, 100 replications): 97 % (90 % unwidened: a
+    resample of four to nine blocks varies too little). Where each arm's own noise drifts along the drive too, so that
+    neighbouring maps' paired differences are alike, 90 % (78 % unwidened): the remaining shortfall is the block
+    length's, not the number of blocks' (docs/method.md says which verdicts it weakens)."""
+    calls = [_real_regime(seed, 101, rho=0.95, drift=drift)[0] for seed in range(100)]
     assert 0.93 <= calls.count("not distinguishable") / len(calls) <= 0.97
+
+
+def test_block_scale_restores_the_variance_of_a_mean_and_reads_t_with_k_minus_1_df():
+    """The moving-block bootstrap's variance of a mean is about (1 - b/n) of the truth (independent values, n = 101,
+    blocks of 24: 0.76); times n / (n - b) it is within 6 % of sigma^2 / n, averaged over 400 series (measured: 0.78
+    and 1.03). The scale adds the t interval's width with k - 1 degrees of freedom, k = n / b blocks; blocks of 1 are
+    left alone."""
+    rng, n, b = np.random.default_rng(7), 101, 24
+    idx = block_indices(n, 400, 3, b)
+    raw = np.mean([rng.normal(size=n)[idx].mean(1).var() for _ in range(400)]) * n  # sigma = 1
+    assert 0.70 <= raw <= 0.83, raw
+    assert n / (n - b) * raw == pytest.approx(1.0, abs=0.06)
+    t_over_z = stats.t.ppf(0.975, n / b - 1) / stats.norm.ppf(0.975)
+    assert block_scale(n, b) == pytest.approx(np.sqrt(n / (n - b)) * t_over_z)
+    assert 1.4 < block_scale(n, 20) < 1.7 and block_scale(1000, 20) < 1.05  # few blocks: wide; many: about 1
+    assert block_scale(n, 1) == 1.0
+    with pytest.raises(ValueError, match="block length"):
+        block_scale(n, n)
+
+
+def test_widened_draws_keep_their_mean_and_pair_linearly():
+    rng = np.random.default_rng(0)
+    a, b = Draws(1.0, rng.normal(1.2, 0.3, 500)), Draws(0.5, rng.normal(0.4, 0.2, 500))
+    wa, wb = widened(a, 1.5), widened(b, 1.5)
+    assert wa.value == 1.0 and wa.draws.mean() == pytest.approx(a.draws.mean())
+    assert wa.draws.std() == pytest.approx(1.5 * a.draws.std())
+    d, ci = difference(a, b)
+    wd, wci = difference(wa, wb)
+    assert wd == d and (wci[1] - wci[0]) == pytest.approx(1.5 * (ci[1] - ci[0]))
+    assert widened(a, 1.0) is a
 
 
 def test_a_comparison_scores_both_judges_on_the_same_resampled_maps(tmp_path):

@@ -60,7 +60,8 @@ def add_train(sub) -> None:
                         "training seed --seed) or a recipe's profile (camvid); each refuses the options it does "
                         "not take")
     t.add_argument("--seed", type=int_at_least(1, "--seed"), default=None,
-                   help="toy-seed: the training seed (zoo/toy is seed 0, default 1), into zoo/toy-seeds/seed<N>; a "
+                   help="toy-seed: the training seed (zoo/toy is seed 0, default 1), into zoo/toy-seeds/seed<N>; "
+                        "toy-gv: its ControlNet stage again with this training seed, into zoo/toy-gv/seeds/seed<N>; a "
                         "recipe's profile (camvid, camvid-sd): its ControlNet stage again with this training seed on "
                         "the stack's base UNet, into zoo/<profile>/seeds/seed<N>")
     t.add_argument("--small", action="store_true", help="toy, camvid: a few-minute run into runs/<profile>-small")

@@ -31,13 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import linalg
+from scipy import linalg, stats
 
 from .segmentation import SegmentationMeter
 
-__all__ = ["N_BOOT", "Draws", "draw_indices", "block_indices", "block_length", "image_weights", "multiplicities",
-           "FrechetGram", "frechet_draws", "frechet_batched", "reference_weights", "segmentation_draws", "interval",
-           "difference", "detectable"]
+__all__ = ["N_BOOT", "Draws", "draw_indices", "block_indices", "block_scale", "widened", "block_length",
+           "image_weights", "multiplicities", "FrechetGram", "frechet_draws", "frechet_batched", "reference_weights",
+           "segmentation_draws", "interval", "difference", "detectable"]
 
 N_BOOT = 1000  # resamples of every reference interval (at least 1,000)
 LEVEL = 95.0
@@ -63,6 +63,47 @@ def block_indices(n_maps: int, n_boot: int, seed: int, block: int = 1) -> np.nda
         return draw_indices(n_maps, n_boot, seed)
     starts = np.random.default_rng(seed).integers(0, n_maps - block + 1, size=(int(n_boot), -(-n_maps // block)))
     return (starts[:, :, None] + np.arange(block)).reshape(int(n_boot), -1)[:, :n_maps]
+
+
+def block_scale(n_maps: int, block: int, level: float = LEVEL) -> float:
+    """How much wider a moving-block bootstrap's draws must be for blocks of ``b > 1`` of ``n`` maps:
+    ``sqrt(n / (n - b)) * t_{k-1} / z`` at the interval's level, ``k = n / b`` blocks a resample.
+
+    Two corrections for few blocks (CamVid's val drive: blocks of 24 of 101 maps, ``k`` about 4):
+
+    * **the variance**: a resample's blocks are compared with the overlapping blocks' mean, which shares their maps,
+      so the bootstrap's variance of a mean is about ``(1 - b / n)`` of the series' (Kunsch 1989; for independent
+      maps ``E var* = (sigma^2 / n)(1 - b / n)``): ``sqrt(n / (n - b))`` restores it;
+    * **the interval**: that variance rests on about ``k`` independent blocks, so the interval is a ``t`` interval
+      with ``k - 1`` degrees of freedom, as the batch-means method's is: its half-width ``t_{k-1}(0.975) / z(0.975)``
+      times the normal one (1.42 at ``k`` = 5).
+
+    Measured on drive-like maps (``tests/test_resampling.py``: AR(1) content 0.95, Politis-White blocks of 11 to 50 of
+    101 maps), two equal arms are "not distinguishable" (the aim: 95 %) in 86.7 % of 300 replications unwidened
+    (512-d features), 91.7 % with the variance correction alone and 97.3 % with both; at 2048 dimensions, 100
+    replications: 90 % unwidened, 97 % widened. Where each arm's own noise drifts along the drive too (neighbouring
+    maps' paired differences alike), 77.7 %, 84.0 % and 93.7 % (512-d), 78 % and 90 % (2048-d): blocks shorter than
+    that drift are the remaining shortfall. ``b = 1`` (maps drawn one by one) is left as the textbook percentile
+    bootstrap (1.0). At CamVid's blocks of 24 of 101 the scale is 1.79.
+    """
+    n_maps, block = int(n_maps), int(block)
+    if block < 1 or block >= n_maps:
+        raise ValueError(f"block length must lie in 1 .. {n_maps - 1} (fewer than the {n_maps} maps), got {block}")
+    if block == 1:
+        return 1.0
+    k, q = n_maps / block, 0.5 + level / 200
+    return float(np.sqrt(n_maps / (n_maps - block)) * stats.t.ppf(q, k - 1) / stats.norm.ppf(q))
+
+
+def widened(d: Draws, scale: float) -> Draws:
+    """``d`` with each draw's deviation from the draws' mean times ``scale`` (:func:`block_scale`): the mean, so the
+    bootstrap's bias (:func:`interval`), is kept; the spread, so the interval and :func:`detectable`, grow by
+    ``scale``. Paired differences of widened draws are the widened differences (the map is linear), so every arm of
+    a comparison takes the same ``scale``."""
+    if scale == 1.0:
+        return d
+    m = float(np.mean(d.draws))
+    return Draws(d.value, m + float(scale) * (np.asarray(d.draws, np.float64) - m), dict(d.meta))
 
 
 def _flat_top(t: np.ndarray) -> np.ndarray:

@@ -33,8 +33,8 @@ from .experiments import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, TRAINING_SEE
                           mismatch_study, mu_sweep, prior_comparison, prior_summary, seed_study, trajectory)
 from .method import method_figure, method_parts
 from .prior_figures import joint_counts_figure, signed_heatmap, spatial_prior_figure
-from .output import (colorized, git_commit, image_grid, label_legend, legend_of, read_metrics, readable, records,
-                     save_figure, save_table, write_metrics)
+from .output import (colorized, compact, git_commit, image_grid, label_legend, legend_of, read_metrics, readable,
+                     records, save_figure, save_table, with_ci, write_metrics)
 from .settings import (COMPANIONS, NOTEBOOKS, PRIOR_KINDS, PROFILE_PARAMS, PROFILES, QUICK, SMOKE, Settings,
                        comparison_profiles, parameters, quick_counts, settings)
 
@@ -50,8 +50,8 @@ __all__ = [
     "prior_summary", "seed_study", "trajectory",
     "method_figure", "method_parts",
     "joint_counts_figure", "signed_heatmap", "spatial_prior_figure",
-    "colorized", "git_commit", "image_grid", "label_legend", "legend_of", "read_metrics", "readable", "records",
-    "save_figure", "save_table", "write_metrics",
+    "colorized", "compact", "git_commit", "image_grid", "label_legend", "legend_of", "read_metrics", "readable",
+    "records", "save_figure", "save_table", "with_ci", "write_metrics",
     "COMPANIONS", "NOTEBOOKS", "PRIOR_KINDS", "PROFILE_PARAMS", "PROFILES", "QUICK", "SMOKE", "Settings",
     "comparison_profiles", "parameters", "quick_counts", "settings",
 ]

@@ -26,8 +26,8 @@ from ..data import images_labels, to_float
 from ..data.profiles import SECOND_SEGMENTER, repo_path
 from ..metrics import SegmentationMeter, extract_features
 from ..metrics.frechet import nearest
-from ..metrics.resampling import (N_BOOT, Draws, block_indices, block_length, difference, draw_indices,
-                                  frechet_draws, interval, segmentation_draws)
+from ..metrics.resampling import (N_BOOT, Draws, block_indices, block_length, block_scale, difference, draw_indices,
+                                  frechet_draws, interval, segmentation_draws, widened)
 from ..metrics.verdict import best_text, compare, relation_of_difference
 from .. import timing
 from . import cache
@@ -210,7 +210,8 @@ class Comparison:
                 seg = segmentation_draws({k: v["cms"][key] for k, v in self.items.items()}, index)
                 out[key] = {k: d["miou"] for k, d in seg.items()}
                 out[key.replace("miou", "acc")] = {k: d["acc"] for k, d in seg.items()}
-        return out
+        scale = block_scale(n, self.block)  # few blocks vary too little: their draws widened (1.0 for block 1)
+        return {col: {k: widened(d, scale) for k, d in by.items()} for col, by in out.items()}
 
     def draws(self, col: str = "fd") -> dict[str, Draws]:
         """Every setting's point estimate and resampled values in column ``col`` (``{setting: Draws}``): the same

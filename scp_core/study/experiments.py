@@ -331,8 +331,8 @@ def comparison_table(ours: dict | None) -> pd.DataFrame:
     ``ours_metric`` (FD-toy on the toy profiles, FID at real scale), never into the paper's FID
     columns: a toy distance is not comparable with the paper's FID. ``ours_ci`` is each value's 95 %
     interval; on the SCP-Diff rows ``diff`` / ``diff_ci`` are the paired difference SCP-Diff minus ControlNet
-    on the same maps and seeds and its interval, and ``verdict`` the sentence it gives (the paper reports
-    no intervals, so its rows have none).
+    on the same maps and seeds and its interval, ``verdict`` the sentence it gives and ``relation`` its verdict
+    ("better", "not distinguishable", ...; the paper reports no intervals, so its rows have none).
     """
     rows = [{"method": r.method, "source": "paper", "cityscapes": r.cityscapes_fid, "ade20k": r.ade20k_fid,
              "coco_stuff": r.coco_stuff_fid, "ours": None, "ours_metric": "FID"} for r in PAPER_TABLE2.itertuples()]
@@ -348,6 +348,7 @@ def comparison_table(ours: dict | None) -> pd.DataFrame:
                            "ours_ci": by[kind].get("fd_ci"), "ours_metric": by[kind].get("metric", metric)}
                     diff = paired.get(("joint", "normal")) if kind == "joint" else None
                     if diff:
-                        row.update(diff=diff["diff"], diff_ci=diff["diff_ci"], verdict=diff["text"])
+                        row.update(diff=diff["diff"], diff_ci=diff["diff_ci"], verdict=diff["text"],
+                                   relation=diff.get("verdict"))
                     rows.append(row)
     return pd.DataFrame(rows)

@@ -213,6 +213,37 @@ def readable(df: pd.DataFrame, metric: str, columns, judge_b: bool = True) -> pd
     names.update({k + "_ci": v + " 95% CI" for k, v in _NAMES.items()})
     return out.rename(columns=names)
 
+MAX_VIEW_COLUMNS = 6  # a table printed in a notebook: the full one is saved in tables/
+
+
+def with_ci(t: pd.DataFrame, col: str, digits: int = 3) -> list[str]:
+    """Each row's ``col`` and its 95 % interval (``col + "_ci"``) in one cell, ``"0.095 [0.083, 0.109]"``: the value
+    alone where a row has no interval, ``"n/a"`` where it has no value."""
+    cis = t[col + "_ci"] if col + "_ci" in t else [None] * len(t)
+
+    def one(v, ci):
+        if v is None or v != v:
+            return "n/a"
+        ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(c == c for c in ci)
+        return f"{v:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ok else "")
+    return [one(v, ci) for v, ci in zip(t[col], cis)]
+
+
+def compact(t: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """A results table for reading in a notebook: ``{title: column}`` (the column as it is) or ``{title: (column,
+    digits)}`` (the value and its interval in one cell, :func:`with_ci`); columns the table lacks are left out. At most
+    :data:`MAX_VIEW_COLUMNS` columns: the full table is the one saved with :func:`save_table`."""
+    if len(columns) > MAX_VIEW_COLUMNS:
+        raise ValueError(f"a printed table has at most {MAX_VIEW_COLUMNS} columns, asked for {len(columns)}: "
+                         "the full table belongs in tables/ (save_table)")
+    out = {}
+    for title, spec in columns.items():
+        col, digits = spec if isinstance(spec, tuple) else (spec, None)
+        if col in t:
+            out[title] = with_ci(t, col, digits) if digits is not None else t[col].tolist()
+    return pd.DataFrame(out, index=range(len(t)))
+
+
 def _interval_text(v, digits: int = 3):
     """A ``(lo, hi)`` interval cell as ``[lo, hi]`` for reading; any other cell unchanged."""
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):

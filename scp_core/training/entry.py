@@ -17,7 +17,7 @@ TRAIN_OPTIONS = {"small": False, "resume": None, "schedule": "sd", "stage": None
                  "work": None, "device": "auto", "data_root": None, "write_pack": None, "pack": None,
                  "report_only": False}
 _RECIPE_OPTIONS = ("small", "resume", "seed", "out", "work", "device", "data_root", "write_pack", "pack", "report_only")
-TAKES = {"toy": ("small", "resume", "schedule", "stage", "out"), "toy-gv": ("resume", "schedule", "out"),
+TAKES = {"toy": ("small", "resume", "schedule", "stage", "out"), "toy-gv": ("resume", "schedule", "seed", "out"),
          "toy-locked": ("resume", "out"), "toy-seed": ("seed", "resume", "out"),
          **{profile: _RECIPE_OPTIONS for profile in RECIPES}}
 # where "an option of <profiles>" says too little
@@ -78,6 +78,12 @@ def _toy(o: dict) -> dict:
 def _toy_gv(o: dict) -> dict:
     from .toy import GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, RUNS, runs_dir, train_toy_gv  # as in _toy
 
+    if o["seed"] is not None:  # the toy-gv ControlNet stage again, another training seed
+        if o["schedule"] != "sd":
+            raise ValueError("--seed trains toy-gv's ControlNet stage on SD's schedule; leave --schedule out")
+        from .toy import train_toy_seed  # as in _toy
+
+        return train_toy_seed(o["seed"], **({"out": o["out"]} if o["out"] else {}), resume=o["resume"], stack="toy-gv")
     out = o["out"] or (GV_PIPELINE_DIR if o["schedule"] == "sd" else GV_ZERO_SNR_PIPELINE_DIR)
     return train_toy_gv(out=out, resume=o["resume"], schedule=o["schedule"], base_work=runs_dir("toy", o["schedule"]),
                         vae_work=RUNS, work=runs_dir("toy-gv", o["schedule"]))

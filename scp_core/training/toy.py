@@ -30,7 +30,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, ToyCity, get_dataset
-from ..data.profiles import PROFILES, TOY_PIPELINE_DIR, repo_path, seed_folder
+from ..data.profiles import PROFILES, TOY_PIPELINE_DIR, repo_path, seed_folder, training_seed_folder
 from ..io import write_json
 from ..models import make_scheduler, toy_text_conditioning, toy_unet, toy_vae
 from ..pipeline import load_pipeline
@@ -291,41 +291,55 @@ def train_toy_locked(out: str | Path = LOCKED_PIPELINE_DIR, work: str | Path = R
     return facts
 
 
-def seed_dir(seed: int) -> Path:
-    """Where the daylight ControlNet stage trained with training seed ``seed`` lives (seed 0 is ``zoo/toy``)."""
-    return PIPELINE_DIR if seed == 0 else repo_path(seed_folder(seed))
+# the toy stacks whose ControlNet stage trains again with another training seed: their data and recipe
+SEED_STACKS = {"toy": ("toy-city", TOY_FULL["controlnet"], "the daylight toy ControlNet", "toy-seed"),
+               "toy-gv": ("toy-city-gv", TOY_GV_CONTROLNET, "the toy-city-gv ControlNet", "toy-gv")}
+
+
+def seed_dir(seed: int, stack: str = "toy") -> Path:
+    """Where ``stack``'s ControlNet stage trained with training seed ``seed`` lives: ``zoo/toy-seeds/seed<N>`` for the
+    daylight stack, ``zoo/toy-gv/seeds/seed<N>`` for toy-city-gv (seed 0 is the committed stack itself)."""
+    if seed == 0:
+        return PIPELINE_DIR if stack == "toy" else repo_path(PROFILES[stack].pipeline)
+    return repo_path(seed_folder(seed) if stack == "toy" else training_seed_folder(stack, seed))
 
 
 def train_toy_seed(seed: int, out: str | Path | None = None, work: str | Path | None = None,
-                   resume: str | None = None, n_train: int = 4000) -> dict:
-    """The daylight toy ControlNet stage again, with training seed ``seed`` (Table 1 across seeds).
+                   resume: str | None = None, n_train: int = 4000, stack: str = "toy") -> dict:
+    """A toy ControlNet stage again, with training seed ``seed`` (Table 1 across seeds): ``stack`` "toy" (daylight
+    toy-city, ``zoo/toy``'s recipe) or "toy-gv" (toy-city-gv, ``zoo/toy-gv``'s).
 
-    The recipe of ``zoo/toy``'s ControlNet (:data:`.recipes.TOY_FULL`, decoder unlocked) with
-    ``TrainConfig.seed = seed`` (the batch order, the timesteps and noise drawn). The frozen parts
-    are shared and written once: the VAE, scale factor and conditioning of ``zoo/toy/pipeline``, and the
-    base UNet of ``zoo/toy-locked/pipeline`` (the toy recipe's base UNet retrained on that VAE's latents;
-    the locked stack never changed it). Only the two trained modules are written, float16, into ``out``
-    (``controlnet/``, ``unet/``); :func:`scp_core.pipeline.load_pipeline` assembles the stack from them.
+    The stack's ControlNet recipe (:data:`.recipes.TOY_FULL`, decoder unlocked; toy-gv's is the same) with
+    ``TrainConfig.seed = seed`` (the ControlNet's initial weights, the batch order, the timesteps and noise drawn).
+    The frozen parts are shared and written once: the VAE, scale factor and conditioning of ``zoo/toy/pipeline``
+    (toy-gv's are the same files), and the base UNet of ``zoo/toy-locked/pipeline`` (the toy recipe's base UNet
+    retrained on that VAE's latents; the locked stack never changed it). Only the two trained modules are written,
+    float16, into ``out`` (``controlnet/``, ``unet/``); :func:`scp_core.pipeline.load_pipeline` assembles the stack
+    from them.
     """
+    if stack not in SEED_STACKS:
+        raise ValueError(f"training seeds exist for the toy stacks {sorted(SEED_STACKS)}, not {stack!r}")
     if seed == 0:
-        raise ValueError("seed 0 is the committed zoo/toy stack; train seeds >= 1 here")
-    out = Path(out) if out else seed_dir(seed)
-    work = Path(work) if work else RUNS.with_name(f"toy-seed{seed}")
+        raise ValueError(f"seed 0 is the committed {stack} stack; train seeds >= 1 here")
+    dataset, recipe, title, profile = SEED_STACKS[stack]
+    out = Path(out) if out else seed_dir(seed, stack)
+    work = Path(work) if work else RUNS.with_name(f"{stack}-seed{seed}")
     base = load_pipeline(LOCKED_PIPELINE_DIR, device="cpu", dtype=torch.float32)
     t0 = time.time()
-    train = ToyCity(split="train")
+    train = get_dataset(dataset, split="train")
     cache = LatentCache.build(base.vae.eval().requires_grad_(False), train.images[:n_train],
                               scale_factor=base.scale_factor)
     cond, uncond = toy_text_conditioning(0)
-    cfg = replace(TOY_FULL["controlnet"], seed=int(seed))
+    cfg = replace(recipe, seed=int(seed))
     model, stage, _ = run_stage(work / "controlnet", lambda: controlnet_stage(
         base.unet, cache, train.labels[:n_train], train, make_scheduler("ddpm"), cond, uncond, cfg,
-        work / "controlnet", resume, f"toy ControlNet, training seed {seed}"), save=None)
-    facts = {"dataset": "toy-city", "training_seed": int(seed), "vae": "zoo/toy/pipeline",
+        work / "controlnet", resume, f"{stack} ControlNet, training seed {seed}"), save=None)
+    facts = {"dataset": dataset, "stack": stack, "training_seed": int(seed), "vae": "zoo/toy/pipeline",
              "base_unet": "zoo/toy-locked/pipeline/unet", "scale_factor": round(base.scale_factor, 5),
              "unlocked_unet_tensors": stage["unlocked_unet_tensors"], "steps": stage["steps"],
              "wall_s": stage["wall_s"], "final_loss": stage["final_loss"], "total_wall_s": round(time.time() - t0, 1),
-             "threads": torch.get_num_threads(), "torch": torch.__version__, "config": asdict(cfg)}
+             "threads": torch.get_num_threads(), "torch": torch.__version__, "config": asdict(cfg),
+             "command": f"scpdiff train --profile {profile} --seed {seed}", "title": title}
     save_modules({"controlnet": model.controlnet, "unet": model.unet}, out)
     write_json(out / "training_facts.json", facts)
     copy_loss_logs({"controlnet": work / "controlnet"}, out)
@@ -335,11 +349,15 @@ def train_toy_seed(seed: int, out: str | Path | None = None, work: str | Path | 
 
 def write_toy_seed_report(out: Path) -> Path:
     """``REPORT.md`` of a toy training-seed folder (:func:`.report.write_seed_report`)."""
-    seed = json.loads((Path(out) / "training_facts.json").read_text())["training_seed"]
-    return write_seed_report(out, f"The daylight toy ControlNet, training seed {seed}", (
-        "`zoo/toy`'s ControlNet stage (`scp_core.training.recipes.TOY_FULL`) retrained with another training seed "
-        f"(the batch order, timesteps and noise of training) by `scpdiff train --profile toy-seed --seed {seed}`. "
-        "Only the trained modules are here (`controlnet/`, `unet/`, float16, their sha256 in `modules.json`); the "
-        "VAE, scale factor and conditioning are `zoo/toy/pipeline`'s and the base UNet is "
+    facts = json.loads((Path(out) / "training_facts.json").read_text())
+    seed, stack = facts["training_seed"], facts.get("stack", "toy")
+    title = facts.get("title", SEED_STACKS[stack][2])
+    command = facts.get("command", f"scpdiff train --profile {SEED_STACKS[stack][3]} --seed {seed}")
+    zoo = "zoo/toy" if stack == "toy" else f"zoo/{stack}"
+    return write_seed_report(out, f"{title[0].upper()}{title[1:]}, training seed {seed}", (
+        f"`{zoo}`'s ControlNet stage (`scp_core.training.recipes.TOY_FULL`, on {facts['dataset']}) retrained with "
+        "another training seed (the batch order, timesteps and noise of training) "
+        f"by `{command}`. Only the trained modules are here (`controlnet/`, `unet/`, float16, their sha256 in "
+        "`modules.json`); the VAE, scale factor and conditioning are `zoo/toy/pipeline`'s and the base UNet is "
         "`zoo/toy-locked/pipeline/unet` (the toy recipe's base UNet, retrained), so the stack loads with "
-        "`load_pipeline(\"zoo/toy-locked/pipeline\", trained=<this folder>)`. Notebook 03 scores Table 1 on it."))
+        "`load_pipeline(\"zoo/toy-locked/pipeline\", trained=<this folder>)`. Notebook 11 scores Table 1 on it."))
