@@ -190,14 +190,21 @@ def test_study_loads_a_toy_recipe_segmenter_folder(tmp_path):
     assert seg.predict(torch.zeros(1, 3, 16, 16)).shape == (1, 16, 16)
 
 
-def test_committed_camvid_zoo_is_small_and_has_no_machine_paths():
+@pytest.mark.parametrize("name", ["camvid", "camvid-sd"])
+def test_committed_camvid_zoo_is_small_and_has_no_machine_paths(name):
+    """The stack under 25 MB; each training seed (``seeds/seed<N>``) only its two trained modules (ControlNet and
+    the UNet whose decoder trained beside it, float16: about 20 MB) and its report, nothing the stack already holds."""
     from scp_core.data import REPO_ROOT
 
-    zoo = REPO_ROOT / "zoo" / "camvid"
+    zoo = REPO_ROOT / "zoo" / name
     if not (zoo / "pipeline" / "scp_pipeline.json").is_file():
-        pytest.skip("zoo/camvid not trained yet (scpdiff train --profile camvid)")
+        pytest.skip(f"zoo/{name} not trained yet (scpdiff train --profile {name})")
     files = [p for p in zoo.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) < 25 * 2**20
+    stack = [p for p in files if "seeds" not in p.relative_to(zoo).parts]
+    assert sum(p.stat().st_size for p in stack) < 25 * 2**20
+    for seed in sorted((zoo / "seeds").glob("seed*")):
+        assert sorted(p.name for p in seed.iterdir() if p.is_dir()) == ["controlnet", "unet"], seed
+        assert sum(p.stat().st_size for p in seed.rglob("*") if p.is_file()) < 22 * 2**20, seed
     here = str(REPO_ROOT.parent)  # no path of the machine that trained it
     assert not [p for p in files if p.suffix in (".json", ".md") and here in p.read_text()]
     assert sorted(p.name for p in (zoo / "pipeline" / "vae").iterdir()) == ["config.json"]  # TAEF2 not copied

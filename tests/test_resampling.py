@@ -107,8 +107,9 @@ def _real_regime(seed: int, n: int, rho: float = 0.0, dim: int = 2048, latent: i
     """One synthetic study at the real regime: ``n`` maps whose content ``z`` (``latent`` dimensions, an AR(1) series
     in map order with coefficient ``rho``: consecutive frames of a drive) is seen through a random projection in
     ``dim`` Inception-sized features; the real images ``y`` and two settings ``a``, ``b`` of one distribution on the
-    same maps (``drift``: each setting's own noise an AR(1) series too). The maps are resampled in moving blocks of ``block`` (default: Politis-White on ``z``, 1 where the maps
-    are independent). Returns the verdict on ``b - a`` and the block length."""
+    same maps (``drift``: each setting's own noise an AR(1) series too). The maps are resampled in moving blocks of
+    ``block`` (default: Politis-White on ``z``, 1 where the maps are independent), the draws widened by
+    :func:`block_scale`. Returns the verdict on ``b - a`` and the block length."""
     rng = np.random.default_rng(seed)
 
     def ar1() -> np.ndarray:  # [n, latent], coefficient rho in map order, unit variance
