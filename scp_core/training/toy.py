@@ -360,4 +360,5 @@ def write_toy_seed_report(out: Path) -> Path:
         f"by `{command}`. Only the trained modules are here (`controlnet/`, `unet/`, float16, their sha256 in "
         "`modules.json`); the VAE, scale factor and conditioning are `zoo/toy/pipeline`'s and the base UNet is "
         "`zoo/toy-locked/pipeline/unet` (the toy recipe's base UNet, retrained), so the stack loads with "
-        "`load_pipeline(\"zoo/toy-locked/pipeline\", trained=<this folder>)`. Notebook 11 scores Table 1 on it."))
+        "`load_pipeline(\"zoo/toy-locked/pipeline\", trained=<this folder>)`."
+        + (" Notebook 11 scores Table 1 on it." if stack == "toy" else "")))
