@@ -76,13 +76,12 @@ def _toy(o: dict) -> dict:
 
 
 def _toy_gv(o: dict) -> dict:
-    from .toy import GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, RUNS, runs_dir, train_toy_gv  # as in _toy
+    from .toy import (GV_PIPELINE_DIR, GV_ZERO_SNR_PIPELINE_DIR, RUNS, runs_dir, train_toy_gv,  # as in _toy
+                      train_toy_seed)
 
     if o["seed"] is not None:  # the toy-gv ControlNet stage again, another training seed
         if o["schedule"] != "sd":
             raise ValueError("--seed trains toy-gv's ControlNet stage on SD's schedule; leave --schedule out")
-        from .toy import train_toy_seed  # as in _toy
-
         return train_toy_seed(o["seed"], **({"out": o["out"]} if o["out"] else {}), resume=o["resume"], stack="toy-gv")
     out = o["out"] or (GV_PIPELINE_DIR if o["schedule"] == "sd" else GV_ZERO_SNR_PIPELINE_DIR)
     return train_toy_gv(out=out, resume=o["resume"], schedule=o["schedule"], base_work=runs_dir("toy", o["schedule"]),

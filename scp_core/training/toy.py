@@ -30,7 +30,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from .. import _tv_compat  # noqa: F401
 from ..data import REPO_ROOT, ToyCity, get_dataset
-from ..data.profiles import PROFILES, TOY_PIPELINE_DIR, repo_path, seed_folder, training_seed_folder
+from ..data.profiles import PROFILES, TOY_PIPELINE_DIR, repo_path, training_seed_folder
 from ..io import write_json
 from ..models import make_scheduler, toy_text_conditioning, toy_unet, toy_vae
 from ..pipeline import load_pipeline
@@ -301,7 +301,7 @@ def seed_dir(seed: int, stack: str = "toy") -> Path:
     daylight stack, ``zoo/toy-gv/seeds/seed<N>`` for toy-city-gv (seed 0 is the committed stack itself)."""
     if seed == 0:
         return PIPELINE_DIR if stack == "toy" else repo_path(PROFILES[stack].pipeline)
-    return repo_path(seed_folder(seed) if stack == "toy" else training_seed_folder(stack, seed))
+    return repo_path(training_seed_folder(stack, seed))  # the daylight stack's is zoo/toy-seeds/seed<N>
 
 
 def train_toy_seed(seed: int, out: str | Path | None = None, work: str | Path | None = None,
